@@ -1,0 +1,159 @@
+"""The ``desync`` command line: a thin layer over :mod:`desync_core.ops`.
+
+Subcommands come from plugins (the core's own commands are a built-in plugin) through
+the ``desync_add_commands`` hook. User errors print ``Error: <message>`` on stderr and
+exit non-zero (see :mod:`desync_core.errors` for the codes); anything else is a bug and
+prints a traceback (exit 70).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from desync_core.errors import (
+    BUG_EXIT_CODE,
+    DesyncError,
+    OperationCancelledError,
+    UnknownSchemeError,
+    UsageError,
+)
+from desync_core.registry import KNOWN_PLUGINS, CommandRegistry
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors raised as UsageError (one line, no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        raise UsageError(message)
+
+
+def _global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", default=default, metavar="FILE",
+                        help="config file (default $HOME/.config/desync/config.json)")
+    parser.add_argument("--digest", default=default if suppress else "sha512-256",
+                        help="digest algorithm, sha512-256 or sha256 (default sha512-256)")
+    parser.add_argument("--verbose", action="store_const", const=True,
+                        default=default if suppress else False, help="verbose mode")
+
+
+def build_parser(commands: CommandRegistry) -> Parser:
+    """The full argument parser: global flags and every registered subcommand."""
+    parser = Parser(
+        prog="desync",
+        description="Content-defined chunking and delta distribution, compatible with "
+                    "casync and desync.",
+        allow_abbrev=False,
+    )
+    _global_flags(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
+    for name in sorted(commands.commands):
+        cmd = commands.commands[name]
+        p = sub.add_parser(
+            name, help=cmd.help, description=cmd.description or cmd.help, allow_abbrev=False,
+            usage=f"desync {name} [flags] {cmd.usage}".rstrip(),
+        )
+        _global_flags(p, suppress=True)
+        cmd.add_arguments(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def make_context(args: argparse.Namespace) -> Any:
+    """Build the run context from the global and store flags."""
+    from desync_core.cli.options import store_overrides
+    from desync_core.config import load_config
+    from desync_core.context import Context
+    from desync_core.digest import get_digest
+
+    return Context(
+        config=load_config(args.config),
+        digest=get_digest(args.digest or "sha512-256"),
+        digest_explicit=args.digest not in (None, "sha512-256"),
+        verbose=bool(args.verbose),
+        overrides=store_overrides(args),
+        concurrency=getattr(args, "concurrency", None) or 10,
+        cache_repair=getattr(args, "cache_repair", True),
+    )
+
+
+def _first_command(argv: Sequence[str]) -> str | None:
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--config", "--digest"):
+            skip = True
+            continue
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise OperationCancelledError()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv``; returns the exit status (exceptions are printed)."""
+    from desync_core.plugins import get_plugin_manager
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        registries = get_plugin_manager().registries()
+        command = _first_command(argv)
+        if command and command not in registries.commands.commands:
+            dist = KNOWN_PLUGINS["command"].get(command)
+            if dist:
+                raise UnknownSchemeError(
+                    f"the {command} command needs the {dist} plugin (pip install {dist})"
+                )
+        parser = build_parser(registries.commands)
+        args = parser.parse_args(argv)
+        cmd = getattr(args, "_command", None)
+        if cmd is None:
+            parser.print_help()
+            return 0
+        ctx = make_context(args)
+        rc = cmd.run(args, ctx)
+        return int(rc or 0)
+    except DesyncError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return OperationCancelledError.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception:  # a bug: show everything
+        traceback.print_exc()
+        return BUG_EXIT_CODE
+
+
+def _print_error(message: str) -> None:
+    first, _, rest = message.partition("\n")
+    sys.stderr.write(f"Error: {first}\n" + (rest + "\n" if rest else ""))
+    sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = code or 1
+    sys.exit(code)
+
+
+__all__ = ["Parser", "build_parser", "main", "make_context", "run"]

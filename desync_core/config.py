@@ -1,0 +1,198 @@
+"""The configuration file (``store.md`` §5): store options and credentials by location.
+
+Keys of ``store-options`` (and ``oci-credentials``, ``s3-credentials``) are shell-glob
+patterns with Go's ``path.Match`` rules: ``*`` and ``?`` never match ``/``. A location
+matched by more than one key is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from desync_core.errors import ConfigError
+from desync_core.location import parse_location
+from desync_core.stores.options import StoreOptions
+
+
+def default_config_path() -> str:
+    """``$HOME/.config/desync/config.json``."""
+    return os.path.join(os.path.expanduser("~"), ".config", "desync", "config.json")
+
+
+@cache
+def _glob_regex(pattern: str) -> re.Pattern[str] | None:
+    """Translate a Go ``path.Match`` pattern; None if it is malformed."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\":
+            i += 1
+            if i >= n:
+                return None
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            i += 1
+            negate = i < n and pattern[i] == "^"
+            if negate:
+                i += 1
+            ranges: list[str] = []
+            while True:
+                if i >= n:
+                    return None
+                if pattern[i] == "]" and ranges:
+                    break
+                lo, i = _class_char(pattern, i)
+                if lo is None:
+                    return None
+                if i < n and pattern[i] == "-":
+                    hi, i = _class_char(pattern, i + 1)
+                    if hi is None or hi < lo:
+                        return None
+                    ranges.append(f"{re.escape(lo)}-{re.escape(hi)}")
+                else:
+                    ranges.append(re.escape(lo))
+            out.append(f"[{'^' if negate else ''}{''.join(ranges)}]")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _class_char(pattern: str, i: int) -> tuple[str | None, int]:
+    if i >= len(pattern) or pattern[i] in "-]":
+        return None, i
+    if pattern[i] == "\\":
+        i += 1
+        if i >= len(pattern):
+            return None, i
+    return pattern[i], i + 1
+
+
+def glob_match(pattern: str, name: str) -> bool:
+    """Go ``path.Match``; a malformed pattern never matches."""
+    rx = _glob_regex(pattern)
+    return rx is not None and rx.fullmatch(name) is not None
+
+
+def location_matches(pattern: str, location: str) -> bool:
+    """Whether a config key matches a store location (``store.md`` §5.2)."""
+    loc = parse_location(location) if location else None
+    if loc is not None and not loc.is_local:
+        return glob_match(_strip_slash(pattern), _strip_slash(location))
+    return glob_match(os.path.abspath(pattern), os.path.abspath(location))
+
+
+def _strip_slash(s: str) -> str:
+    return s[:-1] if s.endswith("/") else s
+
+
+@dataclass
+class Config:
+    """The parsed configuration file."""
+
+    path: str = ""
+    s3_credentials: dict[str, dict[str, Any]] | None = None
+    oci_credentials: dict[str, dict[str, Any]] | None = None
+    store_options: dict[str, StoreOptions] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def _match(self, table: dict[str, Any] | None, location: str, what: str) -> Any:
+        if not table:
+            return None
+        hits = [key for key in table if location_matches(key, location)]
+        if len(hits) > 1:
+            raise ConfigError(f"multiple {what} entries match the location {location!r}")
+        return table[hits[0]] if hits else None
+
+    def options_for(self, location: str) -> StoreOptions:
+        """The store options for a location (defaults when no entry matches)."""
+        found = self._match(self.store_options, location, "store-options")
+        return found if found is not None else StoreOptions()
+
+    def s3_credentials_for(self, location: str) -> dict[str, Any] | None:
+        """``s3-credentials`` entry for an ``s3+http(s)://host[:port]/…`` location."""
+        loc = parse_location(location)
+        parts = loc.url
+        key = f"{loc.scheme.removeprefix('s3+')}://{parts.netloc}"
+        return self._match(self.s3_credentials, key, "s3-credentials")
+
+    def oci_credentials_for(self, location: str) -> dict[str, Any] | None:
+        """``oci-credentials`` entry for a location."""
+        return self._match(self.oci_credentials, location, "oci-credentials")
+
+    def to_json(self) -> str:
+        """The effective configuration as ``desync config`` prints it."""
+        doc = {
+            "s3-credentials": self.s3_credentials,
+            "oci-credentials": self.oci_credentials,
+            "store-options": (
+                None if self.store_options is None
+                else {k: v.to_json() for k, v in self.store_options.items()}
+            ),
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+
+def parse_config(text: str, path: str) -> Config:
+    """Parse configuration JSON; errors name the file."""
+    try:
+        doc = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"reading {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"reading {path}: the configuration must be a JSON object")
+    cfg = Config(path=path, raw=doc)
+    for key, attr in (("s3-credentials", "s3_credentials"), ("oci-credentials", "oci_credentials")):
+        section = doc.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+            raise ConfigError(f"reading {path}: {key!r} must map locations to objects")
+        setattr(cfg, attr, section)
+    opts = doc.get("store-options")
+    if opts is not None:
+        if not isinstance(opts, dict):
+            raise ConfigError(f"reading {path}: 'store-options' must be an object")
+        cfg.store_options = {
+            k: StoreOptions.from_json(v, f"{path}: store-options[{k!r}]") for k, v in opts.items()
+        }
+    return cfg
+
+
+def load_config(path: str | None = None) -> Config:
+    """Load ``path``, or the default file if it exists (built-in defaults otherwise).
+
+    An explicitly named file that is missing or unreadable is an error.
+    """
+    explicit = path is not None
+    path = path or default_config_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"reading {path}: no such file") from None
+        return Config(path=path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"reading {path}: {exc}") from None
+    return parse_config(text, path)
+
+
+__all__ = [
+    "Config",
+    "default_config_path",
+    "glob_match",
+    "load_config",
+    "location_matches",
+    "parse_config",
+]

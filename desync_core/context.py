@@ -1,0 +1,221 @@
+"""The run context: configuration, global flags, and opening stores and indexes.
+
+Everything that turns a location string into a store goes through here, so the config
+file, command-line overrides, plugins, retries, verification and composition are
+applied the same way by every command and by the Python API.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from desync_core.config import Config
+from desync_core.digest import DEFAULT_DIGEST, Digest
+from desync_core.errors import (
+    ConfigError,
+    DesyncError,
+    StoreError,
+    StoreReadOnlyError,
+    UsageError,
+)
+from desync_core.index import Index
+from desync_core.location import (
+    StoreLocation,
+    index_options_key,
+    parse_group,
+    parse_location,
+    split_index_location,
+)
+from desync_core.stores.base import (
+    ChunkStore,
+    IndexStore,
+    PrunableChunkStore,
+    WritableChunkStore,
+    WritableIndexStore,
+)
+from desync_core.stores.options import StoreOptions
+from desync_core.stores.wrappers import (
+    CacheStore,
+    ChunkReader,
+    FailoverGroup,
+    RetryingStore,
+    RouterStore,
+    VerifyingStore,
+)
+
+
+def _instantiate(factory: Any, location: StoreLocation, options: StoreOptions) -> Any:
+    return getattr(factory, "from_location", factory)(location, options)
+
+
+@dataclass
+class Context:
+    """Global settings of one run and the factories that depend on them.
+
+    Attributes:
+        config: the configuration file.
+        digest: the ``--digest`` algorithm (used when making indexes).
+        digest_explicit: ``--digest`` was given on the command line.
+        overrides: store options given as command-line flags; they beat the config.
+        concurrency: ``-n``, applied to every store.
+        cache_repair: ``--cache-repair`` (replace invalid chunks found in a cache).
+    """
+
+    config: Config = field(default_factory=Config)
+    digest: Digest = DEFAULT_DIGEST
+    digest_explicit: bool = False
+    verbose: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    concurrency: int = 10
+    cache_repair: bool = True
+
+    # -- options ----------------------------------------------------------------------
+
+    def store_options(self, location: str) -> StoreOptions:
+        """Options for a store location: config entry, then command-line overrides."""
+        opts = self.config.options_for(location).with_(**self.overrides, n=self.concurrency)
+        opts.validate(location)
+        return opts
+
+    def index_store_options(self, location: str) -> StoreOptions:
+        """Options for an index location (looked up with the part before the last /)."""
+        key = index_options_key(location)
+        opts = self.store_options(key)
+        if opts.encryption:
+            raise ConfigError(
+                f'store options for "{location}": encryption is not supported by index stores'
+            )
+        return opts
+
+    # -- chunk stores -------------------------------------------------------------------
+
+    def open_chunk_store(self, location: str | StoreLocation) -> ChunkStore:
+        """Open the transport for one location (no retries or verification)."""
+        from desync_core.plugins import get_registries
+
+        loc = parse_location(location) if isinstance(location, str) else location
+        reg = get_registries().chunk_stores.get(loc.scheme, what=loc.raw)
+        return _instantiate(reg.load(), loc, self.store_options(loc.raw))  # type: ignore[no-any-return]
+
+    def _reader(self, loc: StoreLocation, digest: Digest) -> Any:
+        store = self.open_chunk_store(loc)
+        retrying = RetryingStore(store, store.options.error_retry,
+                                 store.options.error_retry_base_interval)
+        return VerifyingStore(retrying, digest, skip_verify=store.options.skip_verify)
+
+    def open_reader(self, spec: str, digest: Digest | None = None) -> ChunkReader:
+        """Open one ``-s`` value (a store or a failover group ``A|B``), verified."""
+        digest = digest or self.digest
+        members = [self._reader(loc, digest) for loc in parse_group(spec)]
+        return members[0] if len(members) == 1 else FailoverGroup(members)
+
+    def open_source(self, stores: list[str], cache: str | None = None,
+                    digest: Digest | None = None) -> ChunkReader:
+        """The store chain of ``-s S1 -s S2 … [-c CACHE]``: a router, behind a cache."""
+        if not stores:
+            raise UsageError("no store provided")
+        digest = digest or self.digest
+        readers = [self.open_reader(s, digest) for s in stores]
+        source: ChunkReader = readers[0] if len(readers) == 1 else RouterStore(readers)
+        if cache:
+            source = CacheStore(source, self.open_cache(cache, digest), repair=self.cache_repair)
+        return source
+
+    def open_cache(self, location: str, digest: Digest | None = None) -> Any:
+        """A writable cache store, verified on read; local caches refresh mtimes."""
+        store = self.open_chunk_store(location)
+        if not isinstance(store, WritableChunkStore):
+            raise StoreReadOnlyError(f"store '{location}' does not support writing")
+        if hasattr(store, "touch_on_read"):
+            store.touch_on_read = True
+        retrying = RetryingStore(store, store.options.error_retry,
+                                 store.options.error_retry_base_interval)
+        return VerifyingStore(retrying, digest or self.digest,
+                              skip_verify=store.options.skip_verify)
+
+    def open_writable(self, location: str) -> RetryingStore:
+        """A store to write chunks to (``make -s``, ``chop -s``, ``cache -c``)."""
+        if "|" in location:
+            raise UsageError(f"cannot write to a failover group: {location}")
+        store = self.open_chunk_store(location)
+        if not isinstance(store, WritableChunkStore):
+            raise StoreReadOnlyError(f"store '{location}' does not support writing")
+        return RetryingStore(store, store.options.error_retry,
+                             store.options.error_retry_base_interval)
+
+    def open_prunable(self, location: str) -> PrunableChunkStore:
+        """A store that can list and delete chunks (``prune``)."""
+        store = self.open_chunk_store(location)
+        if not isinstance(store, PrunableChunkStore):
+            raise StoreError(f"store '{location}' does not support pruning")
+        return store
+
+    # -- indexes -------------------------------------------------------------------------
+
+    def open_index_store(self, location: str | StoreLocation) -> IndexStore:
+        """The index store for a location that names a directory-like place."""
+        from desync_core.plugins import get_registries
+
+        loc = parse_location(location) if isinstance(location, str) else location
+        if loc.scheme == "ssh":
+            raise UsageError("Index storage is not supported by ssh remote stores")
+        if loc.scheme.startswith("oci+"):
+            raise UsageError("Index storage is not supported by oci registry stores")
+        reg = get_registries().index_stores.get(loc.scheme, what=loc.raw)
+        return _instantiate(reg.load(), loc, self.index_store_options(loc.raw))  # type: ignore[no-any-return]
+
+    def read_index_bytes(self, location: str) -> bytes:
+        """The raw bytes of an index location (``-`` reads stdin)."""
+        if location == "-":
+            return sys.stdin.buffer.read()
+        base, name = split_index_location(location)
+        store = self.open_index_store(base)
+        try:
+            return store.get_index(name)
+        finally:
+            store.close()
+
+    def read_index(self, location: str) -> Index:
+        """Read and validate an index from a file, ``-``, or a remote index store."""
+        index = Index.from_bytes(self.read_index_bytes(location),
+                                 "stdin" if location == "-" else location)
+        if self.digest_explicit and index.digest != self.digest:
+            print(
+                f"Warning: {location} uses {index.digest.name} chunk ids, not "
+                f"{self.digest.name}; using {index.digest.name}",
+                file=sys.stderr,
+            )
+        return index
+
+    def write_index(self, location: str, index: Index) -> None:
+        """Write an index atomically to a file, ``-`` (stdout) or a remote index store."""
+        data = index.to_bytes()
+        if location == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        base, name = split_index_location(location)
+        if base.is_local and not os.path.isdir(base.path):
+            raise StoreError(f"cannot write {location}: directory {base.path} does not exist")
+        store = self.open_index_store(base)
+        try:
+            if not isinstance(store, WritableIndexStore):
+                raise StoreReadOnlyError(f"index store '{base}' does not support writing")
+            store.store_index(name, data)
+        finally:
+            store.close()
+
+
+def error_text(exc: BaseException) -> str:
+    """One line describing an error, for messages."""
+    if isinstance(exc, DesyncError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["Context", "error_text"]

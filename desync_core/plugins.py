@@ -1,0 +1,231 @@
+"""Plugin discovery and the registries built from it.
+
+Built-in features (the local store, catar, the core commands) are plugins registered
+through the same hooks as third-party ones. External plugins come from the ``desync``
+entry-point group. A plugin that fails to import is recorded, reported by
+``desync plugins`` and raised only when something it would provide is used.
+
+Environment controls:
+
+* ``DESYNC_DISABLE_PLUGINS=a,b`` blocks the named plugins (entry-point names).
+* ``DESYNC_LOAD_PLUGINS=a,b`` loads only these external plugins (empty: none).
+* ``DESYNC_TRACE_PLUGINS=1`` traces hook calls to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from desync_core import hookspecs
+from desync_core.markers import PROJECT
+from desync_core.registry import CommandRegistry, Registry
+
+#: Built-in plugin modules, registered under these names.
+DEFAULT_PLUGINS: dict[str, str] = {
+    "core_stores": "desync_core.stores.plugin",
+    "core_archive": "desync_core.archive.plugin",
+    "core_seeds": "desync_core.seeds.plugin",
+    "core_commands": "desync_core.cli.commands",
+}
+#: Built-ins that cannot be disabled.
+ESSENTIAL_PLUGINS = frozenset({"core_stores", "core_commands"})
+
+
+@dataclass
+class PluginInfo:
+    """What ``desync plugins`` reports about one plugin."""
+
+    name: str
+    module: str
+    distribution: str = ""
+    version: str = ""
+    builtin: bool = False
+    error: str = ""
+    blocked: bool = False
+    provides: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Registries:
+    """Every registry, filled by all loaded plugins."""
+
+    chunk_stores: Registry
+    index_stores: Registry
+    archive_formats: Registry
+    seed_types: Registry
+    commands: CommandRegistry
+
+
+class DesyncPluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers plugin metadata and load failures."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registries: Registries | None = None
+        self._lock = threading.Lock()
+
+    # -- loading ---------------------------------------------------------------
+
+    def is_blocked(self, name: str) -> bool:
+        """Blocked through pluggy or ``DESYNC_DISABLE_PLUGINS`` (essentials never are)."""
+        raw = os.environ.get("DESYNC_DISABLE_PLUGINS", "")
+        disabled = {p.strip() for p in raw.split(",") if p.strip()} - ESSENTIAL_PLUGINS
+        return name in disabled or super().is_blocked(name)
+
+    def register_builtin(self, name: str, module: str) -> None:
+        """Register one built-in plugin module."""
+        self.infos[name] = PluginInfo(name=name, module=module, builtin=True,
+                                      distribution="desync-core", version=_core_version())
+        if self.is_blocked(name):
+            self.infos[name].blocked = True
+            return
+        self.register(importlib.import_module(module), name=name)
+
+    def load_entrypoints(self) -> None:
+        """Load every plugin of the ``desync`` entry-point group, recording failures."""
+        allow = os.environ.get("DESYNC_LOAD_PLUGINS")
+        allowed = None if allow is None else {p.strip() for p in allow.split(",") if p.strip()}
+        for ep in entry_points(group=PROJECT):
+            if ep.name in self.infos:
+                continue
+            info = PluginInfo(name=ep.name, module=ep.value)
+            if ep.dist is not None:
+                info.distribution = ep.dist.metadata["Name"] or ""
+                info.version = ep.dist.version
+            self.infos[ep.name] = info
+            if self.is_blocked(ep.name) or (allowed is not None and ep.name not in allowed):
+                info.blocked = True
+                continue
+            self._load_one(ep, info)
+
+    def _load_one(self, ep: EntryPoint, info: PluginInfo) -> None:
+        try:
+            plugin = ep.load()
+            self.register(plugin, name=ep.name)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+
+    # -- registries ------------------------------------------------------------
+
+    def registries(self) -> Registries:
+        """Build (once) and return the registries filled by every loaded plugin."""
+        with self._lock:
+            if self._registries is None:
+                self._registries = self._build_registries()
+            return self._registries
+
+    def _build_registries(self) -> Registries:
+        regs = Registries(
+            chunk_stores=Registry("chunk store"),
+            index_stores=Registry("index store"),
+            archive_formats=Registry("archive format"),
+            seed_types=Registry("seed type"),
+            commands=CommandRegistry(),
+        )
+        errors = {name: info.error for name, info in self.infos.items() if info.error}
+        pairs: list[tuple[str, Any]] = [
+            ("desync_register_chunk_stores", regs.chunk_stores),
+            ("desync_register_index_stores", regs.index_stores),
+            ("desync_register_archive_formats", regs.archive_formats),
+            ("desync_register_seed_types", regs.seed_types),
+            ("desync_add_commands", regs.commands),
+        ]
+        for hook_name, registry in pairs:
+            if isinstance(registry, Registry):
+                registry.load_errors = errors
+            self._call_each(hook_name, registry)
+        for name, info in self.infos.items():
+            info.provides = {
+                "chunk stores": regs.chunk_stores.by_plugin(name),
+                "index stores": regs.index_stores.by_plugin(name),
+                "archive formats": regs.archive_formats.by_plugin(name),
+                "seed types": regs.seed_types.by_plugin(name),
+                "commands": regs.commands.by_plugin(name),
+            }
+        return regs
+
+    def _call_each(self, hook_name: str, registry: Registry | CommandRegistry) -> None:
+        """Call a register hook plugin by plugin, so each entry knows its plugin.
+
+        A plugin whose hook raises is reported like one that failed to import.
+        """
+        caller = getattr(self.hook, hook_name)
+        argname = caller.spec.argnames[0] if caller.spec else "registry"
+        for impl in reversed(caller.get_hookimpls()):  # registration order
+            registry.current_plugin = impl.plugin_name
+            kwargs = {argname: registry} if argname in impl.argnames else {}
+            try:
+                impl.function(**kwargs)
+            except Exception as exc:
+                info = self.infos.get(impl.plugin_name)
+                if info is not None:
+                    info.error = f"{hook_name} failed: {type(exc).__name__}: {exc}"
+        registry.current_plugin = "?"
+
+
+def _core_version() -> str:
+    from desync_core import __version__
+
+    return __version__
+
+
+def make_plugin_manager(*, load_entrypoints: bool = True) -> DesyncPluginManager:
+    """Create a fresh plugin manager with the built-ins (and, by default, entry points)."""
+    pm = DesyncPluginManager()
+    for name, module in DEFAULT_PLUGINS.items():
+        pm.register_builtin(name, module)
+    if load_entrypoints:
+        pm.load_entrypoints()
+    pm.check_pending()
+    if os.environ.get("DESYNC_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
+        pm.enable_tracing()
+    return pm
+
+
+_manager: DesyncPluginManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_plugin_manager() -> DesyncPluginManager:
+    """The process-wide plugin manager, created on first use."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = make_plugin_manager()
+        return _manager
+
+
+def set_plugin_manager(pm: DesyncPluginManager | None) -> None:
+    """Replace the process-wide manager (tests use this with a fresh manager)."""
+    global _manager
+    with _manager_lock:
+        _manager = pm
+
+
+def get_registries() -> Registries:
+    """Registries of the process-wide plugin manager."""
+    return get_plugin_manager().registries()
+
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ESSENTIAL_PLUGINS",
+    "DesyncPluginManager",
+    "PluginInfo",
+    "Registries",
+    "get_plugin_manager",
+    "get_registries",
+    "make_plugin_manager",
+    "set_plugin_manager",
+]

@@ -1,0 +1,276 @@
+"""Store interfaces that transports (local, HTTP, S3, SFTP...) implement.
+
+Capabilities are subclasses: :class:`ChunkStore` (read) ⊂ :class:`WritableChunkStore`
+⊂ :class:`PrunableChunkStore`; :class:`IndexStore` ⊂ :class:`WritableIndexStore`.
+
+Transports deal in *stored* bytes and never retry, cache, fail over or verify: those
+live once, in :mod:`desync_core.stores.wrappers`. Most transports only need to
+subclass :class:`KeyValueChunkStore` and implement five byte-level primitives.
+
+Stores pickle as their configuration (location and options) and reconnect lazily, so
+they can be handed to worker processes.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from desync_core.errors import ChunkMissingError, IndexNotFoundError, UsageError
+from desync_core.location import StoreLocation, parse_location
+from desync_core.stores.chunk import Chunk, ChunkCodec
+from desync_core.stores.options import StoreOptions
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def chunk_key(chunk_id: bytes, extension: str) -> str:
+    """The casync layout key of a chunk: ``abcd/abcd…ef.cacnk`` (``store.md`` §2)."""
+    h = chunk_id.hex()
+    return f"{h[:4]}/{h}{extension}"
+
+
+def parse_chunk_key(key: str, extension: str) -> bytes | None:
+    """The chunk id of a key of exactly the form ``<4hex>/<id><extension>``, else None."""
+    prefix, sep, name = key.partition("/")
+    if not sep or "/" in name:
+        return None
+    if extension:
+        if not name.endswith(extension):
+            return None
+        name = name[: -len(extension)]
+    if not _HEX64.fullmatch(name) or prefix != name[:4]:
+        return None
+    return bytes.fromhex(name)
+
+
+def _reopen(cls: type[ChunkStore] | type[IndexStore], location: str,
+            options: StoreOptions) -> Any:
+    return cls.from_location(parse_location(location), options)
+
+
+class ChunkStore(ABC):
+    """A readable chunk store.
+
+    Args:
+        location: where the store is.
+        options: its options (compression, timeouts, TLS...).
+    """
+
+    #: Whether the store is on this machine (used to size thread pools).
+    is_local = False
+
+    def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
+        self.location = location
+        self.options = options or StoreOptions()
+        self.codec = ChunkCodec(compressed=not self.options.uncompressed)
+
+    @classmethod
+    def from_location(cls, location: StoreLocation, options: StoreOptions) -> ChunkStore:
+        """Open the store at ``location`` (the factory registered for its scheme)."""
+        return cls(location, options)
+
+    @abstractmethod
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
+        """Read a chunk (not verified: the core's VerifyingStore does that).
+
+        Raises:
+            ChunkMissingError: the chunk is not in the store (never return empty data).
+        """
+
+    @abstractmethod
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """Whether the store holds the chunk."""
+
+    def get_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[tuple[bytes, Chunk | None]]:
+        """Read several chunks; yields ``None`` for missing ones, in request order."""
+        for chunk_id in chunk_ids:
+            try:
+                yield chunk_id, self.get_chunk(chunk_id)
+            except ChunkMissingError:
+                yield chunk_id, None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; calling it twice is harmless."""
+
+    def __enter__(self) -> ChunkStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __str__(self) -> str:
+        return str(self.location)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.location)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and str(other.location) == str(self.location)  # type: ignore[attr-defined]
+            and other.options == self.options  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), str(self.location)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (type(self), str(self.location), self.options))
+
+
+class WritableChunkStore(ChunkStore):
+    """A chunk store that accepts new chunks."""
+
+    @abstractmethod
+    def store_chunk(self, chunk: Chunk) -> None:
+        """Store a chunk. Must be atomic (no partial object is ever visible under the
+        final name) and idempotent; two writers of one chunk must both succeed."""
+
+
+class PrunableChunkStore(WritableChunkStore):
+    """A chunk store that can list and delete chunks."""
+
+    @abstractmethod
+    def iter_chunk_ids(self) -> Iterator[bytes]:
+        """Every chunk id in the store (chunks of this store's format only)."""
+
+    @abstractmethod
+    def remove_chunk(self, chunk_id: bytes) -> None:
+        """Delete a chunk; a missing chunk raises ChunkMissingError."""
+
+    def prune(self, keep: set[bytes]) -> int:
+        """Delete every chunk not in ``keep``; returns how many were deleted."""
+        doomed = [cid for cid in self.iter_chunk_ids() if cid not in keep]
+        for chunk_id in doomed:
+            try:
+                self.remove_chunk(chunk_id)
+            except ChunkMissingError:
+                pass
+        return len(doomed)
+
+
+class KeyValueChunkStore(PrunableChunkStore):
+    """Chunk semantics over five byte-level primitives on keys like ``abcd/abcd….cacnk``.
+
+    Subclasses implement :meth:`_read`, :meth:`_write`, :meth:`_exists`, :meth:`_list`
+    and :meth:`_delete`; keys are relative to the store's base.
+    """
+
+    @abstractmethod
+    def _read(self, key: str) -> bytes:
+        """The object's bytes; raise FileNotFoundError if it does not exist."""
+
+    @abstractmethod
+    def _write(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Create or replace the object atomically."""
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool:
+        """Whether the object exists."""
+
+    @abstractmethod
+    def _list(self) -> Iterator[str]:
+        """Every key in the store (any shape; non-chunk keys are filtered out)."""
+
+    @abstractmethod
+    def _delete(self, key: str) -> None:
+        """Delete the object; raise FileNotFoundError if it does not exist."""
+
+    def key(self, chunk_id: bytes) -> str:
+        """The key of a chunk in this store's format."""
+        return chunk_key(chunk_id, self.codec.extension)
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+        try:
+            raw = self._read(self.key(chunk_id))
+        except FileNotFoundError:
+            raise ChunkMissingError(chunk_id, self) from None
+        return Chunk(chunk_id, encoded=raw, codec=self.codec)
+
+    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+        return self._exists(self.key(chunk_id))
+
+    def store_chunk(self, chunk: Chunk) -> None:  # noqa: D102
+        self._write(self.key(chunk.id), chunk.encoded(self.codec))
+
+    def iter_chunk_ids(self) -> Iterator[bytes]:  # noqa: D102
+        ext = self.codec.extension
+        for key in self._list():
+            chunk_id = parse_chunk_key(key, ext)
+            if chunk_id is not None:
+                yield chunk_id
+
+    def remove_chunk(self, chunk_id: bytes) -> None:  # noqa: D102
+        try:
+            self._delete(self.key(chunk_id))
+        except FileNotFoundError:
+            raise ChunkMissingError(chunk_id, self) from None
+
+
+class IndexStore(ABC):
+    """A place holding index files by name (a directory, an HTTP path, a bucket prefix)."""
+
+    def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
+        self.location = location
+        self.options = options or StoreOptions()
+
+    @classmethod
+    def from_location(cls, location: StoreLocation, options: StoreOptions) -> IndexStore:
+        """Open the index store at ``location``."""
+        return cls(location, options)
+
+    @abstractmethod
+    def get_index(self, name: str) -> bytes:
+        """The bytes of index file ``name``.
+
+        Raises:
+            IndexNotFoundError: there is no such index.
+        """
+
+    def has_index(self, name: str) -> bool:
+        """Whether index ``name`` exists."""
+        try:
+            self.get_index(name)
+        except IndexNotFoundError:
+            return False
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __str__(self) -> str:
+        return str(self.location)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (type(self), str(self.location), self.options))
+
+
+class WritableIndexStore(IndexStore):
+    """An index store that accepts new index files."""
+
+    @abstractmethod
+    def store_index(self, name: str, data: bytes) -> None:
+        """Write index ``name`` atomically."""
+
+
+def check_index_name(name: str) -> str:
+    """Reject index names that are not plain file names (``..``, slashes, empty)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(f"invalid index name {name!r}")
+    return name
+
+
+__all__ = [
+    "ChunkStore",
+    "IndexStore",
+    "KeyValueChunkStore",
+    "PrunableChunkStore",
+    "WritableChunkStore",
+    "WritableIndexStore",
+    "check_index_name",
+    "chunk_key",
+    "parse_chunk_key",
+]

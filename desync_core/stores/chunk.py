@@ -1,0 +1,173 @@
+"""Chunks and their storage encodings (``store.md`` §2.1).
+
+A :class:`Chunk` holds plain data, encoded (stored) bytes, or both, and converts
+lazily: a chunk read from a compressed store and served by a compressed chunk-server
+is never decompressed and recompressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import threading
+from dataclasses import dataclass
+
+import zstandard
+
+from desync_core.digest import Digest
+from desync_core.errors import ChunkInvalidError
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b"
+COMPRESSED_EXTENSION = ".cacnk"
+
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    # zstandard contexts are not thread-safe; keep one per thread. Level 3 without
+    # checksum or content size makes files byte-identical to casync's.
+    c = getattr(_local, "compressor", None)
+    if c is None:
+        c = _local.compressor = zstandard.ZstdCompressor(
+            level=3, write_checksum=False, write_content_size=False
+        )
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def compress(data: bytes | bytearray | memoryview) -> bytes:
+    """zstd-compress chunk data exactly like casync (level 3, no checksum/size)."""
+    return _compressor().compress(data)
+
+
+def decompress(stored: bytes | bytearray | memoryview, chunk_id: bytes) -> bytes:
+    """Decompress a stored chunk; zstd (any frame form), xz and gzip are accepted.
+
+    Raises:
+        ChunkInvalidError: the data is not a complete compressed stream.
+    """
+    head = bytes(stored[:6])
+    try:
+        if head.startswith(ZSTD_MAGIC):
+            return _zstd_frames(stored)
+        if head.startswith(XZ_MAGIC):
+            return lzma.decompress(stored)
+        if head.startswith(GZIP_MAGIC):
+            return gzip.decompress(stored)
+    except (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError) as exc:
+        raise ChunkInvalidError(chunk_id, cause=str(exc) or type(exc).__name__) from exc
+    raise ChunkInvalidError(chunk_id, cause="unknown compression format")
+
+
+def _zstd_frames(stored: bytes | bytearray | memoryview) -> bytes:
+    parts = []
+    rest: bytes | bytearray | memoryview = stored
+    while True:
+        obj = _decompressor().decompressobj()
+        parts.append(obj.decompress(rest))
+        if not obj.eof:
+            raise zstandard.ZstdError("truncated zstd frame")
+        rest = obj.unused_data
+        if not rest:
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+@dataclass(frozen=True)
+class ChunkCodec:
+    """How a store encodes chunk data in its files or objects."""
+
+    compressed: bool = True
+
+    @property
+    def extension(self) -> str:
+        """File-name extension after the hex id (``.cacnk`` or nothing)."""
+        return COMPRESSED_EXTENSION if self.compressed else ""
+
+    def encode(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        """Plain data -> stored bytes."""
+        return compress(data) if self.compressed else data
+
+    def decode(self, stored: bytes | bytearray | memoryview, chunk_id: bytes) -> bytes:
+        """Stored bytes -> plain data."""
+        return decompress(stored, chunk_id) if self.compressed else bytes(stored)
+
+
+COMPRESSED = ChunkCodec(True)
+UNCOMPRESSED = ChunkCodec(False)
+
+
+class Chunk:
+    """A chunk: its id plus plain data and/or its stored encoding.
+
+    Args:
+        chunk_id: the 32-byte id.
+        data: plain data, if known.
+        encoded: stored bytes, if known; then ``codec`` says how they are encoded.
+        codec: the encoding of ``encoded``.
+    """
+
+    __slots__ = ("_codec", "_data", "_encoded", "id")
+
+    def __init__(
+        self,
+        chunk_id: bytes,
+        data: bytes | bytearray | memoryview | None = None,
+        *,
+        encoded: bytes | bytearray | memoryview | None = None,
+        codec: ChunkCodec | None = None,
+    ) -> None:
+        if data is None and encoded is None:
+            raise ValueError("a chunk needs data or encoded bytes")
+        self.id = chunk_id
+        self._data = data
+        self._encoded = encoded
+        self._codec = codec if encoded is not None else None
+
+    def data(self) -> bytes | bytearray | memoryview:
+        """The plain chunk data (decoded on first use).
+
+        Raises:
+            ChunkInvalidError: the stored bytes cannot be decoded.
+        """
+        if self._data is None:
+            assert self._encoded is not None and self._codec is not None
+            self._data = self._codec.decode(self._encoded, self.id)
+        return self._data
+
+    def encoded(self, codec: ChunkCodec) -> bytes | bytearray | memoryview:
+        """The chunk in ``codec``'s encoding, reusing stored bytes when they match."""
+        if self._encoded is not None and self._codec == codec:
+            return self._encoded
+        return codec.encode(self.data())
+
+    def verify(self, digest: Digest) -> None:
+        """Check that the data hashes to the id.
+
+        Raises:
+            ChunkInvalidError: it does not (or cannot be decoded).
+        """
+        actual = digest.sum(self.data())
+        if actual != self.id:
+            raise ChunkInvalidError(self.id, actual)
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.id.hex()[:16]}...)"
+
+
+__all__ = [
+    "COMPRESSED",
+    "UNCOMPRESSED",
+    "Chunk",
+    "ChunkCodec",
+    "compress",
+    "decompress",
+]

@@ -1,0 +1,280 @@
+"""Store composition (``store.md`` §3): verification, retries, router, failover, cache.
+
+These are the only places where chunks are verified, transient errors retried, and
+stores combined; transports stay simple. Every wrapper offers the reading interface
+(``get_chunk``, ``has_chunk``, ``close``) and forwards writes where that makes sense.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from desync_core.digest import Digest
+from desync_core.errors import (
+    ChunkInvalidError,
+    ChunkMissingError,
+    StoreConnectionError,
+    StoreError,
+    StoreReadOnlyError,
+)
+from desync_core.stores.chunk import Chunk
+
+T = TypeVar("T")
+
+
+class ChunkReader(Protocol):
+    """What operations read chunks from: a store or a composition of stores."""
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
+        """The chunk; ChunkMissingError if no store has it."""
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """Whether the chunk is available."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class ChunkWriter(ChunkReader, Protocol):
+    """A reader that also stores chunks."""
+
+    def store_chunk(self, chunk: Chunk) -> None:
+        """Store a chunk (atomic, idempotent)."""
+
+
+class _Wrapper:
+    """Forwards close/str to the wrapped store."""
+
+    inner: Any
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
+class RetryingStore(_Wrapper):
+    """Retries transient errors (:class:`StoreConnectionError`) with linear back-off.
+
+    ``attempts`` is the total number of tries (0 or 1: one try); after failed attempt
+    *k* the store waits ``k * base_interval`` seconds (``remote.md`` §1).
+    """
+
+    def __init__(self, inner: Any, attempts: int, base_interval: float) -> None:
+        self.inner = inner
+        self.attempts = max(1, attempts)
+        self.base_interval = base_interval
+
+    def _retry(self, fn: Callable[..., T], *args: Any) -> T:
+        attempt = 1
+        while True:
+            try:
+                return fn(*args)
+            except StoreConnectionError:
+                if attempt >= self.attempts:
+                    raise
+                time.sleep(attempt * self.base_interval)
+                attempt += 1
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+        return self._retry(self.inner.get_chunk, chunk_id)
+
+    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+        return self._retry(self.inner.has_chunk, chunk_id)
+
+    def store_chunk(self, chunk: Chunk) -> None:  # noqa: D102
+        if not hasattr(self.inner, "store_chunk"):
+            raise StoreReadOnlyError(f"store '{self.inner}' does not support writing")
+        self._retry(self.inner.store_chunk, chunk)
+
+
+class VerifyingStore(_Wrapper):
+    """Decodes chunks and checks them against their id (unless ``skip_verify``).
+
+    A chunk that cannot be decoded or hashes to another id raises
+    :class:`ChunkInvalidError` naming the store.
+    """
+
+    def __init__(self, inner: Any, digest: Digest, *, skip_verify: bool = False) -> None:
+        self.inner = inner
+        self.digest = digest
+        self.skip_verify = skip_verify
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+        chunk = self.inner.get_chunk(chunk_id)
+        try:
+            data = chunk.data()
+            if not self.skip_verify:
+                actual = self.digest.sum(data)
+                if actual != chunk_id:
+                    raise ChunkInvalidError(chunk_id, actual, store=self.inner)
+        except ChunkInvalidError as exc:
+            if exc.store is None:
+                raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
+                                        store=self.inner) from exc
+            raise
+        return chunk
+
+    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+        return bool(self.inner.has_chunk(chunk_id))
+
+    def store_chunk(self, chunk: Chunk) -> None:  # noqa: D102
+        if not hasattr(self.inner, "store_chunk"):
+            raise StoreReadOnlyError(f"store '{self.inner}' does not support writing")
+        self.inner.store_chunk(chunk)
+
+
+class FailoverGroup:
+    """``-s "A|B|C"``: members holding the same chunks; switch on errors (§3.3).
+
+    A missing chunk is an answer, not a failure: it is returned at once. Any other
+    error makes the next member active (round-robin) and retries, at most once per
+    member.
+    """
+
+    def __init__(self, members: list[Any]) -> None:
+        self.members = members
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"members": self.members, "_active": self._active}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        last: BaseException | None = None
+        for _ in range(len(self.members)):
+            with self._lock:
+                index = self._active
+            member = self.members[index]
+            try:
+                return getattr(member, method)(*args)
+            except ChunkMissingError:
+                raise
+            except (StoreError, ChunkInvalidError, OSError) as exc:
+                last = exc
+                with self._lock:
+                    if self._active == index:  # others may have switched already
+                        self._active = (index + 1) % len(self.members)
+        assert last is not None
+        raise last
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+        return self._call("get_chunk", chunk_id)  # type: ignore[no-any-return]
+
+    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+        return bool(self._call("has_chunk", chunk_id))
+
+    def close(self) -> None:  # noqa: D102
+        for m in self.members:
+            m.close()
+
+    def __str__(self) -> str:
+        return "|".join(str(m) for m in self.members)
+
+
+class RouterStore:
+    """Several ``-s`` stores queried in order (§3.1).
+
+    A missing chunk moves on to the next store; any other error stops the lookup.
+    """
+
+    def __init__(self, stores: list[Any]) -> None:
+        if not stores:
+            raise ValueError("a router needs at least one store")
+        self.stores = stores
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+        for store in self.stores:
+            try:
+                return store.get_chunk(chunk_id)  # type: ignore[no-any-return]
+            except ChunkMissingError:
+                continue
+        raise ChunkMissingError(chunk_id, self if len(self.stores) > 1 else self.stores[0])
+
+    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+        return any(store.has_chunk(chunk_id) for store in self.stores)
+
+    def close(self) -> None:  # noqa: D102
+        for store in self.stores:
+            store.close()
+
+    def __str__(self) -> str:
+        return ", ".join(str(s) for s in self.stores)
+
+
+class CacheStore:
+    """``-c``: read through a writable cache, fill it with what the router fetched (§3.2).
+
+    With ``repair`` (``--cache-repair``, the default) an invalid chunk in the cache is
+    treated as missing: it is fetched again and overwrites the bad copy.
+    """
+
+    def __init__(self, router: Any, cache: Any, *, repair: bool = True) -> None:
+        self.router = router
+        self.cache = cache
+        self.repair = repair
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+        try:
+            return self.cache.get_chunk(chunk_id)  # type: ignore[no-any-return]
+        except ChunkMissingError:
+            pass
+        except ChunkInvalidError:
+            if not self.repair:
+                raise
+        chunk = self.router.get_chunk(chunk_id)
+        try:
+            self.cache.store_chunk(chunk)
+        except (StoreError, OSError) as exc:
+            raise StoreError(f"failed to store in local cache: {exc}") from exc
+        return chunk  # type: ignore[no-any-return]
+
+    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+        return bool(self.cache.has_chunk(chunk_id) or self.router.has_chunk(chunk_id))
+
+    def close(self) -> None:  # noqa: D102
+        self.cache.close()
+        self.router.close()
+
+    def __str__(self) -> str:
+        return f"{self.router} (cache {self.cache})"
+
+
+def iter_members(reader: Any) -> Iterator[Any]:
+    """The transports inside a composition (for reporting)."""
+    if isinstance(reader, CacheStore):
+        yield from iter_members(reader.cache)
+        yield from iter_members(reader.router)
+    elif isinstance(reader, RouterStore):
+        for s in reader.stores:
+            yield from iter_members(s)
+    elif isinstance(reader, FailoverGroup):
+        for m in reader.members:
+            yield from iter_members(m)
+    elif isinstance(reader, _Wrapper):
+        yield from iter_members(reader.inner)
+    else:
+        yield reader
+
+
+__all__ = [
+    "CacheStore",
+    "ChunkReader",
+    "ChunkWriter",
+    "FailoverGroup",
+    "RetryingStore",
+    "RouterStore",
+    "VerifyingStore",
+    "iter_members",
+]

@@ -1,0 +1,55 @@
+"""Worker processes for CPU-bound work (chunking, hashing, compression).
+
+On Linux the pool forks: children inherit the loaded numba kernel and start in
+milliseconds, where ``spawn`` would re-import numpy and numba in every worker (about
+half a second each). Forking is safe here because pools are created before the
+operation starts any thread; elsewhere ``spawn`` is used.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+
+def default_workers() -> int:
+    """Number of CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")  # pragma: no cover
+
+
+@contextmanager
+def process_pool(
+    workers: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[ProcessPoolExecutor]:
+    """A process pool of ``workers`` processes with the chunker kernel loaded first.
+
+    ``initializer(*initargs)`` runs once in each worker (e.g. to open a store).
+    """
+    from desync_core.chunker import warm_up
+
+    warm_up()
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=_context(),
+                               initializer=initializer, initargs=initargs)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["default_workers", "process_pool"]
