@@ -7,6 +7,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+#: True in the ``desync`` command-line process, which allows process-wide start-up
+#: shortcuts that a library must not take (see ``chunker._load_numba_kernel``).
+running_cli = False
+
 from desync_core.errors import (  # noqa: E402
     ChunkInvalidError,
     ChunkMissingError,

@@ -58,7 +58,8 @@ def normalization_problem(flags: int) -> str | None:
     if flags & ~FEATURE_FLAGS_MAX:
         return f"unknown feature flag bits {flags & ~FEATURE_FLAGS_MAX:#x}"
     rules = [
-        (WITH_NSEC_TIME, WITH_USEC_TIME | WITH_SEC_TIME | WITH_2SEC_TIME, "nsec-time with coarser time"),
+        (WITH_NSEC_TIME, WITH_USEC_TIME | WITH_SEC_TIME | WITH_2SEC_TIME,
+         "nsec-time with coarser time"),
         (WITH_USEC_TIME, WITH_SEC_TIME | WITH_2SEC_TIME, "usec-time with coarser time"),
         (WITH_SEC_TIME, WITH_2SEC_TIME, "sec-time with 2sec-time"),
         (WITH_16BIT_UIDS, WITH_32BIT_UIDS, "both 16-bit and 32-bit uids"),

@@ -63,7 +63,7 @@ class ParsableProgress(Progress):
             line += f" {format_duration(remaining)}"
         return line
 
-    def update(self, n: int = 1) -> None:  # noqa: D102
+    def update(self, n: int = 1) -> None:
         with self.lock:
             self.done += n
             now = time.monotonic()
@@ -72,11 +72,11 @@ class ParsableProgress(Progress):
                 self.stream.write(self._line(False) + "\n")
                 self.stream.flush()
 
-    def set_total(self, total: int) -> None:  # noqa: D102
+    def set_total(self, total: int) -> None:
         with self.lock:
             self.total = total
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         with self.lock:
             if self.closed:
                 return
@@ -100,16 +100,16 @@ class BarProgress(Progress):
             dynamic_ncols=True,
         )
 
-    def update(self, n: int = 1) -> None:  # noqa: D102
+    def update(self, n: int = 1) -> None:
         with self.lock:
             self.bar.update(n)
 
-    def set_total(self, total: int) -> None:  # noqa: D102
+    def set_total(self, total: int) -> None:
         with self.lock:
             self.bar.total = total
             self.bar.refresh()
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         with self.lock:
             self.bar.close()
 

@@ -14,6 +14,7 @@ Public API:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from functools import cache
 
@@ -48,7 +49,7 @@ def _kernel() -> KernelFn:
 
         return run_python
 
-    from desync_core.chunker import _numba
+    _numba = _load_numba_kernel()
 
     def run_numba(buf: np.ndarray, n: int, eof: bool, params: ChunkerParams) -> np.ndarray:
         out = np.empty(n // max(params.min, WINDOW_SIZE) + 2, dtype=np.int64)
@@ -58,6 +59,29 @@ def _kernel() -> KernelFn:
         return out[:k]
 
     return run_numba
+
+
+def _load_numba_kernel():  # type: ignore[no-untyped-def]
+    """Import the kernel and load it from numba's cache (compiling on the first run).
+
+    numba's first compilation imports ``scipy.linalg`` (about 0.25 s) only to probe for
+    BLAS, which the kernel never uses. The CLI process hides that module while the
+    kernel loads; library users are left alone.
+    """
+    import desync_core
+
+    block = desync_core.running_cli and "scipy" not in sys.modules
+    if block:
+        sys.modules["scipy.linalg.cython_blas"] = None  # type: ignore[assignment]
+    try:
+        from desync_core.chunker import _numba
+
+        out = np.empty(4, dtype=np.int64)
+        _numba.find_cuts(np.zeros(64, dtype=np.uint8), 64, True, 48, 64, 50, False, out)
+    finally:
+        if block:
+            del sys.modules["scipy.linalg.cython_blas"]
+    return _numba
 
 
 def find_cuts(data: np.ndarray | bytes | bytearray | memoryview, params: ChunkerParams,

@@ -26,11 +26,11 @@ _T16 = ((_T << np.uint32(16)) | (_T >> np.uint32(16))).astype(np.uint32)
 
 
 @intrinsic
-def _rotl1(typingctx, x):  # type: ignore[no-untyped-def]  # noqa: ARG001
+def _rotl1(typingctx, x):  # type: ignore[no-untyped-def]
     """32-bit rotate left by one, as ``llvm.fshl.i32`` so it compiles to one instruction."""
     sig = types.uint32(types.uint32)
 
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]  # noqa: ARG001
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         i32 = ir.IntType(32)
         fn = get_or_insert_function(
             builder.module, ir.FunctionType(i32, [i32, i32, i32]), "llvm.fshl.i32"
@@ -42,8 +42,8 @@ def _rotl1(typingctx, x):  # type: ignore[no-untyped-def]  # noqa: ARG001
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def _find_cuts(buf, n, eof, mn, mx, d, fixed, out):  # type: ignore[no-untyped-def]
-    T = _T
-    T16 = _T16
+    tab = _T
+    tab16 = _T16
     k = 0
     n = np.uint64(n)
     mx = np.uint64(mx)
@@ -59,8 +59,8 @@ def _find_cuts(buf, n, eof, mn, mx, d, fixed, out):  # type: ignore[no-untyped-d
             out[k] = s
             k += 1
         return k
-    M = np.uint64(0xFFFFFFFFFFFFFFFF) // np.uint64(d) + np.uint64(1)
-    thr = np.uint64(0) - M  # cut iff h * M >= 2^64 - M  <=>  h % d == d - 1
+    mult = np.uint64(0xFFFFFFFFFFFFFFFF) // np.uint64(d) + np.uint64(1)
+    thr = np.uint64(0) - mult  # cut iff h * M >= 2^64 - M  <=>  h % d == d - 1
     w = np.uint64(48)
     one = np.uint64(1)
     two = np.uint64(2)
@@ -76,7 +76,7 @@ def _find_cuts(buf, n, eof, mn, mx, d, fixed, out):  # type: ignore[no-untyped-d
         h = np.uint32(0)
         p0 = s + l0 - w
         for i in range(48):
-            h = _rotl1(h) ^ T[buf[p0 + np.uint64(i)]]
+            h = _rotl1(h) ^ tab[buf[p0 + np.uint64(i)]]
         cand = s + l0
         end = s + mx
         if end > n:
@@ -84,38 +84,37 @@ def _find_cuts(buf, n, eof, mn, mx, d, fixed, out):  # type: ignore[no-untyped-d
         found = False
         # h is always the hash of the 48 bytes ending at cand.
         while cand + four <= end:
-            if np.uint64(h) * M >= thr:
+            if np.uint64(h) * mult >= thr:
                 found = True
                 break
-            h = _rotl1(h) ^ (T16[buf[cand - w]] ^ T[buf[cand]])
-            if np.uint64(h) * M >= thr:
+            h = _rotl1(h) ^ (tab16[buf[cand - w]] ^ tab[buf[cand]])
+            if np.uint64(h) * mult >= thr:
                 cand += one
                 found = True
                 break
-            h = _rotl1(h) ^ (T16[buf[cand + one - w]] ^ T[buf[cand + one]])
-            if np.uint64(h) * M >= thr:
+            h = _rotl1(h) ^ (tab16[buf[cand + one - w]] ^ tab[buf[cand + one]])
+            if np.uint64(h) * mult >= thr:
                 cand += two
                 found = True
                 break
-            h = _rotl1(h) ^ (T16[buf[cand + two - w]] ^ T[buf[cand + two]])
-            if np.uint64(h) * M >= thr:
+            h = _rotl1(h) ^ (tab16[buf[cand + two - w]] ^ tab[buf[cand + two]])
+            if np.uint64(h) * mult >= thr:
                 cand += three
                 found = True
                 break
-            h = _rotl1(h) ^ (T16[buf[cand + three - w]] ^ T[buf[cand + three]])
+            h = _rotl1(h) ^ (tab16[buf[cand + three - w]] ^ tab[buf[cand + three]])
             cand += four
         if not found:
             while cand < end:
-                if np.uint64(h) * M >= thr:
+                if np.uint64(h) * mult >= thr:
                     found = True
                     break
-                h = _rotl1(h) ^ (T16[buf[cand - w]] ^ T[buf[cand]])
+                h = _rotl1(h) ^ (tab16[buf[cand - w]] ^ tab[buf[cand]])
                 cand += one
-        if not found:
-            # cand == end: a cut at max, a hash hit at the end of the data, or the
-            # final chunk at end of stream; otherwise more data is needed.
-            if cand == s + mx or np.uint64(h) * M >= thr or eof:
-                found = True
+        # If not found, cand == end: a cut at max, a hash hit at the end of the data,
+        # or the final chunk at end of stream; otherwise more data is needed.
+        if not found and (cand == s + mx or np.uint64(h) * mult >= thr or eof):
+            found = True
         if not found:
             break
         out[k] = cand

@@ -28,7 +28,7 @@ from desync_core.registry import KNOWN_PLUGINS, CommandRegistry
 class Parser(argparse.ArgumentParser):
     """argparse with errors raised as UsageError (one line, no usage dump)."""
 
-    def error(self, message: str) -> NoReturn:  # noqa: D102
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -104,8 +104,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv``; returns the exit status (exceptions are printed)."""
+    import desync_core
     from desync_core.plugins import get_plugin_manager
 
+    desync_core.running_cli = True
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         registries = get_plugin_manager().registries()

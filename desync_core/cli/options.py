@@ -41,7 +41,7 @@ class ArrayAction(argparse.Action):
 
 
 def add_bool(parser: argparse.ArgumentParser, *names: str, default: bool = False,
-             help: str = "", dest: str | None = None) -> None:  # noqa: A002
+             help: str = "", dest: str | None = None) -> None:
     """A boolean flag that also takes ``--name=false`` (and the other ParseBool forms)."""
     longs = [n for n in names if n.startswith("--")]
     kwargs: dict[str, Any] = {"dest": dest} if dest else {}
@@ -78,18 +78,18 @@ def duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_store_list(parser: argparse.ArgumentParser, help: str = "source store(s)") -> None:  # noqa: A002
+def add_store_list(parser: argparse.ArgumentParser, help: str = "source store(s)") -> None:
     """``-s/--store``, repeatable (and comma-separated)."""
     parser.add_argument("-s", "--store", action=ListAction, default=[], metavar="LOCATION",
                         help=help)
 
 
-def add_store_single(parser: argparse.ArgumentParser, help: str = "target store") -> None:  # noqa: A002
+def add_store_single(parser: argparse.ArgumentParser, help: str = "target store") -> None:
     """``-s/--store`` taking one location."""
     parser.add_argument("-s", "--store", default="", metavar="LOCATION", help=help)
 
 
-def add_cache(parser: argparse.ArgumentParser, help: str = "store to be used as cache") -> None:  # noqa: A002
+def add_cache(parser: argparse.ArgumentParser, help: str = "store to be used as cache") -> None:
     """``-c/--cache``."""
     parser.add_argument("-c", "--cache", default="", metavar="LOCATION", help=help)
 
@@ -119,8 +119,10 @@ def add_store_flags(parser: argparse.ArgumentParser, *, concurrency: int = 10) -
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     """The HTTP(S) server flags of ``chunk-server`` and ``index-server`` (``cli.md`` "V")."""
     g = parser.add_argument_group("server options")
-    g.add_argument("--cert", default="", metavar="PATH", help="cert file in PEM format, requires --key")
-    g.add_argument("--key", default="", metavar="PATH", help="key file in PEM format, requires --cert")
+    g.add_argument("--cert", default="", metavar="PATH",
+                   help="cert file in PEM format, requires --key")
+    g.add_argument("--key", default="", metavar="PATH",
+                   help="key file in PEM format, requires --cert")
     add_bool(g, "--mutual-tls", help="require valid client certificates")
     g.add_argument("--client-ca", default="", metavar="PATH",
                    help="acceptable client certificate or CA")
@@ -147,7 +149,8 @@ def validate_server_flags(args: argparse.Namespace) -> None:
 def store_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Store options given explicitly on the command line (they beat the config file)."""
     out: dict[str, Any] = {}
-    if getattr(args, "client_cert", None) is not None or getattr(args, "client_key", None) is not None:
+    cert, key = getattr(args, "client_cert", None), getattr(args, "client_key", None)
+    if cert is not None or key is not None:
         if not (args.client_cert and args.client_key):
             raise UsageError("--client-key and --client-cert options need to be provided together")
         out["client_cert"] = args.client_cert
@@ -165,8 +168,6 @@ def store_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 __all__ = [
     "ArrayAction",
-    "format_duration",
-    "parse_duration",
     "ListAction",
     "add_bool",
     "add_cache",
@@ -175,7 +176,9 @@ __all__ = [
     "add_store_list",
     "add_store_single",
     "duration_arg",
+    "format_duration",
     "int_arg",
+    "parse_duration",
     "store_overrides",
     "uint_arg",
     "validate_server_flags",

@@ -9,6 +9,7 @@ store lacks. Chunks already present are never compressed.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -49,7 +50,8 @@ def init_worker(store: Any, digest_name: str, io_threads: int) -> None:
     """Pool initializer: the store and digest every task of this process uses."""
     _state.store = store
     _state.digest = get_digest(digest_name)
-    _state.io_pool = ThreadPoolExecutor(io_threads) if store is not None and io_threads > 1 else None
+    threaded = store is not None and io_threads > 1
+    _state.io_pool = ThreadPoolExecutor(io_threads) if threaded else None
 
 
 def iter_ranges(fd: int, starts: np.ndarray, ends: np.ndarray,
@@ -77,7 +79,8 @@ def iter_ranges(fd: int, starts: np.ndarray, ends: np.ndarray,
             r = os.preadv(fd, [view[got:total]], base + got)
             if r <= 0:
                 raise SeedInvalidError(
-                    f"unexpected end of file at offset {base + got} (file is shorter than the index)"
+                    f"unexpected end of file at offset {base + got} "
+                    "(the file is shorter than the index)"
                 )
             got += r
         for k in range(i, j):
@@ -150,7 +153,7 @@ def split_tasks(ends: np.ndarray, task_bytes: int = TASK_BYTES) -> list[tuple[in
         return []
     bounds = np.searchsorted(ends, np.arange(task_bytes, int(ends[-1]), task_bytes), side="left")
     cuts = sorted({0, *(int(b) + 1 for b in bounds if 0 <= b < n - 1), n})
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def run_tasks(

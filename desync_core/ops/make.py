@@ -31,6 +31,8 @@ from desync_core.stores.chunk import Chunk
 from desync_core.workers import default_workers, process_pool
 
 CATAR_ENTRY = 0x1396FABCEA5BBB51
+#: Inputs smaller than this are chunked and hashed in the calling process.
+SMALL_INPUT = 16 * 1024 * 1024
 
 
 @dataclass
@@ -108,6 +110,8 @@ def make_index(
     threads = 1 if store is None or store_is_local else max(1, io_threads // workers)
     with open(source, "rb") as f:
         first = f.read(64)
+        if f.seek(0, os.SEEK_END) < SMALL_INPUT:
+            workers = 1  # not worth starting processes
     if workers <= 1:
         chunkfile.init_worker(store, digest.name, threads)
         return _make_seekable(source, params, digest, None, 1, first, progress, stats)

@@ -183,27 +183,27 @@ class KeyValueChunkStore(PrunableChunkStore):
         """The key of a chunk in this store's format."""
         return chunk_key(chunk_id, self.codec.extension)
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
         try:
             raw = self._read(self.key(chunk_id))
         except FileNotFoundError:
             raise ChunkMissingError(chunk_id, self) from None
         return Chunk(chunk_id, encoded=raw, codec=self.codec)
 
-    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+    def has_chunk(self, chunk_id: bytes) -> bool:
         return self._exists(self.key(chunk_id))
 
-    def store_chunk(self, chunk: Chunk) -> None:  # noqa: D102
+    def store_chunk(self, chunk: Chunk) -> None:
         self._write(self.key(chunk.id), chunk.encoded(self.codec))
 
-    def iter_chunk_ids(self) -> Iterator[bytes]:  # noqa: D102
+    def iter_chunk_ids(self) -> Iterator[bytes]:
         ext = self.codec.extension
         for key in self._list():
             chunk_id = parse_chunk_key(key, ext)
             if chunk_id is not None:
                 yield chunk_id
 
-    def remove_chunk(self, chunk_id: bytes) -> None:  # noqa: D102
+    def remove_chunk(self, chunk_id: bytes) -> None:
         try:
             self._delete(self.key(chunk_id))
         except FileNotFoundError:

@@ -139,7 +139,8 @@ class Chunk:
             ChunkInvalidError: the stored bytes cannot be decoded.
         """
         if self._data is None:
-            assert self._encoded is not None and self._codec is not None
+            assert self._encoded is not None
+            assert self._codec is not None
             self._data = self._codec.decode(self._encoded, self.id)
         return self._data
 

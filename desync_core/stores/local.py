@@ -79,8 +79,7 @@ class LocalChunkStore(KeyValueChunkStore):
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:
-                if not os.path.isdir(self.base):
-                    raise StoreError(f"store {self.base} does not exist") from None
+                # Like casync, a missing store (or prefix) directory is created.
                 os.makedirs(directory, exist_ok=True)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
@@ -135,7 +134,7 @@ class LocalChunkStore(KeyValueChunkStore):
                     removed += 1
         return removed
 
-    def prune(self, keep: set[bytes]) -> int:  # noqa: D102
+    def prune(self, keep: set[bytes]) -> int:
         self.remove_stale_temp_files()
         return super().prune(keep)
 
@@ -150,7 +149,7 @@ class LocalIndexStore(WritableIndexStore):
     def _path(self, name: str) -> str:
         return os.path.join(self.base, check_index_name(name))
 
-    def get_index(self, name: str) -> bytes:  # noqa: D102
+    def get_index(self, name: str) -> bytes:
         path = self._path(name)
         try:
             with open(path, "rb") as f:
@@ -162,10 +161,10 @@ class LocalIndexStore(WritableIndexStore):
         except OSError as exc:
             raise StoreError(f"reading index {path}: {exc.strerror or exc}") from exc
 
-    def has_index(self, name: str) -> bool:  # noqa: D102
+    def has_index(self, name: str) -> bool:
         return os.path.isfile(self._path(name))
 
-    def store_index(self, name: str, data: bytes) -> None:  # noqa: D102
+    def store_index(self, name: str, data: bytes) -> None:
         path = self._path(name)
         if not os.path.isdir(self.base):
             raise StoreError(f"cannot write index {path}: directory {self.base} does not exist")

@@ -83,13 +83,13 @@ class RetryingStore(_Wrapper):
                 time.sleep(attempt * self.base_interval)
                 attempt += 1
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
         return self._retry(self.inner.get_chunk, chunk_id)
 
-    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+    def has_chunk(self, chunk_id: bytes) -> bool:
         return self._retry(self.inner.has_chunk, chunk_id)
 
-    def store_chunk(self, chunk: Chunk) -> None:  # noqa: D102
+    def store_chunk(self, chunk: Chunk) -> None:
         if not hasattr(self.inner, "store_chunk"):
             raise StoreReadOnlyError(f"store '{self.inner}' does not support writing")
         self._retry(self.inner.store_chunk, chunk)
@@ -107,7 +107,7 @@ class VerifyingStore(_Wrapper):
         self.digest = digest
         self.skip_verify = skip_verify
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
         chunk = self.inner.get_chunk(chunk_id)
         try:
             data = chunk.data()
@@ -122,10 +122,10 @@ class VerifyingStore(_Wrapper):
             raise
         return chunk
 
-    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+    def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self.inner.has_chunk(chunk_id))
 
-    def store_chunk(self, chunk: Chunk) -> None:  # noqa: D102
+    def store_chunk(self, chunk: Chunk) -> None:
         if not hasattr(self.inner, "store_chunk"):
             raise StoreReadOnlyError(f"store '{self.inner}' does not support writing")
         self.inner.store_chunk(chunk)
@@ -169,13 +169,13 @@ class FailoverGroup:
         assert last is not None
         raise last
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
         return self._call("get_chunk", chunk_id)  # type: ignore[no-any-return]
 
-    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+    def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self._call("has_chunk", chunk_id))
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         for m in self.members:
             m.close()
 
@@ -194,7 +194,7 @@ class RouterStore:
             raise ValueError("a router needs at least one store")
         self.stores = stores
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
         for store in self.stores:
             try:
                 return store.get_chunk(chunk_id)  # type: ignore[no-any-return]
@@ -202,10 +202,10 @@ class RouterStore:
                 continue
         raise ChunkMissingError(chunk_id, self if len(self.stores) > 1 else self.stores[0])
 
-    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+    def has_chunk(self, chunk_id: bytes) -> bool:
         return any(store.has_chunk(chunk_id) for store in self.stores)
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         for store in self.stores:
             store.close()
 
@@ -225,7 +225,7 @@ class CacheStore:
         self.cache = cache
         self.repair = repair
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:  # noqa: D102
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
         try:
             return self.cache.get_chunk(chunk_id)  # type: ignore[no-any-return]
         except ChunkMissingError:
@@ -240,10 +240,10 @@ class CacheStore:
             raise StoreError(f"failed to store in local cache: {exc}") from exc
         return chunk  # type: ignore[no-any-return]
 
-    def has_chunk(self, chunk_id: bytes) -> bool:  # noqa: D102
+    def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self.cache.has_chunk(chunk_id) or self.router.has_chunk(chunk_id))
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         self.cache.close()
         self.router.close()
 

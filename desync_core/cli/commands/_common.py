@@ -1,0 +1,27 @@
+"""Helpers shared by several command modules."""
+
+from __future__ import annotations
+
+import argparse
+
+from desync_core.cli.options import ArrayAction
+
+
+def add_ignore_flags(p: argparse.ArgumentParser) -> None:
+    """``--ignore INDEX`` and ``--ignore-chunks FILE`` (both repeatable)."""
+    p.add_argument("--ignore", action=ArrayAction, default=[], metavar="INDEX",
+                   help="skip chunks referenced by this index (repeatable)")
+    p.add_argument("--ignore-chunks", action=ArrayAction, default=[], metavar="FILE",
+                   help="skip chunk ids listed in this text file (repeatable)")
+
+
+def ignored_ids(ctx, args: argparse.Namespace) -> set[bytes]:  # type: ignore[no-untyped-def]
+    """Chunk ids named by ``--ignore`` indexes and ``--ignore-chunks`` files."""
+    from desync_core.ops.storeops import read_chunk_list
+
+    ids: set[bytes] = set()
+    for location in args.ignore:
+        ids.update(ctx.read_index(location).chunk_ids())
+    for path in args.ignore_chunks:
+        ids.update(read_chunk_list(path))
+    return ids

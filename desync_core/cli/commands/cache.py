@@ -1,0 +1,48 @@
+"""``desync cache``: copy the chunks of indexes from stores into a cache store."""
+
+from __future__ import annotations
+
+import argparse
+
+from desync_core.cli.commands._common import add_ignore_flags, ignored_ids
+from desync_core.cli.options import add_cache, add_store_flags, add_store_list
+from desync_core.registry import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``cache``."""
+    add_store_list(p, "source store(s)")
+    add_cache(p, "target store")
+    add_ignore_flags(p)
+    p.add_argument("index", nargs="+", help="index file(s) ('-' for stdin)")
+    add_store_flags(p)
+
+
+def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+    """Run ``cache``."""
+    from desync_core.errors import UsageError
+    from desync_core.ops.storeops import cache_chunks
+    from desync_core.progress import new_progress
+
+    if not args.store:
+        raise UsageError("no source store provided")
+    if not args.cache:
+        raise UsageError("no target cache store provided")
+    indexes = [ctx.read_index(loc) for loc in args.index]
+    ids = [cid for index in indexes for cid in index.chunk_ids()]
+    skip = ignored_ids(ctx, args)
+    ids = [cid for cid in ids if cid not in skip]
+    source = ctx.open_source(args.store, None, indexes[0].digest)
+    target = ctx.open_writable(args.cache)
+    with new_progress("", len(ids)) as bar:
+        cache_chunks(ids, source, target, workers=ctx.concurrency, progress=bar)
+    return 0
+
+
+COMMAND = Command(
+    name="cache",
+    help="Read indexes and copy the referenced chunks into a store",
+    usage="<index> [<index>...]",
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -1,0 +1,54 @@
+"""``desync cat``: stream a blob (or a slice of it) to stdout or a file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from desync_core.cli.options import add_cache, add_store_flags, add_store_list, uint_arg
+from desync_core.registry import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``cat``."""
+    add_store_list(p)
+    add_cache(p)
+    p.add_argument("-o", "--offset", type=uint_arg, default=0, help="offset in bytes to seek to")
+    p.add_argument("-l", "--length", type=uint_arg, default=0,
+                   help="number of bytes to copy (0: to the end)")
+    p.add_argument("index", help="index (.caibx; '-' for stdin)")
+    p.add_argument("output", nargs="?", default=None, help="output file (default stdout)")
+    add_store_flags(p)
+
+
+def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+    """Run ``cat``."""
+    from desync_core.errors import StoreError, UsageError
+    from desync_core.ops.read import cat
+
+    if not args.store:
+        raise UsageError("no store provided")
+    index = ctx.read_index(args.index)
+    source = ctx.open_source(args.store, args.cache or None, index.digest)
+    try:
+        if args.output and args.output != "-":
+            try:
+                out = open(args.output, "wb")  # noqa: SIM115
+            except OSError as exc:
+                raise StoreError(f"{args.output}: {exc.strerror}") from None
+            with out:
+                cat(index, source, out, offset=args.offset, length=args.length)
+        else:
+            cat(index, source, sys.stdout.buffer, offset=args.offset, length=args.length)
+    finally:
+        source.close()
+    return 0
+
+
+COMMAND = Command(
+    name="cat",
+    help="Stream a blob to stdout or a file",
+    usage="<index> [<output>]",
+    add_arguments=add_arguments,
+    run=run,
+)

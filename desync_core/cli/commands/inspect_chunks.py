@@ -1,0 +1,49 @@
+"""``desync inspect-chunks``: per-chunk JSON (sizes, compressed sizes in a local store)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from desync_core.cli.options import add_store_flags, add_store_single
+from desync_core.registry import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``inspect-chunks``."""
+    add_store_single(p, "local store to take compressed chunk sizes from")
+    p.add_argument("index", help="index ('-' for stdin)")
+    p.add_argument("output", nargs="?", default=None, help="output file (default stdout)")
+    add_store_flags(p)
+
+
+def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+    """Run ``inspect-chunks``."""
+    from desync_core.errors import UsageError
+    from desync_core.location import parse_location
+    from desync_core.ops.read import inspect_chunks
+
+    ext = None
+    if args.store:
+        if not parse_location(args.store).is_local:
+            raise UsageError(f"'{args.store}' is not a local store")
+        opts = ctx.store_options(args.store)
+        ext = None if opts.uncompressed else ".cacnk"
+    index = ctx.read_index(args.index)
+    text = inspect_chunks(index, args.store or None, ext)
+    if args.output and args.output != "-":
+        from desync_core.stores.local import atomic_write
+
+        atomic_write(args.output, text.encode())
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMAND = Command(
+    name="inspect-chunks",
+    help="Show detailed information about chunks stored in an index",
+    usage="<index> [<output>]",
+    add_arguments=add_arguments,
+    run=run,
+)

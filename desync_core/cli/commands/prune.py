@@ -1,0 +1,43 @@
+"""``desync prune``: delete every chunk not referenced by the given indexes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from desync_core.cli.options import add_bool, add_store_flags, add_store_single
+from desync_core.registry import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``prune``."""
+    add_store_single(p, "store to prune")
+    add_bool(p, "-y", "--yes", help="do not ask for confirmation")
+    p.add_argument("index", nargs="+", help="index file(s) whose chunks are kept")
+    add_store_flags(p)
+
+
+def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+    """Run ``prune``."""
+    from desync_core.errors import UsageError
+    from desync_core.ops.storeops import confirm_prune
+
+    if not args.store:
+        raise UsageError("no store provided")
+    keep: set[bytes] = set()
+    for location in args.index:
+        keep.update(ctx.read_index(location).chunk_ids())
+    store = ctx.open_prunable(args.store)
+    if not args.yes and not confirm_prune(len(keep), args.store, sys.stdin, sys.stdout):
+        return 0
+    store.prune(keep)
+    return 0
+
+
+COMMAND = Command(
+    name="prune",
+    help="Remove all chunks from a store that are not used in an index",
+    usage="<index> [<index>...]",
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -1,0 +1,31 @@
+"""Test support shipped with desync-core, for the core and for plugins.
+
+``desync_core.testing.contracts`` holds the store contract suites; plugins subclass
+them. Requires the ``desync-core[testing]`` extra (pytest).
+"""
+
+from __future__ import annotations
+
+from desync_core.testing.contracts import (
+    ChunkStoreContract,
+    IndexStoreContract,
+    PrunableChunkStoreContract,
+    WritableChunkStoreContract,
+    local_get_raw,
+    local_put_raw,
+    open_chunk_store,
+    open_index_store,
+    sample_chunk,
+)
+
+__all__ = [
+    "ChunkStoreContract",
+    "IndexStoreContract",
+    "PrunableChunkStoreContract",
+    "WritableChunkStoreContract",
+    "local_get_raw",
+    "local_put_raw",
+    "open_chunk_store",
+    "open_index_store",
+    "sample_chunk",
+]

@@ -1,0 +1,351 @@
+"""Contract tests every chunk and index store passes, local and remote alike.
+
+A store package subclasses the classes here and provides fixtures::
+
+    from desync_core.testing import WritableChunkStoreContract
+
+    class TestMyStore(WritableChunkStoreContract):
+        @pytest.fixture
+        def store(self, my_server):
+            return open_chunk_store("my://127.0.0.1:1234/store")
+
+        def put_raw(self, store, key, data):      # bypasses the store under test
+            ...
+
+        def get_raw(self, store, key):            # None if the object does not exist
+            ...
+
+Keys are casync layout keys relative to the store's base (``abcd/abcd….cacnk``).
+Stores should be opened through the registry (:func:`open_chunk_store`) so that the
+plugin's entry point is exercised too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import pickle
+import threading
+from typing import Any
+
+import pytest
+
+from desync_core.context import Context
+from desync_core.digest import SHA512_256
+from desync_core.errors import ChunkInvalidError, ChunkMissingError, IndexNotFoundError
+from desync_core.stores.base import (
+    ChunkStore,
+    IndexStore,
+    PrunableChunkStore,
+    WritableChunkStore,
+    WritableIndexStore,
+    chunk_key,
+)
+from desync_core.stores.chunk import Chunk, compress
+from desync_core.stores.wrappers import VerifyingStore
+
+
+def open_chunk_store(location: str, ctx: Context | None = None) -> ChunkStore:
+    """Open a chunk store through the plugin registry, as the CLI does."""
+    return (ctx or Context()).open_chunk_store(location)
+
+
+def open_index_store(location: str, ctx: Context | None = None) -> IndexStore:
+    """Open an index store through the plugin registry."""
+    return (ctx or Context()).open_index_store(location)
+
+
+def sample_chunk(seed: int = 0, size: int = 3000) -> tuple[bytes, bytes]:
+    """Deterministic chunk data and its SHA-512/256 id."""
+    data = hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1)
+    data = data[:size]
+    return SHA512_256.sum(data), data
+
+
+def _stored_form(store: ChunkStore, data: bytes) -> bytes:
+    return compress(data) if store.codec.compressed else data
+
+
+def _worker_has(store: ChunkStore, chunk_id: bytes, queue: Any) -> None:
+    try:
+        queue.put(("ok", store.has_chunk(chunk_id), bytes(store.get_chunk(chunk_id).data())))
+    except Exception as exc:  # report anything to the parent
+        queue.put(("error", repr(exc), b""))
+
+
+class ChunkStoreContract:
+    """Reading: every readable chunk store passes these."""
+
+    @pytest.fixture
+    def store(self) -> ChunkStore:
+        """The store under test (override)."""
+        raise NotImplementedError
+
+    def put_raw(self, store: ChunkStore, key: str, data: bytes) -> None:
+        """Write an object bypassing the store's API (override)."""
+        raise NotImplementedError
+
+    def get_raw(self, store: ChunkStore, key: str) -> bytes | None:
+        """Read an object bypassing the store's API; None if absent (override)."""
+        raise NotImplementedError
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def put_chunk_raw(self, store: ChunkStore, seed: int = 0) -> tuple[bytes, bytes]:
+        """Put a valid chunk with put_raw; returns (id, data)."""
+        chunk_id, data = sample_chunk(seed)
+        self.put_raw(store, chunk_key(chunk_id, store.codec.extension), _stored_form(store, data))
+        return chunk_id, data
+
+    # -- tests -------------------------------------------------------------------------
+
+    def test_missing_chunk_raises_not_found(self, store: ChunkStore) -> None:
+        """A missing chunk raises ChunkMissingError; it never returns empty data."""
+        chunk_id, _ = sample_chunk(999)
+        with pytest.raises(ChunkMissingError):
+            store.get_chunk(chunk_id)
+
+    def test_has_chunk_agrees_with_get(self, store: ChunkStore) -> None:
+        """has_chunk is False for a missing chunk and True for a present one."""
+        missing, _ = sample_chunk(998)
+        assert store.has_chunk(missing) is False
+        chunk_id, _ = self.put_chunk_raw(store, 1)
+        assert store.has_chunk(chunk_id) is True
+
+    def test_raw_put_reads_back(self, store: ChunkStore) -> None:
+        """A chunk written at its layout key reads back (decoded) through the API."""
+        chunk_id, data = self.put_chunk_raw(store, 2)
+        assert bytes(store.get_chunk(chunk_id).data()) == data
+
+    def test_get_chunks_yields_none_for_missing(self, store: ChunkStore) -> None:
+        """get_chunks answers in request order with None for missing chunks."""
+        present, data = self.put_chunk_raw(store, 3)
+        missing, _ = sample_chunk(997)
+        got = list(store.get_chunks([missing, present]))
+        assert [cid for cid, _ in got] == [missing, present]
+        assert got[0][1] is None
+        assert got[1][1] is not None
+        assert bytes(got[1][1].data()) == data
+
+    def test_corrupt_chunk_detected_by_verifying_store(self, store: ChunkStore) -> None:
+        """A chunk whose content is another chunk's is rejected on verified reads."""
+        chunk_id, _ = sample_chunk(4)
+        _, other = sample_chunk(5)
+        self.put_raw(store, chunk_key(chunk_id, store.codec.extension), _stored_form(store, other))
+        with pytest.raises(ChunkInvalidError):
+            VerifyingStore(store, SHA512_256).get_chunk(chunk_id)
+
+    def test_garbage_chunk_detected(self, store: ChunkStore) -> None:
+        """Undecodable bytes under a chunk's key are an invalid chunk, not a crash."""
+        chunk_id, _ = sample_chunk(6)
+        self.put_raw(store, chunk_key(chunk_id, store.codec.extension), b"\x28\xb5\x2f\xfdgarbage")
+        with pytest.raises(ChunkInvalidError):
+            VerifyingStore(store, SHA512_256).get_chunk(chunk_id)
+
+    def test_pickle_round_trip(self, store: ChunkStore) -> None:
+        """A store pickles as its configuration and the copy is usable and equal."""
+        chunk_id, data = self.put_chunk_raw(store, 7)
+        copy = pickle.loads(pickle.dumps(store))
+        assert copy == store
+        assert str(copy) == str(store)
+        assert bytes(copy.get_chunk(chunk_id).data()) == data
+        copy.close()
+
+    def test_usable_in_spawned_worker(self, store: ChunkStore) -> None:
+        """A store re-opens from its location in a worker process (spawn)."""
+        chunk_id, data = self.put_chunk_raw(store, 8)
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_worker_has, args=(store, chunk_id, queue))
+        proc.start()
+        status, has, got = queue.get(timeout=120)
+        proc.join(60)
+        assert status == "ok", has
+        assert has is True
+        assert got == data
+
+    def test_reopen_from_str(self, store: ChunkStore) -> None:
+        """``str(store)`` is a location that opens a store of the same kind."""
+        again = open_chunk_store(str(store))
+        assert type(again) is type(store)
+        assert str(again) == str(store)
+        again.close()
+
+    def test_close_twice(self, store: ChunkStore) -> None:
+        """close() may be called twice."""
+        store.close()
+        store.close()
+
+
+class WritableChunkStoreContract(ChunkStoreContract):
+    """Writing: stores that accept chunks pass these too."""
+
+    def test_is_writable(self, store: ChunkStore) -> None:
+        """The store declares the capability."""
+        assert isinstance(store, WritableChunkStore)
+
+    def test_store_then_get(self, store: WritableChunkStore) -> None:
+        """A stored chunk reads back and sits at its casync layout key."""
+        chunk_id, data = sample_chunk(20)
+        store.store_chunk(Chunk(chunk_id, data))
+        assert bytes(store.get_chunk(chunk_id).data()) == data
+        raw = self.get_raw(store, chunk_key(chunk_id, store.codec.extension))
+        assert raw is not None
+        assert store.codec.decode(raw, chunk_id) == data
+
+    def test_store_is_idempotent(self, store: WritableChunkStore) -> None:
+        """Storing the same chunk twice succeeds."""
+        chunk_id, data = sample_chunk(21)
+        store.store_chunk(Chunk(chunk_id, data))
+        store.store_chunk(Chunk(chunk_id, data))
+        assert bytes(store.get_chunk(chunk_id).data()) == data
+
+    def test_concurrent_writers_of_one_chunk(self, store: WritableChunkStore) -> None:
+        """Eight threads storing the same chunk all succeed."""
+        chunk_id, data = sample_chunk(22, 200_000)
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.store_chunk(Chunk(chunk_id, data))
+            except BaseException as exc:  # collect for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert bytes(VerifyingStore(store, SHA512_256).get_chunk(chunk_id).data()) == data
+
+    def test_stored_bytes_match_casync(self, store: WritableChunkStore) -> None:
+        """Compressed stores write casync's exact bytes (zstd level 3, no checksum)."""
+        chunk_id, data = sample_chunk(23)
+        store.store_chunk(Chunk(chunk_id, data))
+        raw = self.get_raw(store, chunk_key(chunk_id, store.codec.extension))
+        assert raw == _stored_form(store, data)
+
+    def test_stored_encoded_chunk_is_passed_through(self, store: WritableChunkStore) -> None:
+        """A chunk that arrives already encoded is stored without re-encoding."""
+        chunk_id, data = sample_chunk(24)
+        stored = _stored_form(store, data)
+        store.store_chunk(Chunk(chunk_id, encoded=stored, codec=store.codec))
+        assert self.get_raw(store, chunk_key(chunk_id, store.codec.extension)) == stored
+
+
+class PrunableChunkStoreContract(WritableChunkStoreContract):
+    """Listing and deleting: prunable stores pass these too."""
+
+    def test_iter_and_remove(self, store: PrunableChunkStore) -> None:
+        """Stored chunks are listed; removed ones are gone; non-chunk keys are ignored."""
+        ids = []
+        for seed in (30, 31, 32):
+            chunk_id, data = sample_chunk(seed)
+            store.store_chunk(Chunk(chunk_id, data))
+            ids.append(chunk_id)
+        self.put_raw(store, "abcd/not-a-chunk.txt", b"x")
+        assert set(ids) <= set(store.iter_chunk_ids())
+        store.remove_chunk(ids[0])
+        assert not store.has_chunk(ids[0])
+        with pytest.raises(ChunkMissingError):
+            store.remove_chunk(ids[0])
+
+    def test_prune_keeps_only_referenced(self, store: PrunableChunkStore) -> None:
+        """prune deletes exactly the chunks not kept."""
+        ids = []
+        for seed in (40, 41, 42, 43):
+            chunk_id, data = sample_chunk(seed)
+            store.store_chunk(Chunk(chunk_id, data))
+            ids.append(chunk_id)
+        store.prune({ids[0], ids[2]})
+        assert set(store.iter_chunk_ids()) == {ids[0], ids[2]}
+
+
+class IndexStoreContract:
+    """Index stores: get (and, if writable, put) index files by name."""
+
+    @pytest.fixture
+    def index_store(self) -> IndexStore:
+        """The index store under test (override)."""
+        raise NotImplementedError
+
+    def put_raw_index(self, store: IndexStore, name: str, data: bytes) -> None:
+        """Write an index file bypassing the API (override)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def sample_index() -> bytes:
+        """A small valid index file."""
+        from desync_core.chunker import ChunkerParams
+        from desync_core.index import Index, blob_index_flags
+
+        ids = [sample_chunk(i)[0] for i in range(3)]
+        return Index.from_chunks([100, 250, 300], ids, ChunkerParams(64, 256, 1024),
+                                 blob_index_flags(SHA512_256)).to_bytes()
+
+    def test_missing_index(self, index_store: IndexStore) -> None:
+        """A missing index raises IndexNotFoundError."""
+        with pytest.raises(IndexNotFoundError):
+            index_store.get_index("missing.caibx")
+        assert index_store.has_index("missing.caibx") is False
+
+    def test_raw_put_reads_back(self, index_store: IndexStore) -> None:
+        """An index put directly reads back byte for byte."""
+        data = self.sample_index()
+        self.put_raw_index(index_store, "a.caibx", data)
+        assert index_store.get_index("a.caibx") == data
+        assert index_store.has_index("a.caibx") is True
+
+    def test_store_index(self, index_store: IndexStore) -> None:
+        """Writable index stores accept an index and return it unchanged."""
+        if not isinstance(index_store, WritableIndexStore):
+            pytest.skip("read-only index store")
+        data = self.sample_index()
+        index_store.store_index("b.caibx", data)
+        index_store.store_index("b.caibx", data)
+        assert index_store.get_index("b.caibx") == data
+
+    def test_rejects_path_traversal(self, index_store: IndexStore) -> None:
+        """Names with slashes or ``..`` are refused, for reads and writes."""
+        for name in ("../evil.caibx", "a/b.caibx", ".."):
+            with pytest.raises(Exception):  # noqa: B017,PT011 - any refusal is fine
+                index_store.get_index(name)
+
+    def test_pickle_round_trip(self, index_store: IndexStore) -> None:
+        """Index stores pickle as their configuration."""
+        data = self.sample_index()
+        self.put_raw_index(index_store, "c.caibx", data)
+        copy = pickle.loads(pickle.dumps(index_store))
+        assert copy.get_index("c.caibx") == data
+
+
+def local_put_raw(base: str, key: str, data: bytes) -> None:
+    """put_raw for stores backed by a local directory."""
+    path = os.path.join(base, key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def local_get_raw(base: str, key: str) -> bytes | None:
+    """get_raw for stores backed by a local directory."""
+    try:
+        with open(os.path.join(base, key), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+__all__ = [
+    "ChunkStoreContract",
+    "IndexStoreContract",
+    "PrunableChunkStoreContract",
+    "WritableChunkStoreContract",
+    "local_get_raw",
+    "local_put_raw",
+    "open_chunk_store",
+    "open_index_store",
+    "sample_chunk",
+]

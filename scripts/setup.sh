@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up a development/test environment on Debian (run as root):
+#   system packages (casync, fuse3, sshd, btrfs/xfs tools, ...), a virtualenv in .venv,
+#   and every package of this repository installed into it (core, plugins, example).
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES="casync fuse3 openssh-server btrfs-progs xfsprogs attr acl zstd python3-venv"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $missing >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip >/dev/null
+specs=(-e ".[testing]")
+for d in plugins/*/ examples/*/; do
+    [ -f "$d/pyproject.toml" ] && specs+=(-e "$d")
+done
+$PIP install -q "${specs[@]}" -r requirements-test.txt
