@@ -1,0 +1,1 @@
+"""Example desync plugin: a flat-directory chunk store (``flat://``)."""
