@@ -120,7 +120,7 @@ def test_more_than_one_match_is_an_error(tmp_path: Path) -> None:
 def test_bad_option_types_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="error-retry"):
         parse_config(json.dumps({"store-options": {"/a": {"error-retry": "x"}}}), "c.json")
-    with pytest.raises(ConfigError, match="c.json"):
+    with pytest.raises(ConfigError, match=r"c\.json"):
         parse_config("{not json", "c.json")
     with pytest.raises(ConfigError, match="no such file"):
         load_config(str(tmp_path / "missing.json"))
