@@ -242,7 +242,7 @@ def test_skip_verify(tmp_path: Path) -> None:
 
 def test_truncated_and_bitflipped_chunks_are_invalid(tmp_path: Path) -> None:
     d = tmp_path / "d"
-    cid, data = put(d, 12)
+    cid, _ = put(d, 12)
     h = cid.hex()
     path = d / h[:4] / f"{h}.cacnk"
     raw = bytearray(path.read_bytes())
