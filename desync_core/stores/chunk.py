@@ -7,10 +7,13 @@ is never decompressed and recompressed.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gzip
 import lzma
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import zstandard
 
@@ -24,14 +27,130 @@ COMPRESSED_EXTENSION = ".cacnk"
 
 _local = threading.local()
 
+#: zstd level casync uses.
+ZSTD_LEVEL = 3
 
-def _compressor() -> zstandard.ZstdCompressor:
-    # zstandard contexts are not thread-safe; keep one per thread. Level 3 without
-    # checksum or content size makes files byte-identical to casync's.
+
+class _Buffer(ctypes.Structure):
+    """``ZSTD_inBuffer`` / ``ZSTD_outBuffer`` (same layout)."""
+
+    _fields_ = [("dst", ctypes.c_void_p), ("size", ctypes.c_size_t), ("pos", ctypes.c_size_t)]
+
+
+def _load_libzstd() -> ctypes.CDLL | None:
+    """The system libzstd (the one casync links), or None if it is not installed."""
+    name = ctypes.util.find_library("zstd")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        sz, ptr, buf = ctypes.c_size_t, ctypes.c_void_p, ctypes.POINTER(_Buffer)
+        for fn, restype, argtypes in (
+            ("ZSTD_versionNumber", ctypes.c_uint, []),
+            ("ZSTD_createCStream", ptr, []),
+            ("ZSTD_freeCStream", sz, [ptr]),
+            ("ZSTD_initCStream", sz, [ptr, ctypes.c_int]),
+            ("ZSTD_compressStream", sz, [ptr, buf, buf]),
+            ("ZSTD_endStream", sz, [ptr, buf]),
+            ("ZSTD_compressBound", sz, [sz]),
+            ("ZSTD_isError", ctypes.c_uint, [sz]),
+            ("ZSTD_getErrorName", ctypes.c_char_p, [sz]),
+        ):
+            f = getattr(lib, fn)
+            f.restype, f.argtypes = restype, argtypes
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+_LIBZSTD = _load_libzstd()
+
+
+class _SystemZstdStream:
+    """One ``ZSTD_CStream`` of the system libzstd, used exactly as casync uses it.
+
+    casync compresses through the streaming API without announcing the input size:
+    ``ZSTD_initCStream(level 3)``, ``ZSTD_compressStream``, ``ZSTD_endStream``. The
+    frame then has no content size and no checksum, its window descriptor is the
+    level's default, and the blocks depend on the library version. Using the same
+    library the same way makes our chunk files byte-identical to casync's.
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        self.stream = lib.ZSTD_createCStream()
+        if not self.stream:
+            raise MemoryError("ZSTD_createCStream failed")
+
+    def __del__(self) -> None:
+        if getattr(self, "stream", None):
+            self.lib.ZSTD_freeCStream(self.stream)
+            self.stream = None
+
+    def _check(self, code: int) -> int:
+        if self.lib.ZSTD_isError(code):
+            raise zstandard.ZstdError(self.lib.ZSTD_getErrorName(code).decode())
+        return code
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        lib = self.lib
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        # Read the input in place when it is writable (chunkfile's read buffer),
+        # otherwise take one copy; either way ``src`` keeps the memory alive.
+        src: Any = (ctypes.c_char * n).from_buffer(view) if n and not view.readonly \
+            else ctypes.create_string_buffer(view.tobytes(), n or 1)
+        cap = lib.ZSTD_compressBound(n) + 64
+        dst = ctypes.create_string_buffer(cap)
+        inb = _Buffer(ctypes.addressof(src), n, 0)
+        outb = _Buffer(ctypes.addressof(dst), cap, 0)
+        parts: list[bytes] = []
+
+        def drain() -> None:
+            # The output buffer is full: keep what it holds and start over.
+            parts.append(ctypes.string_at(dst, outb.pos))
+            outb.pos = 0
+
+        self._check(lib.ZSTD_initCStream(self.stream, ZSTD_LEVEL))
+        while inb.pos < inb.size:
+            self._check(lib.ZSTD_compressStream(self.stream, ctypes.byref(outb),
+                                                ctypes.byref(inb)))
+            if outb.pos == outb.size:
+                drain()
+        while self._check(lib.ZSTD_endStream(self.stream, ctypes.byref(outb))):
+            drain()
+        parts.append(ctypes.string_at(dst, outb.pos))
+        del src  # release the export of ``data`` before returning
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _BundledZstdStream:
+    """Fallback without a system libzstd: python-zstandard's bundled library, used the
+    same streaming way (identical bytes when its zstd version equals casync's)."""
+
+    def __init__(self) -> None:
+        self.ctx = zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL, write_checksum=False, write_content_size=False
+        )
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        obj = self.ctx.compressobj()
+        return obj.compress(data) + obj.flush()
+
+
+#: Which zstd library compresses chunks: ``"system <version>"`` or ``"bundled <version>"``.
+ZSTD_BACKEND = (
+    f"system {_LIBZSTD.ZSTD_versionNumber()}" if _LIBZSTD is not None
+    else "bundled " + ".".join(map(str, zstandard.ZSTD_VERSION))
+)
+
+
+def _compressor() -> _SystemZstdStream | _BundledZstdStream:
+    # Compression contexts are not thread-safe; keep one per thread.
     c = getattr(_local, "compressor", None)
     if c is None:
-        c = _local.compressor = zstandard.ZstdCompressor(
-            level=3, write_checksum=False, write_content_size=False
+        c = _local.compressor = (
+            _SystemZstdStream(_LIBZSTD) if _LIBZSTD is not None else _BundledZstdStream()
         )
     return c
 
@@ -44,7 +163,8 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def compress(data: bytes | bytearray | memoryview) -> bytes:
-    """zstd-compress chunk data exactly like casync (level 3, no checksum/size)."""
+    """zstd-compress chunk data exactly like casync (level 3, streamed without a
+    content size, no checksum); byte-identical to casync's ``.cacnk`` files."""
     return _compressor().compress(data)
 
 
