@@ -110,10 +110,20 @@ class LocalChunkStore(KeyValueChunkStore):
             prefixes = sorted(os.scandir(self.base), key=lambda e: e.name)
         except FileNotFoundError:
             raise StoreError(f"store {self.base} does not exist") from None
+        except NotADirectoryError:
+            raise StoreError(f"store {self.base} is not a directory") from None
+        except OSError as exc:
+            raise StoreError(f"listing store {self.base}: {exc.strerror or exc}") from exc
         for prefix in prefixes:
             if not prefix.is_dir(follow_symlinks=False):
                 continue
-            for entry in os.scandir(prefix.path):
+            try:
+                entries = list(os.scandir(prefix.path))
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except OSError as exc:
+                raise StoreError(f"listing {prefix.path}: {exc.strerror or exc}") from exc
+            for entry in entries:
                 if entry.is_file(follow_symlinks=False):
                     yield f"{prefix.name}/{entry.name}"
 
