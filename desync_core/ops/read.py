@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from desync_core.errors import ChunkInvalidError, ConfigError, SeedInvalidError, UsageError
+from desync_core.errors import (
+    ChunkInvalidError,
+    ConfigError,
+    SeedInvalidError,
+    StoreError,
+    UsageError,
+)
 from desync_core.index import Index
 from desync_core.progress import Progress
 
@@ -45,6 +53,49 @@ def cat(index: Index, source: Any, out: BinaryIO, *, offset: int = 0, length: in
         written += hi - lo
         i += 1
     out.flush()
+    return written
+
+
+def cat_to_path(index: Index, source: Any, path: str, *, offset: int = 0,
+                length: int = 0) -> int:
+    """:func:`cat` into the file ``path``; returns bytes written.
+
+    A regular file (or a new one) is written to a temporary file next to it and
+    renamed onto ``path`` only on success, so a failed ``cat`` never leaves a partial
+    file behind (an existing file is left untouched). FIFOs and devices are written
+    directly.
+    """
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise StoreError(f"{path}: {exc.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"output {path} is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            out = open(path, "wb")  # noqa: SIM115 - FIFO or device: no temp file
+        except OSError as exc:
+            raise StoreError(f"{path}: {exc.strerror}") from None
+        with out:
+            return cat(index, source, out, offset=offset, length=length)
+    directory, base = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"output directory {directory} does not exist")
+    tmp = os.path.join(directory, f".{base}.{secrets.randbits(32)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise StoreError(f"creating {tmp}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            written = cat(index, source, out, offset=offset, length=length)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return written
 
 
@@ -189,4 +240,4 @@ def verify_index(index: Index, path: str, *, workers: int = 10,
         raise SeedInvalidError(f"seed index for {path} doesn't match its data") from None
 
 
-__all__ = ["cat", "format_info", "info", "inspect_chunks", "verify_index"]
+__all__ = ["cat", "cat_to_path", "format_info", "info", "inspect_chunks", "verify_index"]

@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     """Run ``cat``."""
-    from desync_core.errors import StoreError, UsageError
-    from desync_core.ops.read import cat
+    from desync_core.errors import UsageError
+    from desync_core.ops.read import cat, cat_to_path
 
     if not args.store:
         raise UsageError("no store provided")
@@ -32,12 +32,8 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     source = ctx.open_source(args.store, args.cache or None, index.digest)
     try:
         if args.output and args.output != "-":
-            try:
-                out = open(args.output, "wb")  # noqa: SIM115
-            except OSError as exc:
-                raise StoreError(f"{args.output}: {exc.strerror}") from None
-            with out:
-                cat(index, source, out, offset=args.offset, length=args.length)
+            # Written to a temporary file and renamed: no partial output on errors.
+            cat_to_path(index, source, args.output, offset=args.offset, length=args.length)
         else:
             cat(index, source, sys.stdout.buffer, offset=args.offset, length=args.length)
     finally:
