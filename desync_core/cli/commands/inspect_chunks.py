@@ -32,9 +32,18 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     index = ctx.read_index(args.index)
     text = inspect_chunks(index, args.store or None, ext)
     if args.output and args.output != "-":
+        import os
+
+        from desync_core.errors import StoreError
         from desync_core.stores.local import atomic_write
 
-        atomic_write(args.output, text.encode())
+        directory = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(directory):
+            raise UsageError(f"output directory {directory} does not exist")
+        try:
+            atomic_write(args.output, text.encode())
+        except OSError as exc:
+            raise StoreError(f"writing {args.output}: {exc.strerror or exc}") from None
     else:
         sys.stdout.write(text)
     return 0
