@@ -220,6 +220,8 @@ def verify_index(index: Index, path: str, *, workers: int = 10,
         st = os.stat(path)
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{path} is a directory")
     if stat.S_ISREG(st.st_mode) and st.st_size != index.length:
         raise SeedInvalidError(
             f"index size ({index.length}) does not match file size ({st.st_size})"
