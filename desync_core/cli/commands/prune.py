@@ -19,8 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     """Run ``prune``."""
-    from desync_core.errors import UsageError
+    import os
+
+    from desync_core.errors import StoreError, UsageError
     from desync_core.ops.storeops import confirm_prune
+    from desync_core.stores.local import LocalChunkStore
 
     if not args.store:
         raise UsageError("no store provided")
@@ -28,6 +31,9 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     for location in args.index:
         keep.update(ctx.read_index(location).chunk_ids())
     store = ctx.open_prunable(args.store)
+    if isinstance(store, LocalChunkStore) and not os.path.isdir(store.base):
+        # Fail before asking for confirmation, not after.
+        raise StoreError(f"store {store.base} does not exist or is not a directory")
     if not args.yes and not confirm_prune(len(keep), args.store, sys.stdin, sys.stdout):
         return 0
     store.prune(keep)
