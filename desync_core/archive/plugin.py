@@ -1,4 +1,8 @@
-"""Built-in plugin: the catar archive format and the filesystem ("disk")."""
+"""Built-in plugin: the catar archive format and the filesystem ("disk").
+
+Registered through the same ``desync_register_archive_formats`` hook as third-party
+formats (the ``format_tar`` plugin adds ``tar`` and ``gnu-tar``).
+"""
 
 from __future__ import annotations
 
@@ -8,4 +12,8 @@ from desync_core.registry import Registry
 
 @hookimpl
 def desync_register_archive_formats(registry: Registry) -> None:
-    """catar is built in; ``disk`` is a directory tree."""
+    """``catar`` (archive files) and ``disk`` (a directory tree)."""
+    registry.add("catar", "desync_core.archive.catar:CatarFormat",
+                 "catar archive (casync format)")
+    registry.add("disk", "desync_core.archive.disk:DiskFormat",
+                 "directory tree on local disk")

@@ -1,22 +1,76 @@
-"""``desync tar``: placeholder until the archive work lands."""
+"""``desync tar``: store a directory tree (or a tar stream) in a catar or caidx."""
 
 from __future__ import annotations
 
 import argparse
 
+from desync_core.cli.options import add_bool, add_store_flags, add_store_single
 from desync_core.registry import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """No flags yet."""
-    p.add_argument("args", nargs="*")
+    """Flags of ``tar`` (``cli.md``)."""
+    add_store_single(p, "target store (used with -i)")
+    p.add_argument("-m", "--chunk-size", default="16:64:256", metavar="MIN:AVG:MAX",
+                   help="min:avg:max chunk size in KiB, used with -i (default 16:64:256)")
+    add_bool(p, "-i", "--index", help="create index file (caidx), not catar")
+    p.add_argument("--input-format", default="disk", metavar="FORMAT",
+                   help="input format, 'disk' or 'tar' (default disk)")
+    add_bool(p, "--no-time", help="set file timestamps to zero in the archive")
+    add_bool(p, "--tar-add-root",
+             help="pretend that all tar elements have a common root directory")
+    add_bool(p, "-x", "--one-file-system", help="don't cross filesystem boundaries")
+    p.add_argument("output", metavar="catar|index",
+                   help="archive (.catar) or, with -i, index (.caidx) to write; '-' for stdout")
+    p.add_argument("source", help="directory, or with --input-format=tar a tar file or '-'")
+    add_store_flags(p)
 
 
 def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
-    """Not implemented yet."""
+    """Run ``tar``."""
+    from desync_core import flags as ff
+    from desync_core.archive.base import ArchiveOptions
     from desync_core.errors import UsageError
+    from desync_core.ops.archive import archive_flags, get_format, tar_to_catar, tar_to_index
 
-    raise UsageError("tar is not implemented yet")
+    if args.index and not args.store:
+        raise UsageError("-i requires a store (-s <location>)")
+    if args.tar_add_root and args.input_format != "tar":
+        raise UsageError("--tar-add-root works only with --input-format tar")
+    fmt = get_format(args.input_format, direction="input")
+    flags = archive_flags(ctx.digest)
+    if args.one_file_system and args.input_format == "disk":
+        flags |= ff.EXCLUDE_SUBMOUNTS
+    options = ArchiveOptions(feature_flags=flags, no_time=args.no_time,
+                             one_file_system=args.one_file_system,
+                             tar_add_root=args.tar_add_root)
+    nodes = fmt.read(args.source, options)
+    if not args.index:
+        tar_to_catar(nodes, args.output, flags)
+        return 0
+
+    from desync_core.chunker import ChunkerParams
+    from desync_core.workers import default_workers
+
+    params = ChunkerParams.from_kib(args.chunk_size)
+    store = ctx.open_writable(args.store)
+    try:
+        index = tar_to_index(nodes, flags, params, ctx.digest, store,
+                             workers=default_workers(), io_threads=max(ctx.concurrency, 1))
+    finally:
+        store.close()
+    ctx.write_index(args.output, index)
+    return 0
 
 
-COMMAND = Command(name="tar", help="(not implemented yet)", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    name="tar",
+    help="Store a directory tree in a catar archive or index",
+    usage="<catar|index> <source>",
+    description="Encodes a directory tree into a catar archive or, with -i, an index file "
+    "(caidx) with the archive chunked into a store. Use '-' to write the catar or index to "
+    "stdout. With --input-format=tar the input is a tar file, or '-' for stdin "
+    "(needs the desync-format-tar plugin).",
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -1,0 +1,607 @@
+"""The ``disk`` archive format: walk a directory tree, or extract a node stream safely.
+
+Reading (``desync tar DIR``) follows casync's encoder: children in ``strcmp`` order,
+symlinks never followed, regular files and directories opened with ``O_NOFOLLOW`` and
+described by ``fstat`` of the open descriptor, only the metadata the feature flags
+store is collected, files with the ``nodump`` attribute left out under
+exclude-nodump, other filesystems left out with ``-x`` (exclude-submounts).
+
+Writing (``desync untar``) never touches anything outside the target directory:
+every object is created relative to its parent's directory descriptor, directories
+are entered with ``O_NOFOLLOW | O_DIRECTORY`` (an existing symlink is an error, never
+followed), files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` after removing
+whatever was there. Names are checked again here, so a hostile producer cannot
+smuggle ``..`` or ``/`` through. Metadata follows desync (``catar.md`` §7): owner,
+extended attributes (incl. file capabilities and SELinux labels), ACLs, mode,
+mtime, chattr attributes; directories get theirs when they are complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import shutil
+import stat
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from desync_core import flags as ff
+from desync_core.archive.base import (
+    DIR_END,
+    WITH_CHATTR,
+    ArchiveFormat,
+    ArchiveOptions,
+    DirEnd,
+    Node,
+    NodeStream,
+    Payload,
+    display,
+    valid_name,
+)
+from desync_core.archive.xattrs import (
+    XATTR_ACL_ACCESS,
+    XATTR_ACL_DEFAULT,
+    XATTR_CAPABILITY,
+    XATTR_SELINUX,
+    acl_access_xattr,
+    acl_default_xattr,
+    classify,
+)
+from desync_core.errors import ArchiveFormatError, DesyncError, UsageError
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IOC_FSGETXATTR = 0x801C581F
+FS_NODUMP_FL = 0x40
+
+#: catar flag bit <-> chattr(1) attribute (``catar.md`` §3.1).
+CHATTR_BITS = (
+    (ff.WITH_FLAG_APPEND, 0x20),
+    (ff.WITH_FLAG_NOATIME, 0x80),
+    (ff.WITH_FLAG_COMPR, 0x4),
+    (ff.WITH_FLAG_NOCOW, 0x800000),
+    (ff.WITH_FLAG_NODUMP, 0x40),
+    (ff.WITH_FLAG_DIRSYNC, 0x10000),
+    (ff.WITH_FLAG_IMMUTABLE, 0x10),
+    (ff.WITH_FLAG_SYNC, 0x8),
+    (ff.WITH_FLAG_NOCOMP, 0x400),
+    (ff.WITH_FLAG_PROJINHERIT, 0x20000000),
+)
+_XATTR_FLAGS = ff.WITH_XATTRS | ff.WITH_ACL | ff.WITH_SELINUX | ff.WITH_FCAPS
+_READ_BLOCK = 1 << 20
+_SMALL = 1 << 16
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def chattr_to_flags(attrs: int) -> int:
+    """chattr attributes -> catar flag bits."""
+    return sum(bit for bit, attr in CHATTR_BITS if attrs & attr)
+
+
+def flags_to_chattr(flags: int) -> int:
+    """catar flag bits -> chattr attributes."""
+    return sum(attr for bit, attr in CHATTR_BITS if flags & bit)
+
+
+def _ioctl_int(fd: int, request: int) -> int:
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(fd, request, buf)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+            return 0
+        raise
+    return int.from_bytes(buf[:4], "little")
+
+
+def _os_error(path: bytes, exc: OSError, action: str = "") -> DesyncError:
+    what = f"{action} " if action else ""
+    return DesyncError(f"{what}{display(path)}: {exc.strerror or exc}")
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+class _FilePayload(Payload):
+    """Content of an open regular file; the descriptor is closed once read."""
+
+    __slots__ = ("fd", "path", "size")
+
+    def __init__(self, fd: int, size: int, path: bytes) -> None:
+        self.fd = fd
+        self.size = size
+        self.path = path
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _short(self, got: int) -> DesyncError:
+        return DesyncError(f"{display(self.path)}: file changed while archiving "
+                           f"(read {got} bytes, expected {self.size})")
+
+    def read_all(self) -> bytes:
+        try:
+            data = os.read(self.fd, self.size) if self.size else b""
+            while len(data) < self.size:
+                more = os.read(self.fd, self.size - len(data))
+                if not more:
+                    raise self._short(len(data))
+                data += more
+            return data
+        except OSError as exc:
+            raise _os_error(self.path, exc, "cannot read") from None
+        finally:
+            self.close()
+
+    def blocks(self) -> Iterator[bytes]:
+        remaining = self.size
+        try:
+            while remaining:
+                block = os.read(self.fd, min(_READ_BLOCK, remaining))
+                if not block:
+                    raise self._short(self.size - remaining)
+                remaining -= len(block)
+                yield block
+        except OSError as exc:
+            raise _os_error(self.path, exc, "cannot read") from None
+        finally:
+            self.close()
+
+
+class _NameCache:
+    """uid/gid -> name lookups, as casync stores them (none for 0 or unknown ids)."""
+
+    def __init__(self) -> None:
+        self.users: dict[int, bytes | None] = {0: None}
+        self.groups: dict[int, bytes | None] = {0: None}
+
+    def user(self, uid: int) -> bytes | None:
+        try:
+            return self.users[uid]
+        except KeyError:
+            try:
+                name: bytes | None = os.fsencode(pwd.getpwuid(uid).pw_name)
+            except KeyError:
+                name = None
+            self.users[uid] = name
+            return name
+
+    def group(self, gid: int) -> bytes | None:
+        try:
+            return self.groups[gid]
+        except KeyError:
+            try:
+                name: bytes | None = os.fsencode(grp.getgrgid(gid).gr_name)
+            except KeyError:
+                name = None
+            self.groups[gid] = name
+            return name
+
+
+class DiskReader:
+    """Walk a directory tree into a node stream (``tar --input-format=disk``)."""
+
+    def __init__(self, root: str, options: ArchiveOptions) -> None:
+        self.root = root
+        self.options = options
+        flags = options.feature_flags
+        self.flags = flags
+        self.want_xattrs = bool(flags & _XATTR_FLAGS)
+        self.want_attrs = bool(flags & (WITH_CHATTR | ff.EXCLUDE_NODUMP))
+        self.nodump = bool(flags & ff.EXCLUDE_NODUMP)
+        self.want_projid = bool(flags & ff.WITH_QUOTA_PROJID)
+        self.names = _NameCache() if flags & ff.WITH_USER_NAMES else None
+        self.submounts = bool(flags & ff.EXCLUDE_SUBMOUNTS) or options.one_file_system
+        self.skip_types = set()
+        for bit, kinds in ((ff.WITH_SYMLINKS, (stat.S_IFLNK,)),
+                           (ff.WITH_DEVICE_NODES, (stat.S_IFBLK, stat.S_IFCHR)),
+                           (ff.WITH_FIFOS, (stat.S_IFIFO,)),
+                           (ff.WITH_SOCKETS, (stat.S_IFSOCK,))):
+            if not flags & bit:
+                self.skip_types.update(kinds)
+
+    def nodes(self) -> NodeStream:
+        """Yield the tree's nodes; file contents are read when consumed."""
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except NotADirectoryError:
+            raise UsageError(f"{self.root} is not a directory") from None
+        except OSError as exc:
+            raise DesyncError(f"{self.root}: {exc.strerror}") from None
+        stack: list[tuple[int, Iterator[tuple[bytes, bool, bool]], bytes, int]] = []
+        pending: _FilePayload | None = None
+        try:
+            st = os.fstat(root_fd)
+            yield self._node(st, b"", b"", root_fd, -1)
+            stack.append((root_fd, self._children(root_fd, b""), b"", st.st_dev))
+            root_fd = -1
+            while stack:
+                if pending is not None:
+                    pending.close()
+                    pending = None
+                dir_fd, children, dir_path, dev = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    os.close(dir_fd)
+                    stack.pop()
+                    yield DIR_END
+                    continue
+                name, is_dir, is_reg = child
+                path = dir_path + b"/" + name if dir_path else name
+                fd = -1
+                try:
+                    if is_dir or is_reg:
+                        try:
+                            fd = os.open(name, _OPEN_DIR if is_dir else _OPEN_FILE,
+                                         dir_fd=dir_fd)
+                        except FileNotFoundError:
+                            continue  # vanished since the directory was read
+                        st = os.fstat(fd)
+                    else:
+                        try:
+                            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                    node = self._node(st, name, path, fd, dir_fd)
+                except OSError as exc:
+                    if fd >= 0:
+                        os.close(fd)
+                    raise _os_error(path, exc) from None
+                if node is None or (self.submounts and node.is_dir and st.st_dev != dev):
+                    if fd >= 0:
+                        os.close(fd)
+                    continue
+                if node.is_dir:
+                    yield node
+                    stack.append((fd, self._children(fd, path), path, st.st_dev))
+                elif isinstance(node.payload, _FilePayload):
+                    pending = node.payload
+                    yield node
+                else:
+                    if fd >= 0:
+                        os.close(fd)
+                    yield node
+        finally:
+            if pending is not None:
+                pending.close()
+            if root_fd >= 0:
+                os.close(root_fd)
+            for dir_fd, *_ in stack:
+                os.close(dir_fd)
+
+    def _children(self, fd: int, path: bytes) -> Iterator[tuple[bytes, bool, bool]]:
+        """``(name, is_dir, is_regular)`` of a directory's entries, in strcmp order."""
+        try:
+            with os.scandir(fd) as it:
+                entries = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False),
+                            e.is_file(follow_symlinks=False)) for e in it]
+        except OSError as exc:
+            raise _os_error(path, exc, "cannot read directory") from None
+        entries.sort()
+        return iter(entries)
+
+    def _node(self, st: os.stat_result, name: bytes, path: bytes, fd: int,
+              dir_fd: int) -> Node | None:
+        """Describe one object (``fd`` open for files/directories); None = leave out."""
+        mode = st.st_mode
+        kind = stat.S_IFMT(mode)
+        if kind in self.skip_types:
+            return None
+        attrs = 0
+        if fd >= 0 and self.want_attrs:
+            attrs = _ioctl_int(fd, FS_IOC_GETFLAGS)
+            if self.nodump and attrs & FS_NODUMP_FL and path:
+                return None
+        node = Node(mode=mode, name=name, path=path, uid=st.st_uid, gid=st.st_gid,
+                    mtime=0 if self.options.no_time else st.st_mtime_ns)
+        if attrs:
+            node.flags = chattr_to_flags(attrs)
+        if self.names is not None:
+            node.user = self.names.user(st.st_uid)
+            node.group = self.names.group(st.st_gid)
+        if self.want_xattrs and fd >= 0:
+            # Like casync, only files and directories: it reads extended attributes
+            # through a descriptor, which symlinks, devices, FIFOs and sockets lack.
+            classify(node, self._xattrs(fd), self.flags)
+        if self.want_projid and fd >= 0:
+            buf = bytearray(28)
+            try:
+                fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
+                node.quota_projid = struct.unpack_from("<I", buf, 12)[0]
+            except OSError:
+                pass
+        if kind == stat.S_IFREG:
+            node.size = st.st_size
+            node.payload = _FilePayload(fd, st.st_size, path)
+        elif kind == stat.S_IFLNK:
+            node.target = os.readlink(name, dir_fd=dir_fd)
+        elif kind in (stat.S_IFBLK, stat.S_IFCHR):
+            node.rdev_major, node.rdev_minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        return node
+
+    def _xattrs(self, fd: int) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            names = os.listxattr(fd)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP):
+                return
+            raise
+        for xname in names:
+            try:
+                value = os.getxattr(fd, xname)
+            except OSError as exc:
+                if exc.errno == errno.ENODATA:
+                    continue  # removed meanwhile
+                raise
+            yield os.fsencode(xname), value
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+class DiskWriter:
+    """Extract a node stream below a target directory, never writing outside it."""
+
+    def __init__(self, target: str, options: ArchiveOptions) -> None:
+        self.target = target
+        self.options = options
+        self.same_owner = not options.no_same_owner
+        self.same_perms = not options.no_same_permissions
+        self._uids: dict[bytes, int | None] = {}
+        self._gids: dict[bytes, int | None] = {}
+
+    def write(self, nodes: Iterable[Node | DirEnd]) -> None:
+        """Create every node of the stream; the root maps to the target."""
+        it = iter(nodes)
+        root = next(it, None)
+        if not isinstance(root, Node):
+            raise ArchiveFormatError("archive contains no entries")
+        if not root.is_dir:
+            self._write_single(root, it)
+            return
+        try:
+            os.makedirs(self.target, exist_ok=True)
+            root_fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileExistsError:
+            raise DesyncError(f"{self.target} exists and is not a directory") from None
+        except OSError as exc:
+            raise DesyncError(f"{self.target}: {exc.strerror}") from None
+        stack: list[tuple[int, Node]] = [(root_fd, root)]
+        try:
+            for node in it:
+                if node is DIR_END:
+                    fd, dnode = stack.pop()
+                    try:
+                        self._finish(fd, dnode, stack[-1][0] if stack else -1)
+                    finally:
+                        os.close(fd)
+                    if not stack:
+                        break
+                    continue
+                assert isinstance(node, Node)
+                if not stack:
+                    raise ArchiveFormatError("archive has more than one root")
+                fd = self._create(stack[-1][0], node)
+                if fd >= 0:
+                    stack.append((fd, node))
+            if stack:
+                raise ArchiveFormatError("archive ended inside a directory")
+        finally:
+            for fd, _ in stack:
+                os.close(fd)
+
+    def _write_single(self, node: Node, rest: Iterator[Node | DirEnd]) -> None:
+        """An archive whose root is not a directory becomes the file ``target``."""
+        directory, name = os.path.split(os.path.abspath(self.target))
+        node.name = os.fsencode(name)
+        node.path = node.name
+        try:
+            parent = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise DesyncError(f"{directory}: {exc.strerror}") from None
+        try:
+            self._create(parent, node)
+        finally:
+            os.close(parent)
+        if next(rest, None) is not None:
+            raise ArchiveFormatError("archive has more than one root")
+
+    # -- creation ------------------------------------------------------------------------
+
+    def _create(self, parent: int, node: Node) -> int:
+        """Create one node; returns the directory's fd for directories, else -1."""
+        name = node.name
+        if not valid_name(name):
+            raise ArchiveFormatError(f"refusing to create {display(node.path)!r}: "
+                                     "invalid file name")
+        kind = stat.S_IFMT(node.mode)
+        try:
+            if kind == stat.S_IFDIR:
+                return self._make_dir(parent, node)
+            if kind == stat.S_IFREG:
+                self._make_file(parent, node)
+            elif kind == stat.S_IFLNK:
+                self._replace(parent, node, lambda: os.symlink(node.target, name,
+                                                                 dir_fd=parent))
+                self._finish_path(parent, node, symlink=True)
+            elif kind in (stat.S_IFBLK, stat.S_IFCHR, stat.S_IFIFO, stat.S_IFSOCK):
+                device = os.makedev(node.rdev_major, node.rdev_minor)
+                initial = 0o666 if not self.same_perms else 0o600
+                self._replace(parent, node, lambda: os.mknod(name, kind | initial, device,
+                                                              dir_fd=parent))
+                self._finish_path(parent, node, symlink=False)
+            else:
+                raise ArchiveFormatError(f"{display(node.path)}: unsupported file type")
+        except OSError as exc:
+            raise _os_error(node.path, exc, "cannot create") from None
+        return -1
+
+    def _replace(self, parent: int, node: Node, create: Any) -> None:
+        """Run ``create``; if the name is taken, remove what is there and retry."""
+        try:
+            create()
+        except FileExistsError:
+            self._remove(parent, node.name)
+            create()
+
+    def _remove(self, parent: int, name: bytes) -> None:
+        """Remove ``name`` in ``parent`` (recursively, without following symlinks)."""
+        try:
+            os.unlink(name, dir_fd=parent)
+        except IsADirectoryError:
+            shutil.rmtree(os.fsdecode(name), dir_fd=parent)
+
+    def _make_dir(self, parent: int, node: Node) -> int:
+        name = node.name
+        try:
+            os.mkdir(name, 0o700 if self.same_perms else 0o777, dir_fd=parent)
+        except FileExistsError:
+            pass
+        try:
+            return os.open(name, _OPEN_DIR, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise DesyncError(f"{display(node.path)} exists and is not a directory") \
+                    from None
+            raise
+
+    def _make_file(self, parent: int, node: Node) -> None:
+        name = node.name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        initial = 0o600 if self.same_perms else 0o666
+        try:
+            fd = os.open(name, flags, initial, dir_fd=parent)
+        except FileExistsError:
+            self._remove(parent, name)
+            fd = os.open(name, flags, initial, dir_fd=parent)
+        try:
+            payload = node.payload
+            if node.size and payload is not None:
+                if node.size <= _SMALL:
+                    _write_all(fd, payload.read_all())
+                else:
+                    for block in payload.blocks():
+                        _write_all(fd, block)
+            self._apply(fd, node)
+        finally:
+            os.close(fd)
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def _owner(self, node: Node) -> tuple[int, int]:
+        """The owner to set: names from the archive win when they exist here (casync)."""
+        uid, gid = node.uid, node.gid
+        if node.user:
+            if node.user not in self._uids:
+                try:
+                    self._uids[node.user] = pwd.getpwnam(os.fsdecode(node.user)).pw_uid
+                except KeyError:
+                    self._uids[node.user] = None
+            uid = self._uids[node.user] if self._uids[node.user] is not None else uid  # type: ignore[assignment]
+        if node.group:
+            if node.group not in self._gids:
+                try:
+                    self._gids[node.group] = grp.getgrnam(os.fsdecode(node.group)).gr_gid
+                except KeyError:
+                    self._gids[node.group] = None
+            gid = self._gids[node.group] if self._gids[node.group] is not None else gid  # type: ignore[assignment]
+        return uid, gid
+
+    def _xattr_list(self, node: Node) -> list[tuple[bytes, bytes]]:
+        """Extended attributes to set, in application order (owner-related first)."""
+        out: list[tuple[bytes, bytes]] = []
+        if self.same_owner:
+            out.extend(node.xattrs or ())
+            if node.selinux:
+                out.append((XATTR_SELINUX, node.selinux + b"\0"))
+            if node.fcaps and stat.S_ISREG(node.mode):
+                out.append((XATTR_CAPABILITY, node.fcaps))
+        if self.same_perms and node.acl:
+            access = acl_access_xattr(node.acl, node.mode)
+            if access:
+                out.append((XATTR_ACL_ACCESS, access))
+            if stat.S_ISDIR(node.mode):
+                default = acl_default_xattr(node.acl, node.mode)
+                if default:
+                    out.append((XATTR_ACL_DEFAULT, default))
+        return out
+
+    def _apply(self, fd: int, node: Node) -> None:
+        """Owner, xattrs, ACLs, mode, mtime and attributes of an open file/directory."""
+        if self.same_owner:
+            os.fchown(fd, *self._owner(node))
+        for name, value in self._xattr_list(node):
+            os.setxattr(fd, name, value)
+        if self.same_perms:
+            os.fchmod(fd, node.mode & 0o7777)
+        if node.mtime:
+            os.utime(fd, ns=(node.mtime, node.mtime))
+        attrs = flags_to_chattr(node.flags & WITH_CHATTR)
+        if attrs:
+            buf = bytearray(struct.pack("<i", attrs) + bytes(4))
+            try:
+                fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTTY, errno.EOPNOTSUPP):
+                    raise
+
+    def _finish(self, fd: int, node: Node, parent: int) -> None:
+        """A directory is complete: apply its metadata (the root's to the target)."""
+        try:
+            self._apply(fd, node)
+        except OSError as exc:
+            raise _os_error(node.path, exc, "cannot set metadata of") from None
+
+    def _finish_path(self, parent: int, node: Node, *, symlink: bool) -> None:
+        """Metadata of a node that cannot be opened (symlink, device, FIFO, socket)."""
+        name = node.name
+        if self.same_owner:
+            os.chown(name, *self._owner(node), dir_fd=parent, follow_symlinks=False)
+        xattrs = self._xattr_list(node)
+        if xattrs:
+            path = f"/proc/self/fd/{parent}/{os.fsdecode(name)}"
+            for xname, value in xattrs:
+                os.setxattr(path, xname, value, follow_symlinks=False)
+        if self.same_perms and not symlink:
+            os.chmod(name, node.mode & 0o7777, dir_fd=parent, follow_symlinks=False)
+        if node.mtime:
+            os.utime(name, ns=(node.mtime, node.mtime), dir_fd=parent,
+                     follow_symlinks=False)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class DiskFormat(ArchiveFormat):
+    """A directory on local disk."""
+
+    name = "disk"
+    can_read = True
+    can_write = True
+
+    def read(self, source: str, options: ArchiveOptions) -> NodeStream:
+        return DiskReader(source, options).nodes()
+
+    def write(self, nodes: Iterable[Node | DirEnd], target: str,
+              options: ArchiveOptions) -> None:
+        DiskWriter(target, options).write(nodes)
+
+
+__all__ = [
+    "CHATTR_BITS",
+    "DiskFormat",
+    "DiskReader",
+    "DiskWriter",
+    "chattr_to_flags",
+    "flags_to_chattr",
+]

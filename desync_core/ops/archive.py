@@ -1,0 +1,247 @@
+"""Archive operations behind ``tar``, ``untar`` and ``mtree`` (``catar.md``).
+
+Everything is a node stream (:mod:`desync_core.archive.base`) flowing from a source
+format to a destination:
+
+* ``tar``: a readable format (``disk``, ``tar``...) -> catar file, or -> catar stream
+  -> streaming chunker -> store + ``.caidx``;
+* ``untar``: catar file or ``.caidx`` chunks -> catar decoder -> a writable format
+  (``disk``, ``gnu-tar``...);
+* ``mtree``: catar, ``.caidx`` or directory -> mtree text.
+
+Formats are looked up in the archive-format registry that plugins fill, so the
+built-in ``catar``/``disk`` and the ``format_tar`` plugin are used the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from desync_core import flags as ff
+from desync_core.archive.base import (
+    DEFAULT_FEATURE_FLAGS,
+    ArchiveFormat,
+    NodeStream,
+    check_writable_flags,
+)
+from desync_core.archive.catar import CatarDecoder, CatarEncoder, open_input, write_blocks
+from desync_core.archive.mtree import write_mtree
+from desync_core.chunker import ChunkerParams
+from desync_core.digest import Digest
+from desync_core.errors import ChunkInvalidError, UsageError
+from desync_core.index import Index
+from desync_core.progress import Progress
+
+#: Bytes requested from the catar decoder's source at a time.
+_READ_SIZE = 1 << 20
+
+
+def archive_flags(digest: Digest, base: int = DEFAULT_FEATURE_FLAGS) -> int:
+    """The ENTRY feature flags for an archive: ``base`` plus the digest bit in use."""
+    return (base & ~ff.SHA512_256) | digest.flag
+
+
+def get_format(name: str, *, direction: str) -> ArchiveFormat:
+    """The archive format registered as ``name`` that can be read or written.
+
+    Args:
+        name: e.g. ``disk``, ``catar``, ``tar``, ``gnu-tar``.
+        direction: ``"input"`` (must be readable) or ``"output"`` (must be writable).
+
+    Raises:
+        UsageError: nobody registered the name (``invalid input format 'x'``) or the
+            format cannot be used in that direction.
+        UnknownSchemeError: the name belongs to a plugin that is not installed (the
+            message says which package to install).
+    """
+    from desync_core.plugins import get_registries
+    from desync_core.registry import KNOWN_PLUGINS
+
+    registry = get_registries().archive_formats
+    if name not in registry and name not in KNOWN_PLUGINS.get(registry.kind, {}):
+        raise UsageError(f"invalid {direction} format '{name}'")
+    fmt = registry.get(name, what=f"{direction} format '{name}'").load()()
+    if not (fmt.can_read if direction == "input" else fmt.can_write):
+        raise UsageError(f"invalid {direction} format '{name}'")
+    return fmt  # type: ignore[no-any-return]
+
+
+# -- tar -----------------------------------------------------------------------------------
+
+
+class BlockReader:
+    """A file-like ``readinto``/``read`` over an iterator of byte blocks."""
+
+    def __init__(self, blocks: Iterable[bytes | bytearray | memoryview]) -> None:
+        self._blocks = iter(blocks)
+        self._current = memoryview(b"")
+        self.total = 0
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        """Fill ``buffer`` as far as possible; 0 at the end."""
+        view = memoryview(buffer).cast("B")
+        n = 0
+        while n < len(view):
+            if not self._current:
+                block = next(self._blocks, None)
+                if block is None:
+                    break
+                self._current = memoryview(block).cast("B")
+                continue
+            k = min(len(view) - n, len(self._current))
+            view[n:n + k] = self._current[:k]
+            self._current = self._current[k:]
+            n += k
+        self.total += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (everything with -1)."""
+        if size < 0:
+            parts = [bytes(self._current), *(bytes(b) for b in self._blocks)]
+            self._current = memoryview(b"")
+            data = b"".join(parts)
+        else:
+            buf = bytearray(size)
+            data = bytes(buf[:self.readinto(buf)])
+        return data
+
+
+def encode_catar(nodes: NodeStream, feature_flags: int) -> Iterator[Any]:
+    """The catar byte blocks of a node stream."""
+    check_writable_flags(feature_flags)
+    return CatarEncoder(feature_flags).encode(nodes)
+
+
+def tar_to_catar(nodes: NodeStream, output: str, feature_flags: int) -> int:
+    """Encode a node stream into a catar file (atomically) or ``-``; returns its size."""
+    return write_blocks(encode_catar(nodes, feature_flags), output)
+
+
+def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
+                 digest: Digest, store: Any, *, workers: int, io_threads: int,
+                 progress: Progress | None = None) -> Index:
+    """Chunk the catar stream of ``nodes`` into ``store``; return the archive index.
+
+    The index carries the archive's ENTRY feature flags with the digest bit of the
+    digest in use, as casync writes ``.caidx`` files (``index.md`` §2).
+    """
+    from desync_core.ops.make import MakeStats, _make_stream
+
+    stream = BlockReader(encode_catar(nodes, feature_flags))
+    return _make_stream(stream, params, digest, store, workers,  # type: ignore[arg-type]
+                        io_threads, progress or Progress(), MakeStats())
+
+
+# -- untar / mtree -------------------------------------------------------------------------
+
+
+class IndexStream:
+    """The bytes an index describes, fetched with bounded concurrency, in order.
+
+    At most ``concurrency`` chunks are requested ahead of the reader, so memory stays
+    bounded by ``concurrency`` x the largest chunk. Every chunk is hash-verified by the
+    store chain and size-checked against the index; null chunks come from memory.
+    """
+
+    def __init__(self, index: Index, source: Any, concurrency: int = 10) -> None:
+        self.index = index
+        self.source = source
+        self._null_id = index.digest.null_chunk_id(index.chunk_size_max)
+        self._pool = ThreadPoolExecutor(max(1, concurrency))
+        self._window = max(1, concurrency)
+        self._chunks = iter(index)
+        self._pending: deque[Future[bytes]] = deque()
+        self._current = memoryview(b"")
+
+    def _fetch(self, chunk: Any) -> bytes:
+        if chunk.id == self._null_id and chunk.size == self.index.chunk_size_max:
+            return bytes(chunk.size)
+        data = self.source.get_chunk(chunk.id).data()
+        if len(data) != chunk.size:
+            raise ChunkInvalidError(chunk.id, cause=f"unexpected size for chunk "
+                                    f"{chunk.id.hex()}: {len(data)} instead of {chunk.size}")
+        return data  # type: ignore[no-any-return]
+
+    def _top_up(self) -> None:
+        while len(self._pending) < self._window:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return
+            self._pending.append(self._pool.submit(self._fetch, chunk))
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        """Up to ``size`` bytes of the stream (b"" at the end)."""
+        if not self._current:
+            self._top_up()
+            if not self._pending:
+                return b""
+            self._current = memoryview(self._pending.popleft().result())
+            self._top_up()
+        k = len(self._current) if size < 0 else min(size, len(self._current))
+        out, self._current = self._current[:k], self._current[k:]
+        return out
+
+    def close(self) -> None:
+        """Stop fetching."""
+        for f in self._pending:
+            f.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def open_archive(ctx: Any, location: str, *, index: bool = False,
+                 stores: list[str] | None = None,
+                 cache: str | None = None) -> Iterator[NodeStream]:
+    """The node stream of a catar file, or of a ``.caidx`` whose chunks are in ``stores``.
+
+    Args:
+        ctx: the run context (opens the index and the store chain).
+        location: catar path, or index location (``-`` = stdin for either).
+        index: ``location`` is an archive index.
+        stores, cache: ``-s``/``-c`` locations for an index.
+
+    Everything opened (file, stores, fetch threads) is closed when the block exits.
+    """
+    if not index:
+        read, close = open_input(location)
+        nodes = CatarDecoder(read, name=location).nodes()
+        try:
+            yield nodes
+        finally:
+            nodes.close()
+            close()
+        return
+    idx = ctx.read_index(location)
+    source = ctx.open_source(stores or [], cache or None, idx.digest)
+    stream = IndexStream(idx, source, ctx.concurrency)
+    nodes = CatarDecoder(stream.read, name=location).nodes()
+    try:
+        yield nodes
+    finally:
+        nodes.close()
+        stream.close()
+        source.close()
+
+
+def mtree(nodes: NodeStream, digest: Digest, out: TextIO | None = None) -> int:
+    """Print a node stream in mtree format; returns the number of entries."""
+    return write_mtree(nodes, out or sys.stdout, digest)
+
+
+__all__ = [
+    "BlockReader",
+    "IndexStream",
+    "archive_flags",
+    "encode_catar",
+    "get_format",
+    "mtree",
+    "open_archive",
+    "tar_to_catar",
+    "tar_to_index",
+]
