@@ -31,6 +31,7 @@ _UNKNOWN_SIZE = 0xFFFFFFFFFFFFFFFF
 
 _HEADER = struct.Struct("<QQQQQQQQ")  # index header + table header
 _TAIL = struct.Struct("<QQQQQ")
+_TAIL_MARKER_BYTES = struct.pack("<Q", CA_FORMAT_TABLE_TAIL_MARKER)
 
 
 class IndexChunk(NamedTuple):
@@ -186,6 +187,14 @@ class Index:
         raw = np.frombuffer(data, dtype=np.uint8, count=n * ITEM_SIZE, offset=64)
         raw = raw.reshape(n, ITEM_SIZE)
         ends = raw[:, :8].copy().view("<u8").reshape(n).astype(np.int64)
+        # An item whose end offset is 0 can only be the table tail (index.md §1): a
+        # complete tail before the end of the file means bytes were appended.
+        zeros = np.flatnonzero(ends == 0)
+        if len(zeros):
+            tail_at = 64 + int(zeros[0]) * ITEM_SIZE
+            if bytes(data[tail_at + 32 : tail_at + 40]) == _TAIL_MARKER_BYTES:
+                extra = size - tail_at - TAIL_SIZE
+                raise bad(f"{extra} bytes of unexpected data after the table tail")
         if n:
             if (ends[0] <= 0) or (n > 1 and np.any(np.diff(ends) <= 0)) or ends[-1] < 0:
                 raise bad("chunk offsets are not strictly increasing")
