@@ -1,0 +1,17 @@
+"""desync-store-http: ``http://`` and ``https://`` chunk and index stores, and the
+``chunk-server`` and ``index-server`` commands.
+
+The package is split so that loading the plugin stays cheap:
+
+* :mod:`desync_store_http.plugin` — the entry point (registrations and commands only);
+* :mod:`desync_store_http.client` — the HTTP client stores (imports ``requests``);
+* :mod:`desync_store_http.server` — the threaded HTTP(S) server shared by both servers;
+* :mod:`desync_store_http.chunkserver`, :mod:`desync_store_http.indexserver` — the two
+  request handlers and their command implementations.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

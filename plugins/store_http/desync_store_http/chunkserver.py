@@ -1,0 +1,463 @@
+"""``desync chunk-server``: serve a chain of chunk stores over HTTP(S) (``remote.md`` §2).
+
+The upstream is built by the core's :class:`~desync_core.context.Context`, so stores,
+failover groups (``A|B``), caches, store options, retries and verification behave
+exactly as for every other command. This module adds what is specific to serving:
+
+* :func:`parse_chunk_path` — the only accepted paths are ``/<4hex>/<id><ext>``;
+* :class:`DedupReader` — concurrent requests for one chunk share one upstream read;
+* :class:`StoreHolder` — the upstream can be swapped (``--store-file`` + SIGHUP) while
+  requests run; each request finishes on the store it started with, which is closed
+  once its last request is done;
+* :class:`ChunkServer` and :class:`ChunkHandler` — the request semantics. Uploaded
+  chunks are always decoded and checked against their id before they are stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from desync_core.cli.options import validate_server_flags
+from desync_core.context import Context, error_text
+from desync_core.digest import SHA256, SHA512_256, Digest
+from desync_core.errors import (
+    ChunkInvalidError,
+    ChunkMissingError,
+    ConfigError,
+    DesyncError,
+    UsageError,
+)
+from desync_core.stores.chunk import Chunk, ChunkCodec
+from desync_core.stores.wrappers import VerifyingStore
+from desync_store_http.server import (
+    RequestHandler,
+    RequestLog,
+    ServerGroup,
+    ServerSettings,
+    resolve_authorization,
+    serve_until_stopped,
+    server_ssl_context,
+)
+
+#: Largest accepted upload: casync's chunk size limit (128 MiB) plus compression overhead.
+MAX_CHUNK_UPLOAD = 129 * 1024 * 1024
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+
+class PathError(ValueError):
+    """A request path that does not name a chunk; the message is sent with a 400."""
+
+
+def request_path(target: str) -> str:
+    """The decoded path of a request target (query dropped; absolute form accepted)."""
+    if target.startswith(("http://", "https://")):
+        target = urlsplit(target).path
+    return unquote(target.partition("?")[0], errors="replace")
+
+
+def parse_chunk_path(path: str, extension: str) -> bytes:
+    """The chunk id of a path of exactly the form ``/<4hex>/<id><extension>``.
+
+    Raises:
+        PathError: anything else (the message says what the server expects).
+    """
+    expected = f"/<prefix>/<chunkid>{extension}"
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] != "":
+        raise PathError(f"expected format '{expected}'")
+    prefix, name = parts[1], parts[2]
+    if extension:
+        if not name.endswith(extension):
+            raise PathError(_extension_message(expected))
+        name = name[: -len(extension)]
+    if "." in name:
+        raise PathError(_extension_message(expected))
+    if not _HEX_ID.fullmatch(name):
+        raise PathError(f"invalid chunk id '{name}', expected 64 lower-case hex digits")
+    if prefix != name[:4]:
+        raise PathError(f"expected format '{expected}' (prefix must be the first 4 digits)")
+    return bytes.fromhex(name)
+
+
+def _extension_message(expected: str) -> str:
+    return ("invalid chunk extension, verify compression and encryption settings: "
+            f"this server expects '{expected}'")
+
+
+class _Call:
+    """One upstream read that several requests wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Chunk | None = None
+        self.error: BaseException | None = None
+
+
+class DedupReader:
+    """Concurrent ``get_chunk`` calls for the same id share one upstream request.
+
+    Args:
+        inner: the upstream (a store or a composition); writes pass straight through.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._inflight: dict[bytes, _Call] = {}
+        #: Upstream reads actually made, and requests currently waiting for another
+        #: request's read (for tests and diagnostics).
+        self.upstream_reads = 0
+        self.waiters = 0
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
+        """The chunk, read once however many requests ask for it at the same time."""
+        with self._lock:
+            call = self._inflight.get(chunk_id)
+            leader = call is None
+            if call is None:
+                call = self._inflight[chunk_id] = _Call()
+                self.upstream_reads += 1
+            else:
+                self.waiters += 1
+        if not leader:
+            try:
+                call.done.wait()
+            finally:
+                with self._lock:
+                    self.waiters -= 1
+            if call.error is not None:
+                raise call.error
+            assert call.result is not None
+            return call.result
+        try:
+            call.result = self.inner.get_chunk(chunk_id)
+            return call.result
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._inflight[chunk_id]
+            call.done.set()
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """Whether the upstream has the chunk."""
+        return bool(self.inner.has_chunk(chunk_id))
+
+    @property
+    def writable(self) -> bool:
+        """Whether the upstream accepts chunks."""
+        return hasattr(self.inner, "store_chunk")
+
+    def store_chunk(self, chunk: Chunk) -> None:
+        """Store a chunk upstream."""
+        self.inner.store_chunk(chunk)
+
+    def close(self) -> None:
+        """Close the upstream."""
+        self.inner.close()
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+
+class _Slot:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.users = 0
+        self.retired = False
+
+
+class StoreHolder:
+    """The current upstream, replaceable while requests are running.
+
+    A request takes the store with :meth:`use`; :meth:`swap` installs a new one at once
+    and closes the old one when its last request is finished.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._lock = threading.Lock()
+        self._slot = _Slot(store)
+
+    @property
+    def current(self) -> Any:
+        """The store new requests get."""
+        return self._slot.store
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Any]:
+        """The current store, kept open until the block ends."""
+        with self._lock:
+            slot = self._slot
+            slot.users += 1
+        try:
+            yield slot.store
+        finally:
+            with self._lock:
+                slot.users -= 1
+                close = slot.retired and slot.users == 0
+            if close:
+                slot.store.close()
+
+    def swap(self, store: Any) -> None:
+        """Install ``store``; the previous one is closed when it is no longer in use."""
+        with self._lock:
+            old, self._slot = self._slot, _Slot(store)
+            old.retired = True
+            close = old.users == 0
+        if close:
+            old.store.close()
+
+    def close(self) -> None:
+        """Close the current store (at once, or when its last request is done)."""
+        with self._lock:
+            slot = self._slot
+            close = not slot.retired and slot.users == 0
+            slot.retired = True
+        if close:
+            slot.store.close()
+
+
+def read_store_file(path: str) -> tuple[list[str], str]:
+    """The ``stores`` and ``cache`` of a store file (``store.md`` §4).
+
+    Raises:
+        ConfigError: the file cannot be read or is not such a JSON document.
+    """
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"failed to read store-file '{path}': {why}")
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise bad(exc.strerror or str(exc)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad(str(exc)) from None
+    if not isinstance(doc, dict):
+        raise bad("expected a JSON object")
+    stores = doc.get("stores", [])
+    cache = doc.get("cache", "") or ""
+    if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores):
+        raise bad('"stores" must be a list of store locations')
+    if not isinstance(cache, str):
+        raise bad('"cache" must be a store location')
+    return stores, cache
+
+
+def open_upstream(ctx: Context, stores: list[str], cache: str, *, writable: bool,
+                  verify_read: bool) -> DedupReader:
+    """The store chain a chunk server serves, opened through the core's Context.
+
+    Read-only servers get the router/failover/cache chain of ``-s … -c …``; writable
+    ones exactly one store and no cache. With ``verify_read`` false (the default of
+    ``--skip-verify-read``) chunks read upstream are not hashed: clients verify.
+
+    Raises:
+        UsageError: no store, or a writable server with several stores or a cache.
+        DesyncError: a store cannot be opened.
+    """
+    if not stores:
+        raise UsageError("no store provided")
+    if not verify_read:
+        ctx = dataclasses.replace(ctx, overrides={**ctx.overrides, "skip_verify": True})
+    if writable:
+        if len(stores) > 1 or cache:
+            raise UsageError("Only one upstream store supported for writing and no cache")
+        store: Any = ctx.open_writable(stores[0])
+        if verify_read:
+            store = VerifyingStore(store, ctx.digest)
+        return DedupReader(store)
+    return DedupReader(ctx.open_source(stores, cache or None))
+
+
+class ChunkServer:
+    """The state of one chunk server: its upstream, wire format and write policy.
+
+    Args:
+        ctx: the run context (config, store options, ``--digest``).
+        stores: ``-s`` locations (ignored with ``store_file``).
+        cache: ``-c`` location.
+        store_file: ``--store-file`` path; :meth:`reload` re-reads it.
+        writable: accept PUT.
+        verify_read: hash chunks read upstream (``--skip-verify-read=false``).
+        uncompressed: the wire format is uncompressed (``-u``).
+        settings: server settings (error stream for reload failures).
+    """
+
+    def __init__(self, ctx: Context, *, stores: list[str] | None = None, cache: str = "",
+                 store_file: str = "", writable: bool = False, verify_read: bool = False,
+                 uncompressed: bool = False, settings: ServerSettings | None = None) -> None:
+        self.ctx = ctx
+        self.stores = list(stores or [])
+        self.cache = cache
+        self.store_file = store_file
+        self.writable = writable
+        self.verify_read = verify_read
+        self.codec = ChunkCodec(compressed=not uncompressed)
+        self.settings = settings or ServerSettings()
+        self.digests = self._accepted_digests(ctx)
+        self.holder = StoreHolder(self._build())
+
+    @staticmethod
+    def _accepted_digests(ctx: Context) -> list[Digest]:
+        # Uploads are checked with --digest. Without an explicit --digest both of
+        # desync's digests are accepted, so one server can take chunks of SHA-256 and
+        # SHA-512/256 indexes alike; an id matching the data under either is genuine.
+        if ctx.digest_explicit:
+            return [ctx.digest]
+        return [ctx.digest] + [d for d in (SHA512_256, SHA256) if d is not ctx.digest]
+
+    def _build(self) -> DedupReader:
+        stores, cache = (read_store_file(self.store_file) if self.store_file
+                         else (self.stores, self.cache))
+        return open_upstream(self.ctx, stores, cache, writable=self.writable,
+                             verify_read=self.verify_read)
+
+    def reload(self) -> bool:
+        """Re-read the store file and swap the new upstream in.
+
+        An invalid file is reported (``failed to reload configuration: …``) and the
+        running upstream is kept. Returns whether the swap happened.
+        """
+        try:
+            new = self._build()
+        except Exception as exc:  # any failure keeps the old setup
+            self.settings.report(f"failed to reload configuration: {error_text(exc)}")
+            return False
+        self.holder.swap(new)
+        return True
+
+    def verify_upload(self, chunk: Chunk) -> None:
+        """Decode an uploaded chunk and check it against its id.
+
+        Raises:
+            ChunkInvalidError: it does not decode, or hashes to another id.
+        """
+        data = chunk.data()
+        if any(digest.sum(data) == chunk.id for digest in self.digests):
+            return
+        raise ChunkInvalidError(chunk.id, self.digests[0].sum(data))
+
+    def close(self) -> None:
+        """Close the upstream."""
+        self.holder.close()
+
+
+class ChunkHandler(RequestHandler):
+    """Requests to a chunk server: GET, HEAD and (with ``-w``) PUT of ``/<4hex>/<id><ext>``."""
+
+    app: ChunkServer
+
+    def dispatch(self) -> None:
+        try:
+            chunk_id = parse_chunk_path(request_path(self.path), self.app.codec.extension)
+        except PathError as exc:
+            self.reply(400, f"{exc}\n".encode())
+            return
+        if self.command == "GET":
+            self._get(chunk_id)
+        elif self.command == "HEAD":
+            self._head(chunk_id)
+        elif self.command == "PUT":
+            self._put(chunk_id)
+        else:
+            self.reply(405, b"only GET, PUT and HEAD are supported\n")
+
+    def _failed(self, what: str, exc: BaseException, status: int = 500,
+                public: str = "internal server error") -> None:
+        self.settings.report(f"{what}: {error_text(exc)}")
+        self.reply(status, f"{public}\n".encode())
+
+    def _get(self, chunk_id: bytes) -> None:
+        try:
+            with self.app.holder.use() as store:
+                chunk = store.get_chunk(chunk_id)
+            wire = chunk.encoded(self.app.codec)
+        except ChunkMissingError:
+            self.reply(404, f"chunk {chunk_id.hex()} not found\n".encode())
+            return
+        except (DesyncError, OSError) as exc:
+            self._failed(f"failed to retrieve chunk {chunk_id.hex()}", exc)
+            return
+        self.reply(200, wire, content_type="application/octet-stream")
+
+    def _head(self, chunk_id: bytes) -> None:
+        try:
+            with self.app.holder.use() as store:
+                present = store.has_chunk(chunk_id)
+        except (DesyncError, OSError) as exc:
+            self._failed(f"failed to look up chunk {chunk_id.hex()}", exc)
+            return
+        self.reply(200 if present else 404)
+
+    def _put(self, chunk_id: bytes) -> None:
+        if not self.app.writable:
+            self.reply(400, b"writing to upstream chunk store is not enabled\n")
+            return
+        body = self.read_body(MAX_CHUNK_UPLOAD)
+        chunk = Chunk(chunk_id, encoded=body, codec=self.app.codec)
+        try:
+            self.app.verify_upload(chunk)
+        except ChunkInvalidError as exc:
+            self.reply(400, f"{exc}\n".encode())
+            return
+        try:
+            with self.app.holder.use() as store:
+                if not store.writable:
+                    self.reply(400, b"upstream chunk store does not support writing\n")
+                    return
+                store.store_chunk(chunk)
+        except (DesyncError, OSError) as exc:
+            self._failed(f"failed to store chunk {chunk_id.hex()}", exc,
+                         public=f"failed to store chunk {chunk_id.hex()}")
+            return
+        self.reply(200)
+
+
+def main(args: argparse.Namespace, ctx: Context) -> int:
+    """The ``chunk-server`` command: build the upstream, listen, serve until stopped."""
+    validate_server_flags(args)
+    if args.encryption or args.encryption_key or args.encryption_algorithm:
+        raise UsageError("chunk encryption is not supported by this version")
+    if args.store_file:
+        if args.store:
+            raise UsageError("--store and --store-file can't be used together")
+        if args.cache:
+            raise UsageError("--cache and --store-file can't be used together")
+    settings = ServerSettings(authorization=resolve_authorization(args.authorization))
+    tls = (server_ssl_context(args.cert, args.key, args.client_ca if args.mutual_tls else "")
+           if args.cert else None)
+    app = ChunkServer(ctx, stores=args.store, cache=args.cache, store_file=args.store_file,
+                      writable=args.writable, verify_read=not args.skip_verify_read,
+                      uncompressed=args.uncompressed, settings=settings)
+    try:
+        settings.log = RequestLog(args.log) if args.log else None
+        group = ServerGroup(args.listen or [":http"], ChunkHandler, app, settings, tls)
+        return serve_until_stopped(group, app.reload if args.store_file else None)
+    finally:
+        app.close()
+        if settings.log is not None:
+            settings.log.close()
+
+
+__all__ = [
+    "ChunkHandler",
+    "ChunkServer",
+    "DedupReader",
+    "PathError",
+    "StoreHolder",
+    "main",
+    "open_upstream",
+    "parse_chunk_path",
+    "read_store_file",
+    "request_path",
+]

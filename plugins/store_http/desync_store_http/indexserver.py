@@ -1,0 +1,143 @@
+"""``desync index-server``: serve an index store over HTTP(S) (``remote.md`` §3).
+
+The request path's last component is the index name (directories in the path are
+ignored); it must be a plain file name, so no request can reach outside the store.
+Indexes are parsed both ways: GET sends the re-serialised index (a corrupt file is a
+400, not garbage), PUT refuses bodies that are not an index (415).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from desync_core.cli.options import validate_server_flags
+from desync_core.context import Context, error_text
+from desync_core.errors import DesyncError, IndexNotFoundError, StoreError, UsageError
+from desync_core.index import Index
+from desync_core.location import parse_location
+from desync_core.stores.base import IndexStore, WritableIndexStore, check_index_name
+from desync_store_http.chunkserver import request_path
+from desync_store_http.server import (
+    RequestHandler,
+    RequestLog,
+    ServerGroup,
+    ServerSettings,
+    resolve_authorization,
+    serve_until_stopped,
+    server_ssl_context,
+)
+
+#: Largest accepted index upload (an index of about 26 million chunks).
+MAX_INDEX_UPLOAD = 1024 * 1024 * 1024
+
+
+class IndexServer:
+    """The state of one index server.
+
+    Args:
+        ctx: the run context (config and store options).
+        location: the upstream index store (``-s``); a trailing ``/`` is added.
+        writable: accept PUT.
+    """
+
+    def __init__(self, ctx: Context, location: str, *, writable: bool = False) -> None:
+        if not location:
+            raise UsageError("no store provided")
+        if not location.endswith("/"):
+            location += "/"
+        loc = parse_location(location)
+        if loc.is_local and not os.path.isdir(loc.path):
+            raise StoreError(f"index store {location} is not a directory")
+        self.location = location
+        self.writable = writable
+        self.store: IndexStore = ctx.open_index_store(location)
+
+    def close(self) -> None:
+        """Close the upstream store."""
+        self.store.close()
+
+
+class IndexHandler(RequestHandler):
+    """Requests to an index server: GET, HEAD and (with ``-w``) PUT of ``/…/<name>``."""
+
+    app: IndexServer
+
+    def dispatch(self) -> None:
+        name = request_path(self.path).rpartition("/")[2]
+        try:
+            check_index_name(name)
+        except UsageError:
+            self.reply(400, b"invalid index name\n")
+            return
+        if self.command == "GET":
+            self._get(name)
+        elif self.command == "HEAD":
+            self._head(name)
+        elif self.command == "PUT":
+            self._put(name)
+        else:
+            self.reply(405, b"only GET, PUT and HEAD are supported\n")
+
+    def _get(self, name: str) -> None:
+        try:
+            data = Index.from_bytes(self.app.store.get_index(name), name).to_bytes()
+        except IndexNotFoundError:
+            self.reply(404, b"index not found\n")
+            return
+        except (DesyncError, OSError) as exc:
+            self.settings.report(f"failed to retrieve index {name}: {error_text(exc)}")
+            self.reply(400, b"failed to retrieve index\n")
+            return
+        self.reply(200, data, content_type="application/octet-stream")
+
+    def _head(self, name: str) -> None:
+        try:
+            present = self.app.store.has_index(name)
+        except (DesyncError, OSError) as exc:
+            self.settings.report(f"failed to look up index {name}: {error_text(exc)}")
+            self.reply(400)
+            return
+        self.reply(200 if present else 404)
+
+    def _put(self, name: str) -> None:
+        if not self.app.writable:
+            self.reply(400, b"writing to upstream index store is not enabled\n")
+            return
+        store = self.app.store
+        if not isinstance(store, WritableIndexStore):
+            self.reply(400, b"upstream index store does not support writing\n")
+            return
+        body = self.read_body(MAX_INDEX_UPLOAD)
+        try:
+            index = Index.from_bytes(body, name)
+        except DesyncError as exc:
+            self.reply(415, f"invalid index: {exc}\n".encode())
+            return
+        try:
+            store.store_index(name, index.to_bytes())
+        except (DesyncError, OSError) as exc:
+            self.settings.report(f"failed to store index {name}: {error_text(exc)}")
+            self.reply(500, f"failed to store index {name}\n".encode())
+            return
+        self.reply(200)
+
+
+def main(args: argparse.Namespace, ctx: Context) -> int:
+    """The ``index-server`` command: open the store, listen, serve until stopped."""
+    validate_server_flags(args)
+    settings = ServerSettings(authorization=resolve_authorization(args.authorization))
+    tls = (server_ssl_context(args.cert, args.key, args.client_ca if args.mutual_tls else "")
+           if args.cert else None)
+    app = IndexServer(ctx, args.store, writable=args.writable)
+    try:
+        settings.log = RequestLog(args.log) if args.log else None
+        group = ServerGroup(args.listen or [":http"], IndexHandler, app, settings, tls)
+        return serve_until_stopped(group)
+    finally:
+        app.close()
+        if settings.log is not None:
+            settings.log.close()
+
+
+__all__ = ["IndexHandler", "IndexServer", "main"]

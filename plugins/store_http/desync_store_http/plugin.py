@@ -1,0 +1,128 @@
+"""Entry point of desync-store-http: registrations and command definitions only.
+
+Importing this module must stay cheap (it runs for every ``desync`` invocation): stores
+are registered as ``"module:Class"`` strings and the commands import their server
+module inside ``run``. Neither ``requests`` nor ``ssl`` nor the server code is imported
+here (a test checks ``sys.modules``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from desync_core.cli.options import (
+    ListAction,
+    add_bool,
+    add_cache,
+    add_server_flags,
+    add_store_flags,
+    add_store_list,
+    add_store_single,
+)
+from desync_core.markers import hookimpl
+from desync_core.registry import Command, CommandRegistry, Registry
+
+SCHEMES = ("http", "https")
+
+
+@hookimpl
+def desync_register_chunk_stores(registry: Registry) -> None:
+    """``http://host[:port]/path/`` and ``https://…`` chunk stores (``remote.md`` §1)."""
+    registry.add(SCHEMES, "desync_store_http.client:HTTPChunkStore", "HTTP(S) chunk store")
+
+
+@hookimpl
+def desync_register_index_stores(registry: Registry) -> None:
+    """``http(s)://host/dir/`` index stores (``remote.md`` §3)."""
+    registry.add(SCHEMES, "desync_store_http.client:HTTPIndexStore", "HTTP(S) index store")
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _add_listen_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-l", "--listen", action=ListAction, default=[], metavar="ADDRESS",
+                   help="listen address, host:port, :port or host:service; repeatable "
+                        "(default :http)")
+    add_bool(p, "-w", "--writable", help="accept PUT requests (write to the upstream store)")
+    add_bool(p, "--writeable", dest="writable", help="deprecated spelling of --writable")
+    p.add_argument("--log", default="", metavar="FILE",
+                   help="append one line per request to FILE ('-' for stderr)")
+
+
+def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``chunk-server``."""
+    add_store_list(p, "upstream source store(s), queried in order; A|B is a failover group")
+    add_cache(p)
+    p.add_argument("--store-file", default="", metavar="FILE",
+                   help="read stores and cache from a JSON file; SIGHUP reloads it")
+    _add_listen_flags(p)
+    add_bool(p, "--skip-verify-read", default=True,
+             help="don't verify chunks read from upstream stores (default true; clients "
+                  "verify what they receive)")
+    add_bool(p, "--skip-verify-write", default=True,
+             help="accepted for compatibility; uploaded chunks are always verified")
+    add_bool(p, "-u", "--uncompressed", help="serve and accept uncompressed chunks")
+    add_bool(p, "--encryption", help="serve encrypted chunks (not supported by this version)")
+    p.add_argument("--encryption-key", default="", metavar="HEX",
+                   help="encryption key (not supported by this version)")
+    p.add_argument("--encryption-algorithm", default="", metavar="ALG",
+                   help="encryption algorithm (not supported by this version)")
+    add_store_flags(p)
+    add_server_flags(p)
+
+
+def index_server_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``index-server``."""
+    add_store_single(p, "upstream index store (a directory or an index-store URL)")
+    _add_listen_flags(p)
+    add_store_flags(p)
+    add_server_flags(p)
+
+
+def run_chunk_server(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+    """Run ``chunk-server`` until SIGINT/SIGTERM."""
+    from desync_store_http.chunkserver import main
+
+    return main(args, ctx)
+
+
+def run_index_server(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+    """Run ``index-server`` until SIGINT/SIGTERM."""
+    from desync_store_http.indexserver import main
+
+    return main(args, ctx)
+
+
+CHUNK_SERVER = Command(
+    name="chunk-server",
+    help="Server for chunks over HTTP(S)",
+    add_arguments=chunk_server_arguments,
+    run=run_chunk_server,
+    description=(
+        "Serves chunks from one or more stores (local or remote, optionally behind a cache) "
+        "over HTTP, or HTTPS with --cert/--key. Paths are /<4hex>/<id>.cacnk (no extension "
+        "with -u). With -w the server accepts PUT requests for a single upstream store; "
+        "every uploaded chunk is checked against its id before it is stored. "
+        "--store-file defines the stores in a JSON file that SIGHUP reloads."
+    ),
+)
+
+INDEX_SERVER = Command(
+    name="index-server",
+    help="Server for indexes over HTTP(S)",
+    add_arguments=index_server_arguments,
+    run=run_index_server,
+    description=(
+        "Serves the index files of an index store (a local directory or any index-store URL) "
+        "over HTTP, or HTTPS with --cert/--key. GET /<name>.caibx returns the index; with -w "
+        "PUT stores a new one (it must parse as an index)."
+    ),
+)
+
+
+@hookimpl
+def desync_add_commands(commands: CommandRegistry) -> None:
+    """``chunk-server`` and ``index-server``."""
+    commands.add(CHUNK_SERVER)
+    commands.add(INDEX_SERVER)

@@ -1,0 +1,509 @@
+"""The HTTP(S) server under ``chunk-server`` and ``index-server``.
+
+A stdlib :class:`http.server.ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive (one
+thread per connection, explicit ``Content-Length`` everywhere, ``TCP_NODELAY``). On this
+kind of machine it serves as fast as waitress or uvicorn (``TEST-SERVERS.md``), so the
+plugin needs no server dependency. This module holds what both servers share:
+
+* Go-style listen addresses (``host:port``, ``:8080``, ``127.0.0.1:http``) and several
+  listeners per process (:class:`ServerGroup`);
+* TLS and mutual TLS (the handshake runs in the connection's thread, so a slow client
+  cannot stall the accept loop);
+* the ``Authorization`` check (constant-time), the request log, request bodies
+  (``Content-Length`` or chunked, with a size limit) and error replies;
+* :func:`serve_until_stopped`: blocks SIGINT/SIGTERM/SIGHUP in every thread and handles
+  them synchronously with ``sigwait`` (no work ever runs in a signal handler).
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.server
+import os
+import signal
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from desync_core.errors import UsageError
+from desync_store_http import __version__
+
+#: Idle keep-alive connections are closed after this long (desync: 120 s).
+IDLE_TIMEOUT = 120.0
+#: A TLS handshake must complete within this time.
+HANDSHAKE_TIMEOUT = 30.0
+#: Pending connections the kernel queues while all threads are busy accepting.
+BACKLOG = 256
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """Split a Go listen address into host and port.
+
+    ``":8080"`` → ``("", 8080)`` (all interfaces), ``"127.0.0.1:0"`` (any free port),
+    ``"[::1]:http"`` → ``("::1", 80)``; service names resolve through ``/etc/services``.
+
+    Raises:
+        UsageError: no port, or an unknown service name.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise UsageError(f"invalid listen address {text!r}: missing port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if port.isdigit():
+        number = int(port)
+    else:
+        try:
+            number = socket.getservbyname(port, "tcp")
+        except OSError:
+            raise UsageError(f"invalid listen address {text!r}: unknown port {port!r}") from None
+    if not 0 <= number <= 65535:
+        raise UsageError(f"invalid listen address {text!r}: port out of range")
+    return host, number
+
+
+def server_ssl_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
+    """A server TLS context; with ``client_ca`` clients must present a certificate it signed.
+
+    Raises:
+        UsageError: a certificate or key cannot be loaded.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"loading --cert {cert} / --key {key}: {_ssl_text(exc)}") from None
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"loading --client-ca {client_ca}: {_ssl_text(exc)}") from None
+    return ctx
+
+
+def _ssl_text(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+class RequestLog:
+    """The ``--log`` request log: one Go-format line per request (``remote.md`` §2).
+
+    Args:
+        target: a file (appended to) or ``-`` for stderr.
+    """
+
+    def __init__(self, target: str) -> None:
+        self._lock = threading.Lock()
+        self._own = target != "-"
+        try:
+            self._out: TextIO = (open(target, "a", encoding="utf-8") if self._own  # noqa: SIM115
+                                 else sys.stderr)
+        except OSError as exc:
+            raise UsageError(f"--log {target}: {exc.strerror}") from None
+
+    def write(self, client: str, method: str, uri: str, status: int) -> None:
+        """Log one request."""
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        line = f"{stamp} Client: {client}, Request: {method} {uri}, Response: {status}\n"
+        with self._lock:
+            self._out.write(line)
+            self._out.flush()
+
+    def close(self) -> None:
+        """Close the log file (not stderr)."""
+        if self._own:
+            self._out.close()
+
+
+@dataclass
+class ServerSettings:
+    """What every handler of one server needs besides its own state.
+
+    Attributes:
+        authorization: required ``Authorization`` header value; empty means none.
+        log: the request log, if any.
+        errors: where internal errors and TLS failures are reported.
+    """
+
+    authorization: str = ""
+    log: RequestLog | None = None
+    errors: TextIO = field(default_factory=lambda: sys.stderr)
+    _errors_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def report(self, message: str) -> None:
+        """Print one line on the error stream."""
+        with self._errors_lock:
+            self.errors.write(message.rstrip("\n") + "\n")
+            self.errors.flush()
+
+
+class BodyError(Exception):
+    """A request body could not be read; the reply has been sent already."""
+
+
+class RequestHandler(http.server.BaseHTTPRequestHandler):
+    """Common request handling: authorization, replies, bodies, logging.
+
+    Subclasses implement :meth:`dispatch`; every method (GET, PUT, anything) reaches it
+    after the authorization check, so unknown methods get the subclass's 405 rather than
+    the stdlib's 501.
+    """
+
+    protocol_version = "HTTP/1.1"
+    server_version = f"desync/{__version__}"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT
+    disable_nagle_algorithm = True
+    server: ThreadedServer
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def __getattr__(self, name: str) -> Any:
+        # BaseHTTPRequestHandler looks up do_<METHOD>; route every method to one place.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    @property
+    def settings(self) -> ServerSettings:
+        """The server's shared settings."""
+        return self.server.settings
+
+    @property
+    def app(self) -> Any:
+        """The application object (chunk or index server state)."""
+        return self.server.app
+
+    def dispatch(self) -> None:
+        """Handle one authorized request (override)."""
+        raise NotImplementedError
+
+    # -- request flow -------------------------------------------------------------------
+
+    def _handle(self) -> None:
+        self._replied = False
+        self._body_read = False
+        try:
+            if not self._authorized():
+                self.reply(401, b"Unauthorized\n")
+                return
+            self.dispatch()
+        except BodyError:
+            pass
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            self.settings.report(f"internal error serving {self.command} {self.path}:\n"
+                                 + traceback.format_exc())
+            if not self._replied:
+                self.reply(500, b"internal server error\n")
+            else:
+                self.close_connection = True
+
+    def _authorized(self) -> bool:
+        expected = self.settings.authorization
+        if not expected:
+            return True
+        # Header values arrive decoded as latin-1; compare the bytes the client sent.
+        got = self.headers.get("Authorization", "").encode("latin-1", "replace")
+        return hmac.compare_digest(got, expected.encode("utf-8"))
+
+    def _has_body(self) -> bool:
+        te = self.headers.get("Transfer-Encoding", "")
+        length = self.headers.get("Content-Length", "0").strip()
+        return bool(te) or length not in ("", "0")
+
+    def reply(self, status: int, body: bytes | bytearray | memoryview = b"", *,
+              content_type: str = "text/plain; charset=utf-8") -> None:
+        """Send a complete response with ``Content-Length`` (no body for HEAD).
+
+        A request body that was not read makes the connection close afterwards, so its
+        bytes are never taken for the next request.
+        """
+        self._replied = True
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if not self._body_read and self._has_body():
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self, limit: int) -> bytes:
+        """The request body (``Content-Length`` or chunked), at most ``limit`` bytes.
+
+        Raises:
+            BodyError: the body is missing, malformed or too large (already answered).
+            ConnectionError: the client went away in the middle.
+        """
+        te = self.headers.get("Transfer-Encoding", "").strip().lower()
+        if te:
+            if te != "chunked":
+                self.reply(501, f"unsupported transfer encoding {te!r}\n".encode())
+                raise BodyError
+            data = self._read_chunked(limit)
+        else:
+            raw = self.headers.get("Content-Length")
+            if raw is None:
+                self.reply(411, b"Content-Length required\n")
+                raise BodyError
+            try:
+                length = int(raw.strip())
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                self.reply(400, b"invalid Content-Length\n")
+                raise BodyError from None
+            if length > limit:
+                self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
+                raise BodyError
+            data = self.rfile.read(length)
+            if len(data) != length:
+                raise ConnectionError("client closed the connection during the body")
+        self._body_read = True
+        return data
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.reply(400, b"malformed chunked body\n")
+                raise BodyError from None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers are ignored
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
+                raise BodyError
+            part = self.rfile.read(size)
+            if len(part) != size:
+                raise ConnectionError("client closed the connection during the body")
+            parts.append(part)
+            self.rfile.readline(16)
+
+    # -- logging --------------------------------------------------------------------------
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log = self.settings.log
+        if log is not None:
+            host, port = self.client_address[:2]
+            client = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+            log.write(client, self.command or "-", self.path or "-",
+                      int(code) if str(code).isdigit() else 0)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib logs every request and protocol error to stderr; the request log
+        # (log_request) and settings.report cover what users need.
+        pass
+
+
+class ThreadedServer(http.server.ThreadingHTTPServer):
+    """One listening socket; a thread per connection; optional TLS.
+
+    Args:
+        address: ``(host, port)``; host ``""`` listens on every interface.
+        handler: the request handler class.
+        app: the application object handlers reach as ``self.app``.
+        settings: authorization, request log, error stream.
+        ssl_context: a server TLS context, or None for plain HTTP.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: type[RequestHandler], app: Any,
+                 settings: ServerSettings, ssl_context: ssl.SSLContext | None) -> None:
+        self.app = app
+        self.settings = settings
+        self.ssl_context = ssl_context
+        host = address[0]
+        self._dual_stack = host == "" and socket.has_dualstack_ipv6()
+        self.address_family = (socket.AF_INET6 if ":" in host or self._dual_stack
+                               else socket.AF_INET)
+        if host == "" and not self._dual_stack:
+            address = ("0.0.0.0", address[1])
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        if self._dual_stack:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # HTTPServer.server_bind would resolve our own name (getfqdn): slow and unused.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        """``http(s)://host:port`` of this listener (the real port when 0 was asked)."""
+        host, port = self.socket.getsockname()[:2]
+        if self._dual_stack and host == "::":
+            host = ""
+        shown = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{shown}:{port}"
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except OSError as exc:  # includes ssl.SSLError
+            self.settings.report(f"TLS handshake error from {client_address[0]}:"
+                                 f"{client_address[1]}: {_ssl_text(exc)}")
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
+            return  # the client went away or broke TLS; nothing to do
+        self.settings.report(f"error serving {client_address}:\n{traceback.format_exc()}")
+
+
+class ServerGroup:
+    """Listeners on several addresses serving one application.
+
+    Args:
+        addresses: Go listen addresses (``-l``), all served the same way.
+        handler: the request handler class.
+        app: the application object.
+        settings: authorization, request log, error stream.
+        ssl_context: TLS for every listener, or None.
+        poll_interval: how often the accept loops check for :meth:`stop` (seconds).
+    """
+
+    def __init__(self, addresses: list[str], handler: type[RequestHandler], app: Any,
+                 settings: ServerSettings, ssl_context: ssl.SSLContext | None = None, *,
+                 poll_interval: float = 0.5) -> None:
+        self.poll_interval = poll_interval
+        self.addresses = [parse_listen_address(a) for a in addresses]
+        self.raw_addresses = addresses
+        self.handler = handler
+        self.app = app
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.servers: list[ThreadedServer] = []
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> list[str]:
+        """Bind every address and start serving; returns the listener URLs.
+
+        Raises:
+            UsageError: an address cannot be bound (in use, no permission…); nothing is
+                left listening in that case.
+        """
+        try:
+            for raw, address in zip(self.raw_addresses, self.addresses):
+                try:
+                    server = ThreadedServer(address, self.handler, self.app, self.settings,
+                                            self.ssl_context)
+                except OSError as exc:
+                    raise UsageError(f"listen tcp {raw}: {exc.strerror or exc}") from None
+                self.servers.append(server)
+        except BaseException:
+            self.stop()
+            raise
+        for server in self.servers:
+            thread = threading.Thread(target=server.serve_forever, name=f"serve {server.url}",
+                                      kwargs={"poll_interval": self.poll_interval}, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self.urls
+
+    @property
+    def urls(self) -> list[str]:
+        """The URLs of the listeners."""
+        return [s.url for s in self.servers]
+
+    def stop(self) -> None:
+        """Stop accepting connections and close the listening sockets."""
+        for server, thread in zip(self.servers, self._threads):
+            server.shutdown()
+            thread.join()
+        for server in self.servers:
+            server.server_close()
+        self.servers = []
+        self._threads = []
+
+
+#: Signals a server process handles itself.
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def serve_until_stopped(group: ServerGroup, on_reload: Callable[[], None] | None = None,
+                        out: TextIO | None = None) -> int:
+    """Run a server group in the main thread until SIGINT or SIGTERM.
+
+    The signals are blocked in every thread (before any is started) and received with
+    ``sigwait``, so nothing runs inside a signal handler. SIGHUP calls ``on_reload``
+    (ignored when None) while the listeners keep serving.
+
+    Returns:
+        0 after a clean shutdown.
+    """
+    out = out or sys.stderr
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        for url in group.start():
+            out.write(f"listening on {url}\n")
+        out.flush()
+        while True:
+            sig = signal.sigwait(_SIGNALS)
+            if sig != signal.SIGHUP:
+                break
+            if on_reload is not None:
+                on_reload()
+    finally:
+        group.stop()
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return 0
+
+
+def resolve_authorization(flag: str | None) -> str:
+    """``--authorization``, else ``$DESYNC_HTTP_AUTH``, else no authorization."""
+    return flag or os.environ.get("DESYNC_HTTP_AUTH", "")
+
+
+__all__ = [
+    "BodyError",
+    "RequestHandler",
+    "RequestLog",
+    "ServerGroup",
+    "ServerSettings",
+    "ThreadedServer",
+    "parse_listen_address",
+    "resolve_authorization",
+    "serve_until_stopped",
+    "server_ssl_context",
+]
