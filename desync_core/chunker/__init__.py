@@ -13,6 +13,7 @@ Public API:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -20,13 +21,20 @@ from functools import cache
 
 import numpy as np
 
-from desync_core.chunker.params import DEFAULT_PARAMS, WINDOW_SIZE, ChunkerParams
+from desync_core.chunker.params import (
+    DEFAULT_PARAMS,
+    WINDOW_SIZE,
+    ChunkerParams,
+    lemire_multiplier,
+)
 from desync_core.errors import UsageError
 
 #: Bytes read per refill when streaming.
 DEFAULT_BLOCK_SIZE = 1024 * 1024  # fits in L2: ~20% faster than 8 MiB blocks
 
 KernelFn = Callable[[np.ndarray, int, bool, ChunkerParams], np.ndarray]
+
+_log = logging.getLogger(__name__)
 
 
 @cache
@@ -36,6 +44,11 @@ def kernel_name() -> str:
     if name not in ("numba", "python"):
         raise UsageError(f"DESYNC_CHUNKER_KERNEL must be 'numba' or 'python', not {name!r}")
     return name
+
+
+def _min_chunk(params: ChunkerParams) -> int:
+    """Smallest non-final chunk: sizes the output array of the kernel."""
+    return max(params.max if params.fixed_size else max(params.min, WINDOW_SIZE), 1)
 
 
 @cache
@@ -49,16 +62,39 @@ def _kernel() -> KernelFn:
 
         return run_python
 
+    native = _load_native_kernel()
+    if native is not None:
+        def run_native(buf: np.ndarray, n: int, eof: bool, params: ChunkerParams) -> np.ndarray:
+            cap = n // _min_chunk(params) + 2
+            out = np.empty(cap, dtype=np.int64)
+            k = native(buf.ctypes.data, n, eof, params.min, params.max,
+                        lemire_multiplier(params.discriminator), params.fixed_size,
+                        out.ctypes.data, cap)
+            return out[:k]
+
+        return run_native
+
     _numba = _load_numba_kernel()
 
     def run_numba(buf: np.ndarray, n: int, eof: bool, params: ChunkerParams) -> np.ndarray:
-        out = np.empty(n // max(params.min, WINDOW_SIZE) + 2, dtype=np.int64)
+        out = np.empty(n // _min_chunk(params) + 2, dtype=np.int64)
         k = _numba.find_cuts(
             buf, n, eof, params.min, params.max, params.discriminator, params.fixed_size, out
         )
         return out[:k]
 
     return run_numba
+
+
+def _load_native_kernel():  # type: ignore[no-untyped-def]
+    """The numba kernel's cached machine code (see ``_native``), or None if unusable."""
+    try:
+        from desync_core.chunker import _native
+
+        return _native.load_kernel()
+    except Exception as exc:  # any failure: fall back to numba's dispatcher
+        _log.debug("cached native kernel unavailable (%s); using numba's dispatcher", exc)
+        return None
 
 
 def _load_numba_kernel():  # type: ignore[no-untyped-def]
@@ -96,7 +132,11 @@ def find_cuts(data: np.ndarray | bytes | bytearray | memoryview, params: Chunker
         length: use only the first ``length`` bytes.
     """
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    if buf.dtype != np.uint8 or not buf.flags.c_contiguous:
+        buf = np.ascontiguousarray(buf, dtype=np.uint8)
     n = len(buf) if length is None else length
+    if not 0 <= n <= len(buf):
+        raise ValueError(f"length {n} outside the buffer (0..{len(buf)})")
     return _kernel()(buf, n, eof, params)
 
 
@@ -149,47 +189,6 @@ def iter_chunks(
         tail = buf[prev:n]
 
 
-def _pread_cut_blocks(
-    fd: int, start: int, size: int, params: ChunkerParams, block_size: int
-) -> Iterator[np.ndarray]:
-    """Absolute chunk ends from ``start`` (a chunk boundary) to ``size``, a block at a time."""
-    cap = block_size + params.max
-    buf = np.empty(cap, dtype=np.uint8)
-    view = memoryview(buf)
-    pos = start
-    while pos < size:
-        want = min(cap, size - pos)
-        n = 0
-        while n < want:
-            got = os.preadv(fd, [view[n:want]], pos + n)
-            if got <= 0:
-                raise OSError(f"unexpected end of input at offset {pos + n}")
-            n += got
-        eof = pos + n >= size
-        cuts = find_cuts(buf, params, eof=eof, length=n)
-        if len(cuts) == 0:
-            raise AssertionError("chunker made no progress")  # cap >= max guarantees one
-        yield cuts + pos
-        pos += int(cuts[-1])
-
-
-def _part_cuts(path: str, start: int, stop: int, size: int, params: ChunkerParams,
-               block_size: int) -> np.ndarray:
-    """Worker task: chunk from ``start`` until the first cut at or beyond ``stop``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        pieces = []
-        for cuts in _pread_cut_blocks(fd, start, size, params, block_size):
-            beyond = int(np.searchsorted(cuts, stop))
-            if beyond < len(cuts):
-                pieces.append(cuts[: beyond + 1])
-                break
-            pieces.append(cuts)
-        return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
-    finally:
-        os.close(fd)
-
-
 def input_size(fd: int) -> int:
     """Size of a regular file or block device."""
     return os.lseek(fd, 0, os.SEEK_END)
@@ -200,98 +199,33 @@ def chunk_file(
     params: ChunkerParams = DEFAULT_PARAMS,
     *,
     workers: int = 1,
-    executor: object = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
     stats: dict[str, int] | None = None,
+    part_bytes: int | None = None,
 ) -> np.ndarray:
-    """Chunk ends of a regular file or block device, computed by ``workers`` processes.
+    """Chunk ends of a regular file or block device, computed by ``workers`` threads.
 
-    The file is split into parts (aligned to multiples of ``max`` so that long zero
-    runs line up); each part is chunked as if a chunk started there. The parts are then
-    stitched where their boundaries coincide: chunking is memoryless, so from a common
-    boundary on both agree. Where they never coincide (e.g. periodic data), the main
-    process keeps chunking sequentially until they do. The result is identical to a
-    single sequential pass for every input and worker count.
+    The file is split into parts chunked concurrently, each as if a chunk started at
+    its beginning; each part then re-synchronises with the true boundary published by
+    its predecessor (see :mod:`desync_core.chunker.parallel`). The result is identical
+    to a single sequential pass for every input and worker count.
 
     Args:
         path: file or block device.
         params: chunk sizes.
-        workers: number of parts chunked concurrently.
-        executor: a ``concurrent.futures`` executor to run parts on (defaults to a
-            fork-based process pool created for this call).
-        block_size: bytes read per refill.
+        workers: parts chunked concurrently.
         stats: if given, receives ``ChunksProduced`` (chunks computed by all parts,
-            including discarded ones).
+            including discarded speculative ones).
+        part_bytes: target bytes per part (default
+            :data:`desync_core.chunker.parallel.PART_BYTES`).
     """
+    from desync_core.chunker.parallel import PART_BYTES, chunk_fd
+
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = input_size(fd)
-        if size == 0:
-            return np.empty(0, dtype=np.int64)
-        part = -(-size // max(workers, 1))
-        part = -(-part // params.max) * params.max
-        if workers <= 1 or part < 4 * params.max or part < 1024 * 1024:
-            cuts = np.concatenate(list(_pread_cut_blocks(fd, 0, size, params, block_size)))
-            if stats is not None:
-                stats["ChunksProduced"] = len(cuts)
-            return cuts
-        starts = list(range(0, size, part))
-        parts = _run_parts(path, starts, part, size, params, block_size, executor, workers)
-        produced = sum(len(c) for c in parts)
-        result = _stitch(fd, starts, parts, size, params, block_size)
-        if stats is not None:
-            stats["ChunksProduced"] = produced + len(result)
-        return result
+        return chunk_fd(fd, input_size(fd), params, threads=workers, stats=stats,
+                        part_bytes=part_bytes or PART_BYTES)
     finally:
         os.close(fd)
-
-
-def _run_parts(path: str, starts: list[int], part: int, size: int, params: ChunkerParams,
-               block_size: int, executor: object, workers: int) -> list[np.ndarray]:
-    from desync_core.workers import process_pool
-
-    args = [(path, a, min(a + part, size), size, params, block_size) for a in starts]
-    if executor is not None:
-        futures = [executor.submit(_part_cuts, *a) for a in args]  # type: ignore[attr-defined]
-        return [f.result() for f in futures]
-    with process_pool(workers) as pool:
-        futures = [pool.submit(_part_cuts, *a) for a in args]
-        return [f.result() for f in futures]
-
-
-def _stitch(fd: int, starts: list[int], parts: list[np.ndarray], size: int,
-            params: ChunkerParams, block_size: int) -> np.ndarray:
-    out = [parts[0]]
-    pos = int(parts[0][-1])
-    for start, cuts in zip(starts[1:], parts[1:]):
-        last = int(cuts[-1])
-        if pos >= last:
-            continue  # an earlier resync already ran past this part
-        if pos == start:
-            out.append(cuts)
-            pos = last
-            continue
-        j = int(np.searchsorted(cuts, pos))
-        if cuts[j] == pos:
-            out.append(cuts[j + 1 :])
-            pos = last
-            continue
-        # Not aligned: chunk sequentially until a boundary coincides with this part's.
-        for block in _pread_cut_blocks(fd, pos, size, params, block_size):
-            common = np.flatnonzero(np.isin(block, cuts))
-            if len(common):
-                hit = int(common[0])
-                out.append(block[: hit + 1])
-                pos = int(block[hit])
-                j = int(np.searchsorted(cuts, pos))
-                out.append(cuts[j + 1 :])
-                pos = last
-                break
-            out.append(block)
-            pos = int(block[-1])
-            if pos >= last:
-                break
-    return np.concatenate(out)
 
 
 __all__ = [

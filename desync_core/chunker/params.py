@@ -18,6 +18,16 @@ def discriminator(avg: int) -> int:
     return int(avg / (-1.42888852e-7 * avg + 1.33237515))
 
 
+def lemire_multiplier(d: int) -> int:
+    """``ceil(2^64 / d)`` modulo ``2^64``, for the kernel's division-free test of ``h % d``.
+
+    ``h % d == d - 1`` holds exactly when ``h * M mod 2^64 >= 2^64 - M`` (Lemire's
+    divisibility test applied to ``h + 1``), for every 32-bit ``h`` and ``d < 2^32``.
+    For ``d = 1`` the multiplier wraps to 0 and the test is always true, as it should be.
+    """
+    return (((1 << 64) - 1) // d + 1) & ((1 << 64) - 1)
+
+
 @dataclass(frozen=True)
 class ChunkerParams:
     """Chunk size limits in bytes. Defaults are desync's 16:64:256 KiB."""
@@ -84,4 +94,11 @@ class ChunkerParams:
 
 DEFAULT_PARAMS = ChunkerParams()
 
-__all__ = ["AVG_LIMIT", "DEFAULT_PARAMS", "WINDOW_SIZE", "ChunkerParams", "discriminator"]
+__all__ = [
+    "AVG_LIMIT",
+    "DEFAULT_PARAMS",
+    "WINDOW_SIZE",
+    "ChunkerParams",
+    "discriminator",
+    "lemire_multiplier",
+]

@@ -1,10 +1,25 @@
 """``make``: chunk a blob, store its chunks, write its index (``chunking.md`` §8).
 
-Seekable inputs (files, block devices) go through two parallel phases in worker
-processes: boundaries (:func:`desync_core.chunker.chunk_file`), then hashing and
-storing (:mod:`desync_core.ops.chunkfile`). Pipes (``-``) are read once: the main
-thread chunks (the numba kernel releases the GIL) while threads hash, compress and
-store (hashlib and zstandard release it too).
+Pipeline: read -> chunk -> hash -> (only if the store lacks the chunk) compress ->
+write. Every byte is read once, into a reused part buffer; the same buffer is chunked,
+hashed and compressed while it is hot.
+
+* Seekable inputs (files, block devices): :class:`~desync_core.chunker.parallel.
+  PartPipeline` chunks parts concurrently in threads (speculatively, then
+  re-synchronised on the true boundaries), and each part's thread hashes and stores
+  its chunks.
+* Pipes (``-``, FIFOs) are read sequentially by the calling thread, which also chunks
+  (true boundaries are known as the data arrives); worker threads hash and store.
+
+Threads, not processes: the chunking kernel (a ctypes call into cached numba code),
+``preadv``, hashlib and zstandard all release the GIL, and the remaining Python work
+per chunk (~10-20 us) is small against hashing a 64 KiB chunk (~110 us). Measured on
+the 2-core benchmark machine against the previous design (fork pool: chunking phase,
+then a second read for hashing and storing in worker processes), threads are faster
+in every benchmark case and start in microseconds instead of forking.
+
+Memory stays bounded whatever the input size: at most ``threads + 1`` part buffers of
+``8 MiB + max`` bytes, plus the index itself (40 bytes per chunk).
 """
 
 from __future__ import annotations
@@ -13,6 +28,7 @@ import os
 import stat
 import struct
 import sys
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,18 +37,19 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from desync_core import flags as ff
-from desync_core.chunker import ChunkerParams, chunk_file, iter_chunks
+from desync_core.chunker import ChunkerParams, find_cuts, input_size
+from desync_core.chunker.parallel import PartPipeline, part_size
 from desync_core.digest import Digest
-from desync_core.errors import UsageError
+from desync_core.errors import DesyncError, UsageError
 from desync_core.index import Index, blob_index_flags
-from desync_core.ops import chunkfile
 from desync_core.progress import Progress
 from desync_core.stores.chunk import Chunk
-from desync_core.workers import default_workers, process_pool
+from desync_core.workers import default_workers
 
 CATAR_ENTRY = 0x1396FABCEA5BBB51
-#: Inputs smaller than this are chunked and hashed in the calling process.
-SMALL_INPUT = 16 * 1024 * 1024
+#: Ids remembered as "already handled" to skip repeated store lookups; cleared when
+#: full so memory stays bounded (~25 MB) on huge inputs.
+SEEN_LIMIT = 1 << 18
 
 
 @dataclass
@@ -72,6 +89,71 @@ def _check_input(path: str) -> bool:
     return stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
 
 
+class ChunkSink:
+    """Hashes chunks and stores those the store lacks; shared by all part threads.
+
+    Args:
+        store: a writable store, or None to only hash.
+        digest: the chunk id algorithm.
+        io_pool: for remote stores, a thread pool for store requests (their latency,
+            not CPU, is the limit); None runs them in the calling thread.
+    """
+
+    def __init__(self, store: Any, digest: Digest, io_pool: ThreadPoolExecutor | None) -> None:
+        self.store = store
+        self.sum = digest.sum
+        self.io_pool = io_pool
+        self._lock = threading.Lock()
+        self._seen: set[bytes] = set()
+        self.stored = 0
+        self.stored_bytes = 0
+
+    def _claim(self, chunk_id: bytes) -> bool:
+        """True for the first caller with this id (others skip the store lookup)."""
+        with self._lock:
+            if chunk_id in self._seen:
+                return False
+            if len(self._seen) >= SEEN_LIMIT:
+                self._seen.clear()
+            self._seen.add(chunk_id)
+            return True
+
+    def _store(self, chunk_id: bytes, data: memoryview) -> None:
+        if self.store.has_chunk(chunk_id):
+            return  # present: never compressed again
+        self.store.store_chunk(Chunk(chunk_id, data))
+        with self._lock:
+            self.stored += 1
+            self.stored_bytes += len(data)
+
+    def process(self, data: memoryview, base: int, entry: int, ends: np.ndarray) -> bytes:
+        """Hash (and store) chunks ``[entry, ends[0]), [ends[0], ends[1]) ...``.
+
+        ``data`` holds the input from offset ``base``. Returns the concatenated ids.
+        """
+        sha = self.sum
+        ids = bytearray(32 * len(ends))
+        pending: list[Future[None]] = []
+        prev = entry - base
+        try:
+            for i, end in enumerate((ends - base).tolist()):
+                chunk = data[prev:end]
+                chunk_id = sha(chunk)
+                ids[32 * i: 32 * i + 32] = chunk_id
+                prev = end
+                if self.store is None or not self._claim(chunk_id):
+                    continue
+                if self.io_pool is None:
+                    self._store(chunk_id, chunk)
+                else:
+                    pending.append(self.io_pool.submit(self._store, chunk_id, chunk))
+        finally:
+            # The part's buffer is reused once this returns: wait for its requests.
+            for fut in pending:
+                fut.result()
+        return bytes(ids)
+
+
 def make_index(
     source: str,
     params: ChunkerParams,
@@ -91,94 +173,130 @@ def make_index(
         params: chunk sizes.
         digest: chunk id algorithm.
         store: a writable store (or None to only compute the index).
-        store_is_local: the store is on this machine (no I/O threads needed).
-        workers: worker processes (default: number of CPUs).
-        io_threads: concurrent store requests per worker for remote stores.
+        store_is_local: the store is on this machine (no extra I/O threads needed).
+        workers: threads chunking, hashing and compressing (default: number of CPUs).
+        io_threads: concurrent requests to a remote store.
         progress: receives byte counts.
         stats: filled with chunking statistics.
     """
-    workers = workers or default_workers()
+    workers = max(1, workers or default_workers())
     stats = stats if stats is not None else MakeStats()
     progress = progress or Progress()
-    if source == "-" or not _check_input(source):
-        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    io_pool = None
+    if store is not None and not store_is_local:
+        io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
+    sink = ChunkSink(store, digest, io_pool)
+    try:
+        if source == "-" or not _check_input(source):
+            if source == "-":
+                index = _make_stream(sys.stdin.buffer, params, digest, sink, workers,
+                                     progress, stats)
+            else:
+                with open(source, "rb") as stream:
+                    index = _make_stream(stream, params, digest, sink, workers, progress,
+                                         stats)
+        else:
+            index = _make_seekable(source, params, digest, sink, workers, progress, stats)
+    finally:
+        if io_pool is not None:
+            io_pool.shutdown(wait=True, cancel_futures=True)
+    stats.chunks_stored = sink.stored
+    stats.bytes_stored = sink.stored_bytes
+    return index
+
+
+def _make_seekable(path: str, params: ChunkerParams, digest: Digest, sink: ChunkSink,
+                   workers: int, progress: Progress, stats: MakeStats) -> Index:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    try:
+        size = input_size(fd)
+        first = os.pread(fd, 64, 0)
+        ends: list[np.ndarray] = []
+        ids: list[bytes] = []
+        produced = 0
         try:
-            return _make_stream(stream, params, digest, store, workers, io_threads, progress, stats)
-        finally:
-            if stream is not sys.stdin.buffer:
-                stream.close()
-    threads = 1 if store is None or store_is_local else max(1, io_threads // workers)
-    with open(source, "rb") as f:
-        first = f.read(64)
-        if f.seek(0, os.SEEK_END) < SMALL_INPUT:
-            workers = 1  # not worth starting processes
-    if workers <= 1:
-        chunkfile.init_worker(store, digest.name, threads)
-        return _make_seekable(source, params, digest, None, 1, first, progress, stats)
-    with process_pool(workers, chunkfile.init_worker, (store, digest.name, threads)) as pool:
-        return _make_seekable(source, params, digest, pool, workers, first, progress, stats)
+            for part in PartPipeline(fd, size, params, threads=workers, handler=sink.process):
+                if len(part.ends):
+                    ends.append(part.ends)
+                    ids.append(part.result or b"")
+                    progress.update(int(part.ends[-1]) - part.entry)
+                produced += part.produced
+        except DesyncError:
+            raise
+        except OSError as exc:  # reading the input (store errors are DesyncErrors)
+            raise DesyncError(f"reading {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    all_ends = np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
+    stats.chunks_accepted = len(all_ends)
+    stats.chunks_produced = produced
+    return Index.from_chunks(all_ends, b"".join(ids), params, index_flags_for(first, digest))
 
 
-def _make_seekable(path: str, params: ChunkerParams, digest: Digest, pool: Any, workers: int,
-                   first: bytes, progress: Progress, stats: MakeStats) -> Index:
-    chunk_stats: dict[str, int] = {}
-    ends = chunk_file(path, params, workers=workers, executor=pool, stats=chunk_stats)
-    starts = np.zeros(len(ends), dtype=np.int64)
-    starts[1:] = ends[:-1]
-    results = chunkfile.run_tasks(
-        path, starts, ends, executor=pool, on_done=lambda _n, b: progress.update(b)
-    )
-    ids = b"".join(r.ids for r in results)
-    stats.chunks_accepted = len(ends)
-    stats.chunks_produced = chunk_stats.get("ChunksProduced", len(ends))
-    stats.chunks_stored = sum(r.stored for r in results)
-    stats.bytes_stored = sum(r.stored_bytes for r in results)
-    return Index.from_chunks(ends, ids, params, index_flags_for(first, digest))
-
-
-def _make_stream(stream: BinaryIO, params: ChunkerParams, digest: Digest, store: Any,
-                 workers: int, io_threads: int, progress: Progress, stats: MakeStats) -> Index:
-    sha = digest.sum
-    seen: set[bytes] = set()
-
-    def work(data: memoryview) -> tuple[bytes, int]:
-        chunk_id = sha(data)
-        stored = 0
-        if store is not None and chunk_id not in seen:
-            seen.add(chunk_id)
-            if not store.has_chunk(chunk_id):
-                store.store_chunk(Chunk(chunk_id, data))
-                stored = len(data)
-        return chunk_id, stored
-
-    ends: list[int] = []
+def _make_stream(stream: BinaryIO, params: ChunkerParams, digest: Digest, sink: ChunkSink,
+                 workers: int, progress: Progress, stats: MakeStats) -> Index:
+    """Read ``stream`` sequentially in part-sized blocks; hash and store in threads."""
+    cap = part_size(params) + params.max
+    free: list[np.ndarray] = []
+    pending: deque[tuple[Future[bytes], np.ndarray, np.ndarray, int]] = deque()
+    all_ends: list[np.ndarray] = []
     ids: list[bytes] = []
     first = b""
-    in_flight: deque[Future[tuple[bytes, int]]] = deque()
-    limit = 4 * max(workers, io_threads if store is not None else workers)
+    offset = 0  # stream offset of the current buffer's first byte (a chunk boundary)
+    carry: np.ndarray | None = None
 
-    def drain(block: bool) -> None:
-        while in_flight and (block or in_flight[0].done()):
-            chunk_id, stored = in_flight.popleft().result()
-            ids.append(chunk_id)
-            if stored:
-                stats.chunks_stored += 1
-                stats.bytes_stored += stored
+    def finish_one() -> None:
+        fut, buf, ends, entry = pending.popleft()
+        ids.append(fut.result())
+        all_ends.append(ends)
+        free.append(buf)
+        progress.update(int(ends[-1]) - entry)
 
-    with ThreadPoolExecutor(max(workers, io_threads if store is not None else 1)) as pool:
-        for offset, data in iter_chunks(stream.readinto, params):  # type: ignore[arg-type]
-            if not first:
-                first = bytes(data[:64])
-            ends.append(offset + len(data))
-            in_flight.append(pool.submit(work, data))
-            progress.update(len(data))
-            if len(in_flight) >= limit:
-                in_flight[0].result()
-            drain(False)
-        drain(True)
-    stats.chunks_accepted = stats.chunks_produced = len(ends)
-    return Index.from_chunks(np.array(ends, dtype=np.int64), b"".join(ids), params,
-                             index_flags_for(first, digest))
+    with ThreadPoolExecutor(workers, thread_name_prefix="desync-hash") as pool:
+        try:
+            eof = False
+            while not eof:
+                buf = free.pop() if free else np.empty(cap, dtype=np.uint8)
+                view = memoryview(buf)
+                n = 0
+                if carry is not None:
+                    n = len(carry)
+                    buf[:n] = carry
+                    carry = None
+                while n < cap:
+                    got = stream.readinto(view[n:])
+                    if not got:
+                        eof = True
+                        break
+                    n += got
+                if n == 0:
+                    break
+                if not first:
+                    first = bytes(buf[:min(n, 64)])
+                cuts = find_cuts(buf, params, eof=eof, length=n)
+                if len(cuts):
+                    ends = cuts + offset
+                    pending.append((pool.submit(sink.process, view, offset, offset, ends),
+                                    buf, ends, offset))
+                    last = int(cuts[-1])
+                    offset += last
+                    carry = buf[last:n]  # copied into the next buffer before reuse
+                else:
+                    carry = buf[:n]
+                while len(pending) > workers:
+                    finish_one()
+            while pending:
+                finish_one()
+        except BaseException:
+            for fut, *_ in pending:
+                fut.cancel()
+            raise
+    ends_arr = np.concatenate(all_ends) if all_ends else np.empty(0, dtype=np.int64)
+    stats.chunks_accepted = stats.chunks_produced = len(ends_arr)
+    return Index.from_chunks(ends_arr, b"".join(ids), params, index_flags_for(first, digest))
 
 
-__all__ = ["MakeStats", "index_flags_for", "make_index"]
+__all__ = ["ChunkSink", "MakeStats", "index_flags_for", "make_index"]
