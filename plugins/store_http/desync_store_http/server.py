@@ -371,10 +371,16 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
             return
         request.settimeout(HANDSHAKE_TIMEOUT)
         try:
-            conn = self.ssl_context.wrap_socket(request, server_side=True)
+            conn = self.ssl_context.wrap_socket(request, server_side=True,
+                                                do_handshake_on_connect=False)
+        except OSError:
+            return
+        try:
+            conn.do_handshake()
         except OSError as exc:  # includes ssl.SSLError
             self.settings.report(f"TLS handshake error from {client_address[0]}:"
                                  f"{client_address[1]}: {_ssl_text(exc)}")
+            _close_gently(conn)
             return
         try:
             self.RequestHandlerClass(conn, client_address, self)
@@ -391,6 +397,26 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
         self.settings.report(f"error serving {client_address}:\n{traceback.format_exc()}")
 
 
+def _close_gently(conn: ssl.SSLSocket) -> None:
+    """Close a connection whose TLS handshake failed so that the client reads the alert.
+
+    With TLS 1.3 a client learns that its certificate was refused only after it has sent
+    its request. Closing a socket with that request unread makes the kernel send a reset,
+    which can overtake the alert ("EOF occurred in violation of protocol" instead of
+    "certificate required"); half-closing and draining first avoids that.
+    """
+    raw = socket.socket(fileno=conn.detach())
+    try:
+        raw.settimeout(1.0)
+        raw.shutdown(socket.SHUT_WR)
+        while raw.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        raw.close()
+
+
 class ServerGroup:
     """Listeners on several addresses serving one application.
 
@@ -405,7 +431,7 @@ class ServerGroup:
 
     def __init__(self, addresses: list[str], handler: type[RequestHandler], app: Any,
                  settings: ServerSettings, ssl_context: ssl.SSLContext | None = None, *,
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.1) -> None:
         self.poll_interval = poll_interval
         self.addresses = [parse_listen_address(a) for a in addresses]
         self.raw_addresses = addresses
