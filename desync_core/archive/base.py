@@ -153,6 +153,20 @@ class Payload(ABC):
         """The whole content (only for small files)."""
         return b"".join(bytes(b) for b in self.blocks())
 
+    def readinto(self, view: memoryview) -> int:
+        """Read the whole content into ``view`` (``size`` bytes long); return the count.
+
+        A count other than ``size`` means the content did not have the announced size
+        (bytes beyond ``view`` are counted but not stored).
+        """
+        n = 0
+        for block in self.blocks():
+            k = len(block)
+            if n + k <= len(view):
+                view[n:n + k] = block
+            n += k
+        return n
+
 
 class BytesPayload(Payload):
     """Content held in memory."""
@@ -167,6 +181,11 @@ class BytesPayload(Payload):
 
     def read_all(self) -> bytes:
         return self.data
+
+    def readinto(self, view: memoryview) -> int:
+        n = min(len(view), self.size)
+        view[:n] = self.data[:n]
+        return self.size
 
 
 @dataclass(slots=True, eq=False)

@@ -96,6 +96,8 @@ MAX_SYMLINK = 16 + 4096
 BLOCK_SIZE = 1 << 20
 #: Files up to this size are copied into the output buffer; larger ones are streamed.
 _SMALL_FILE = 1 << 16
+#: Output block buffer: a block is handed out once it holds BLOCK_SIZE bytes.
+_BLOCK_CAPACITY = BLOCK_SIZE + _SMALL_FILE + (1 << 16)
 
 _UID_FLAGS = ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS
 _USER_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_-]*")
@@ -197,16 +199,23 @@ class CatarEncoder:
             if feature_flags & bit:
                 self._allowed.update(kind)
 
-    def encode(self, nodes: Iterable[Node | DirEnd]) -> Iterator[bytearray | bytes | memoryview]:
-        """Yield the archive in blocks (about 1 MiB; large file contents as read).
+    def encode(self, nodes: Iterable[Node | DirEnd]) -> Iterator[bytes | memoryview]:
+        """Yield the archive in blocks of about 1 MiB (large file contents as read).
+
+        Elements and small files are copied into a preallocated block (file contents
+        are read straight into it); every block is a fresh buffer, so callers may keep
+        the blocks they receive.
 
         Raises:
             ArchiveFormatError: the node stream is not a well-formed tree (children
                 unsorted, duplicated or badly named, directories not closed).
         """
-        buf = bytearray()
-        base = 0  # stream offset of buf[0]
+        cap = _BLOCK_CAPACITY
+        view = memoryview(bytearray(cap))
+        pos = 0
+        base = 0  # stream offset of view[0]
         dirs: list[_Dir] = []
+        allowed = self._allowed
         it = iter(nodes)
         started = False
         for node in it:
@@ -214,64 +223,68 @@ class CatarEncoder:
                 if not dirs:
                     raise ArchiveFormatError("node stream closes more directories than it opens")
                 d = dirs.pop()
-                buf += self._goodbye(d, base + len(buf))
-                if not dirs:
-                    break
-                continue
-            assert isinstance(node, Node)
-            if started and not dirs:
-                raise ArchiveFormatError("node stream has more than one root")
-            kind = stat.S_IFMT(node.mode)
-            if kind not in self._allowed:
-                if not dirs:
-                    raise ArchiveFormatError(f"{node.display_path}: unsupported file type")
-                continue  # casync leaves out what the feature set cannot store
-            if dirs:
-                d = dirs[-1]
-                name = node.name
-                if not valid_name(name) or len(name) >= MAX_NAME:
-                    raise ArchiveFormatError(f"{node.display_path}: invalid file name")
-                if d.names and name <= d.names[-1]:
-                    what = "duplicate" if name == d.names[-1] else "unsorted"
-                    raise ArchiveFormatError(f"{node.display_path}: {what} directory entry")
-                d.starts.append(base + len(buf))
-                d.names.append(name)
-                buf += _HEADER.pack(17 + len(name), FILENAME)
-                buf += name
-                buf += b"\0"
-            started = True
-            entry_offset = base + len(buf)
-            self._entry(buf, node, kind)
-            if kind == stat.S_IFREG:
-                size = node.size
-                buf += _HEADER.pack(16 + size, PAYLOAD)
-                if size:
-                    payload = node.payload
-                    if payload is None:
-                        raise ArchiveFormatError(f"{node.display_path}: file content missing")
-                    if size <= _SMALL_FILE:
-                        data = payload.read_all()
-                        if len(data) != size:
-                            raise _size_changed(node, len(data))
-                        buf += data
-                    else:
-                        if buf:
-                            out, buf = buf, bytearray()
-                            base += len(out)
-                            yield out
-                        got = 0
-                        for block in payload.blocks():
-                            got += len(block)
-                            yield block
-                        if got != size:
-                            raise _size_changed(node, got)
-                        base += size
-            elif kind == stat.S_IFDIR:
-                dirs.append(_Dir(entry_offset, node.path))
-            if len(buf) >= BLOCK_SIZE:
-                out, buf = buf, bytearray()
-                base += len(out)
-                yield out
+                head: bytes | bytearray = self._goodbye(d, base + pos)
+                kind = size = 0
+            else:
+                assert isinstance(node, Node)
+                if started and not dirs:
+                    raise ArchiveFormatError("node stream has more than one root")
+                kind = node.mode & 0o170000
+                if kind not in allowed:
+                    if not dirs:
+                        raise ArchiveFormatError(f"{node.display_path}: unsupported file type")
+                    continue  # casync leaves out what the feature set cannot store
+                head = self._head(node, kind, dirs[-1] if dirs else None, base + pos)
+                if kind == stat.S_IFDIR:
+                    entry = base + pos + (17 + len(node.name) if dirs else 0)
+                    dirs.append(_Dir(entry, node.path))
+                size = node.size if kind == stat.S_IFREG else 0
+                started = True
+            n = len(head)
+            inline = size <= _SMALL_FILE
+            need = n + (size if inline else 0)
+            if pos + need > cap:
+                if pos:
+                    yield view[:pos]
+                    base += pos
+                    view = memoryview(bytearray(cap))
+                    pos = 0
+                if need > cap:  # huge metadata or GOODBYE table
+                    yield bytes(head)
+                    base += n
+                    n = 0
+                    inline = False
+            view[pos:pos + n] = head
+            pos += n
+            if size:
+                payload = node.payload  # type: ignore[union-attr]
+                if payload is None:
+                    raise ArchiveFormatError(f"{node.display_path}: file content missing")  # type: ignore[union-attr]
+                if inline:
+                    got = payload.readinto(view[pos:pos + size])
+                    if got != size:
+                        raise _size_changed(node, got)  # type: ignore[arg-type]
+                    pos += size
+                else:
+                    if pos:
+                        yield view[:pos]
+                        base += pos
+                        view = memoryview(bytearray(cap))
+                        pos = 0
+                    got = 0
+                    for block in payload.blocks():
+                        got += len(block)
+                        yield block
+                    if got != size:
+                        raise _size_changed(node, got)  # type: ignore[arg-type]
+                    base += size
+            if node is DIR_END and not dirs:
+                break
+            if pos >= BLOCK_SIZE:
+                yield view[:pos]
+                base += pos
+                view = memoryview(bytearray(cap))
+                pos = 0
         else:
             if dirs:
                 raise ArchiveFormatError("node stream ended inside a directory")
@@ -279,8 +292,30 @@ class CatarEncoder:
                 raise ArchiveFormatError("node stream is empty")
         if next(it, None) is not None:
             raise ArchiveFormatError("node stream has more than one root")
-        if buf:
-            yield buf
+        if pos:
+            yield view[:pos]
+
+    def _head(self, node: Node, kind: int, parent: _Dir | None, offset: int) -> bytearray:
+        """FILENAME (for children), ENTRY, metadata and PAYLOAD header/SYMLINK/DEVICE."""
+        buf = bytearray()
+        if parent is not None:
+            name = node.name
+            if (not name or name == b"." or name == b".." or b"/" in name or b"\0" in name
+                    or len(name) >= MAX_NAME):
+                raise ArchiveFormatError(f"{node.display_path}: invalid file name")
+            names = parent.names
+            if names and name <= names[-1]:
+                what = "duplicate" if name == names[-1] else "unsorted"
+                raise ArchiveFormatError(f"{node.display_path}: {what} directory entry")
+            parent.starts.append(offset)
+            names.append(name)
+            buf += _HEADER.pack(17 + len(name), FILENAME)
+            buf += name
+            buf.append(0)
+        self._entry(buf, node, kind)
+        if kind == stat.S_IFREG:
+            buf += _HEADER.pack(16 + node.size, PAYLOAD)
+        return buf
 
     def _entry(self, buf: bytearray, node: Node, kind: int) -> None:
         """Append ENTRY, the metadata elements and SYMLINK/DEVICE for ``node``."""
@@ -475,6 +510,13 @@ class _StreamPayload(Payload):
             self.remaining = 0
             return data
         return b"".join(bytes(b) for b in self.blocks())
+
+    def readinto(self, view: memoryview) -> int:
+        n = 0
+        for block in self.blocks():
+            view[n:n + len(block)] = block
+            n += len(block)
+        return n
 
     def skip(self) -> None:
         for _ in self.blocks():

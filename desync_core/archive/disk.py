@@ -140,6 +140,20 @@ class _FilePayload(Payload):
         finally:
             self.close()
 
+    def readinto(self, view: memoryview) -> int:
+        n = 0
+        try:
+            while n < len(view):
+                got = os.readv(self.fd, [view[n:]])
+                if not got:
+                    break
+                n += got
+            return n
+        except OSError as exc:
+            raise _os_error(self.path, exc, "cannot read") from None
+        finally:
+            self.close()
+
     def blocks(self) -> Iterator[bytes]:
         remaining = self.size
         try:
@@ -196,6 +210,8 @@ class DiskReader:
         self.want_xattrs = bool(flags & _XATTR_FLAGS)
         self.want_attrs = bool(flags & (WITH_CHATTR | ff.EXCLUDE_NODUMP))
         self.nodump = bool(flags & ff.EXCLUDE_NODUMP)
+        # the chattr attributes the flags record (ext4 sets others, e.g. EXTENTS, always)
+        self.chattr_mask = flags_to_chattr(flags & WITH_CHATTR)
         self.want_projid = bool(flags & ff.WITH_QUOTA_PROJID)
         self.names = _NameCache() if flags & ff.WITH_USER_NAMES else None
         self.submounts = bool(flags & ff.EXCLUDE_SUBMOUNTS) or options.one_file_system
@@ -301,7 +317,7 @@ class DiskReader:
                 return None
         node = Node(mode=mode, name=name, path=path, uid=st.st_uid, gid=st.st_gid,
                     mtime=0 if self.options.no_time else st.st_mtime_ns)
-        if attrs:
+        if attrs & self.chattr_mask:
             node.flags = chattr_to_flags(attrs)
         if self.names is not None:
             node.user = self.names.user(st.st_uid)
@@ -375,15 +391,18 @@ class DiskWriter:
             raise DesyncError(f"{self.target}: {exc.strerror}") from None
         stack: list[tuple[int, Node]] = [(root_fd, root)]
         try:
+            # Read the stream to its end even after the root is complete: the decoder
+            # checks for trailing data only when asked for more.
             for node in it:
                 if node is DIR_END:
+                    if not stack:
+                        raise ArchiveFormatError("archive closes more directories than it "
+                                                 "opens")
                     fd, dnode = stack.pop()
                     try:
                         self._finish(fd, dnode, stack[-1][0] if stack else -1)
                     finally:
                         os.close(fd)
-                    if not stack:
-                        break
                     continue
                 assert isinstance(node, Node)
                 if not stack:

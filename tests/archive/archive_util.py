@@ -1,0 +1,226 @@
+"""Helpers of the archive tests: tree snapshots, element dumps, hand-made catar archives.
+
+The archive builder here is independent of the production encoder: it writes elements
+in exactly the order and with exactly the names it is given, so tests can craft what
+a well-behaved encoder never produces (``..``, ``a/b``, duplicates, broken GOODBYE
+tables) and check that the decoder and the extractor refuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from desync_core.archive.catar import (
+    DEVICE,
+    ELEMENT_NAMES,
+    ENTRY,
+    FILENAME,
+    GOODBYE,
+    GOODBYE_TAIL_MARKER,
+    PAYLOAD,
+    SYMLINK,
+    XATTR,
+    goodbye_items,
+)
+
+#: Feature flags of hand-made archives (our default set, SHA-512/256).
+FLAGS = 0xA0000000F0001E22
+#: What desync (Go) writes.
+DESYNC_FLAGS = 0xB000000010001F22
+
+
+# -- snapshots ------------------------------------------------------------------------
+
+
+def snapshot(root: str | os.PathLike[str], *, times: bool = True, owners: bool = True,
+             modes: bool = True, xattrs: bool = True,
+             skip_xattr_on_special: bool = False) -> dict[str, dict[str, Any]]:
+    """Everything a tree comparison looks at, keyed by relative path (``.`` = root).
+
+    File content is compared by SHA-256; symlink mtimes are included (casync and
+    ``desync untar`` both restore them). ``security.selinux`` values are compared
+    without a trailing NUL (libselinux adds one, ``setfattr`` does not).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    root = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        entries = [dirpath] if dirpath == root else []
+        entries += [os.path.join(dirpath, n) for n in dirnames + filenames]
+        for path in entries:
+            st = os.lstat(path)
+            rel = os.path.relpath(path, root)
+            info: dict[str, Any] = {"type": stat.S_IFMT(st.st_mode)}
+            if modes:
+                info["mode"] = stat.S_IMODE(st.st_mode)
+            if owners:
+                info["owner"] = (st.st_uid, st.st_gid)
+            if times:
+                info["mtime"] = st.st_mtime_ns
+            if stat.S_ISREG(st.st_mode):
+                info["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                info["target"] = os.readlink(path)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                info["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
+            special = not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+            if xattrs and not (skip_xattr_on_special and special):
+                values = {}
+                for name in os.listxattr(path, follow_symlinks=False):
+                    value = os.getxattr(path, name, follow_symlinks=False)
+                    if name == "security.selinux":
+                        value = value.rstrip(b"\0")
+                    values[name] = value
+                info["xattrs"] = values
+            out[rel] = info
+    return out
+
+
+def diff(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[str]:
+    """Human-readable differences of two snapshots (empty if identical)."""
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key not in a or key not in b:
+            lines.append(f"{key}: only in {'second' if key not in a else 'first'}")
+        elif a[key] != b[key]:
+            changed = {k: (a[key].get(k), b[key].get(k)) for k in set(a[key]) | set(b[key])
+                       if a[key].get(k) != b[key].get(k)}
+            lines.append(f"{key}: {changed}")
+    return lines
+
+
+# -- element dumps ----------------------------------------------------------------------
+
+
+def elements(data: bytes) -> list[tuple[int, str, bytes]]:
+    """``(offset, type name, body)`` of every element of a catar stream."""
+    out = []
+    off = 0
+    while off < len(data):
+        size, kind = struct.unpack_from("<QQ", data, off)
+        out.append((off, ELEMENT_NAMES.get(kind, hex(kind)), data[off + 16:off + size]))
+        off += size
+    return out
+
+
+def element_names(data: bytes) -> list[str]:
+    """The sequence of element types of a catar stream."""
+    return [name for _, name, _ in elements(data)]
+
+
+# -- hand-made archives ---------------------------------------------------------------------
+
+
+def element(kind: int, body: bytes) -> bytes:
+    """One element: header + body."""
+    return struct.pack("<QQ", 16 + len(body), kind) + body
+
+
+def entry(mode: int, *, flags: int = FLAGS, uid: int = 0, gid: int = 0,
+          mtime: int = 1_500_000_000_123_456_789) -> bytes:
+    """An ENTRY element."""
+    return element(ENTRY, struct.pack("<6Q", flags, mode, 0, uid, gid, mtime))
+
+
+@dataclass
+class File:
+    """A regular file of a hand-made archive."""
+
+    data: bytes = b""
+    mode: int = 0o644
+    meta: bytes = b""  # extra elements between ENTRY and PAYLOAD
+
+    def encode(self, flags: int) -> bytes:
+        return (entry(stat.S_IFREG | self.mode, flags=flags) + self.meta
+                + element(PAYLOAD, self.data))
+
+
+@dataclass
+class Link:
+    """A symlink of a hand-made archive."""
+
+    target: bytes
+
+    def encode(self, flags: int) -> bytes:
+        return entry(stat.S_IFLNK | 0o777, flags=flags) + element(SYMLINK, self.target + b"\0")
+
+
+@dataclass
+class Dev:
+    """A device node of a hand-made archive."""
+
+    kind: int = stat.S_IFCHR
+    major: int = 1
+    minor: int = 3
+
+    def encode(self, flags: int) -> bytes:
+        return (entry(self.kind | 0o600, flags=flags)
+                + element(DEVICE, struct.pack("<QQ", self.major, self.minor)))
+
+
+@dataclass
+class Dir:
+    """A directory of a hand-made archive; children are written in the order given.
+
+    ``goodbye`` may rewrite the directory's GOODBYE items and tail before they are
+    written: ``goodbye(items, tail) -> (items, tail)``.
+    """
+
+    children: list[tuple[bytes, Any]] = field(default_factory=list)
+    mode: int = 0o755
+    goodbye: Callable[[list[list[int]], list[int]], tuple[list[list[int]], list[int]]] | None \
+        = None
+
+    def encode_at(self, offset: int, flags: int) -> bytes:
+        out = bytearray(entry(stat.S_IFDIR | self.mode, flags=flags))
+        starts, names = [], []
+        for name, child in self.children:
+            starts.append(offset + len(out))
+            names.append(name)
+            out += element(FILENAME, name + b"\0")
+            child_offset = offset + len(out)
+            out += (child.encode_at(child_offset, flags) if isinstance(child, Dir)
+                    else child.encode(flags))
+        goodbye_offset = offset + len(out)
+        items = [list(i) for i in goodbye_items(starts, names, goodbye_offset)]
+        size = 16 + 24 * (len(items) + 1)
+        tail = [goodbye_offset - offset, size, GOODBYE_TAIL_MARKER]
+        if self.goodbye is not None:
+            items, tail = self.goodbye(items, tail)
+        body = b"".join(struct.pack("<3Q", *i) for i in items) + struct.pack("<3Q", *tail)
+        out += struct.pack("<QQ", 16 + len(body), GOODBYE) + body
+        return bytes(out)
+
+
+def build(root: Dir, flags: int = FLAGS) -> bytes:
+    """The catar bytes of a hand-made tree."""
+    return root.encode_at(0, flags)
+
+
+def xattr(name: bytes, value: bytes) -> bytes:
+    """An XATTR element in casync's form."""
+    return element(XATTR, name + b"\0" + value)
+
+
+__all__ = [
+    "DESYNC_FLAGS",
+    "FLAGS",
+    "Dev",
+    "Dir",
+    "File",
+    "Link",
+    "build",
+    "diff",
+    "element",
+    "element_names",
+    "elements",
+    "entry",
+    "snapshot",
+    "xattr",
+]
