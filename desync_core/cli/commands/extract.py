@@ -1,13 +1,14 @@
-"""``desync extract``: assemble a blob from an index."""
+"""``desync extract``: assemble a blob from an index, reusing seeds."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 
 from desync_core.cli.options import (
-    ArrayAction,
+    ListAction,
     add_bool,
     add_cache,
     add_store_flags,
@@ -20,19 +21,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``extract``."""
     add_store_list(p, "source store(s), queried in order")
     add_cache(p)
-    p.add_argument("--seed", action=ArrayAction, default=[], metavar="INDEX[:DATA]",
-                   help="seed index (the blob sits next to it without .caibx), or INDEX:DATA")
-    p.add_argument("--seed-dir", action=ArrayAction, default=[], metavar="DIR",
-                   help="use every *.caibx with its blob in this directory as a seed")
-    add_bool(p, "--skip-invalid-seeds", help="drop seeds whose data does not match their index")
+    p.add_argument("--seed", action=ListAction, default=[], metavar="INDEX[:DATA]",
+                   help="seed index (its blob sits next to it without .caibx), or "
+                        "INDEX:DATA (repeatable)")
+    p.add_argument("--seed-dir", action=ListAction, default=[], metavar="DIR",
+                   help="use every *.caibx below DIR that has its blob next to it as a seed "
+                        "(repeatable)")
+    add_bool(p, "--skip-invalid-seeds", help="leave out seeds whose data does not match their "
+                                             "index, and continue")
     add_bool(p, "--regenerate-invalid-seeds",
-             help="re-chunk seeds whose data does not match their index (in memory)")
+             help="re-chunk seeds whose data does not match their index (in memory) and use "
+                  "them")
     add_bool(p, "-k", "--in-place",
-             help="write directly to the output and keep it on failure; reuse valid data")
+             help="write directly to the output and keep it on failure; reuse data already "
+                  "correct (needed for block devices)")
     add_bool(p, "--print-stats", help="print extraction statistics (JSON) to stdout")
     p.add_argument("index", help="index (.caibx; '-' for stdin)")
     p.add_argument("output", help="output file or block device")
     add_store_flags(p)
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"Warning: {message}\n")
+    sys.stderr.flush()
 
 
 def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
@@ -40,6 +51,7 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     from desync_core.errors import UsageError
     from desync_core.ops.extract import check_output, extract
     from desync_core.progress import new_progress
+    from desync_core.seeds import open_seeds
 
     if args.index != "-" and os.path.abspath(args.index) == os.path.abspath(args.output):
         raise UsageError("input and output filenames match")
@@ -51,18 +63,21 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
         )
     check_output(args.output)
     index = ctx.read_index(args.index)
-    source = ctx.open_source(args.store, args.cache or None, index.digest)
-    planner = None
-    if args.seed or args.seed_dir:
-        from desync_core.seeds import build_planner
-
-        planner = build_planner(ctx, index, args)
+    seeds = open_seeds(ctx, index, args.seed, args.seed_dir, index_location=args.index,
+                       warn=_warn)
+    action = "skip" if args.skip_invalid_seeds else (
+        "regenerate" if args.regenerate_invalid_seeds else "fail")
     try:
-        with new_progress("Attempt 1: Assembling ", len(index)) as bar:
+        source = ctx.open_source(args.store, args.cache or None, index.digest)
+        try:
             stats = extract(index, args.output, source, in_place=args.in_place,
-                            workers=ctx.concurrency, progress=bar, plan=planner)
+                            workers=ctx.concurrency, seeds=seeds, invalid_seeds=action,
+                            progress_factory=new_progress, warn=_warn)
+        finally:
+            source.close()
     finally:
-        source.close()
+        for seed in seeds:
+            seed.close()
     if args.print_stats:
         print(json.dumps(stats.as_json(), indent=2))
     return 0
@@ -70,10 +85,14 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
 
 COMMAND = Command(
     name="extract",
-    help="Read an index and build a blob from it",
+    help="Read an index and build a blob from it, reusing seeds",
     usage="<index> <output>",
-    description="Reads an index and builds a blob, fetching chunks from the stores. Without "
-    "-k the blob is assembled in a temporary file and renamed when complete.",
+    description="Reads an index and builds a blob from it. Chunks come from seeds where "
+    "possible (runs of zero chunks become holes; --seed/--seed-dir blobs are cloned or "
+    "copied; repeated chunks are copied from the output) and from the stores otherwise. "
+    "Without -k the blob is assembled in a temporary file and renamed onto the output when "
+    "complete; with -k it is written in place (files or block devices) and a rerun reuses "
+    "what is already correct.",
     add_arguments=add_arguments,
     run=run,
 )

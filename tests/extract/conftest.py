@@ -1,0 +1,109 @@
+"""Fixtures of the extract tests: in-process CLI, desync's vectors with real symlinks,
+a loop-mounted btrfs filesystem and loop block devices (both need root)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from extract_util import Result, pseudo_symlink_tree, run
+
+
+@pytest.fixture
+def cli(capsysbinary: pytest.CaptureFixture[bytes],
+        monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """``cli("extract", ...)`` runs a command in this process (same parsing, errors and
+    exit codes as the program, without interpreter start-up) and returns its Result."""
+    from desync_core.cli import run as run_cli
+
+    def call(*args: str | os.PathLike[str], input: bytes | None = None) -> Result:
+        if input is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(input)))
+        capsysbinary.readouterr()
+        code = run_cli([str(a) for a in args])
+        out, err = capsysbinary.readouterr()
+        return Result(code, out, err.decode(errors="replace"))
+
+    return call
+
+
+@pytest.fixture
+def ok(cli: Callable[..., Result]) -> Callable[..., Result]:
+    """Like ``cli`` but the command must succeed."""
+
+    def call(*args: str | os.PathLike[str], input: bytes | None = None) -> Result:
+        result = cli(*args, input=input)
+        assert result.code == 0, f"desync {' '.join(map(str, args))}: {result.err}"
+        return result
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def vectors(cmd_testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """desync's ``cmd/desync/testdata`` with its symlinks restored (read-only data)."""
+    return pseudo_symlink_tree(cmd_testdata, tmp_path_factory.mktemp("vectors") / "testdata")
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: loop mounts and loop devices cannot be set up otherwise")
+
+
+@pytest.fixture(scope="module")
+def btrfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A freshly made btrfs filesystem, loop-mounted (unmounted afterwards)."""
+    _need_root()
+    if shutil.which("mkfs.btrfs") is None:
+        pytest.skip("mkfs.btrfs is not installed (apt-get install btrfs-progs)")
+    base = tmp_path_factory.mktemp("btrfs")
+    image = base / "btrfs.img"
+    mnt = base / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    made = run("mkfs.btrfs", "-q", image, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"mkfs.btrfs failed, cannot test reflinks: {made.stderr.strip()}")
+    mounted = run("mount", "-o", "loop", image, mnt, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount a btrfs image here, reflinks untestable: "
+                    f"{mounted.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        run("umount", mnt, check=False)
+        with contextlib.suppress(OSError):
+            image.unlink()
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[Callable[[int, bytes], str]]:
+    """``make(size, fill)`` attaches a loop device over a file of ``size`` bytes."""
+    _need_root()
+    attached: list[str] = []
+
+    def make(size: int, fill: bytes = b"") -> str:
+        backing = tmp_path / f"loop-{uuid.uuid4().hex[:8]}.img"
+        with open(backing, "wb") as f:
+            f.write(fill[:size])
+            f.truncate(size)
+        proc = run("losetup", "-f", "--show", backing, check=False)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot attach a loop device here: {proc.stderr.strip()}")
+        dev = proc.stdout.strip()
+        attached.append(dev)
+        return dev
+
+    try:
+        yield make
+    finally:
+        for dev in attached:
+            run("losetup", "-d", dev, check=False)
