@@ -37,8 +37,8 @@ from desync_store_http import __version__
 
 #: Idle keep-alive connections are closed after this long (desync: 120 s).
 IDLE_TIMEOUT = 120.0
-#: A TLS handshake must complete within this time.
-HANDSHAKE_TIMEOUT = 30.0
+#: Request headers (after the request line) and TLS handshakes must arrive within this.
+HEADER_TIMEOUT = 30.0
 #: Pending connections the kernel queues while all threads are busy accepting.
 BACKLOG = 256
 
@@ -192,6 +192,14 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
     def dispatch(self) -> None:
         """Handle one authorized request (override)."""
         raise NotImplementedError
+
+    def parse_request(self) -> bool:
+        # The request line may take the idle timeout (keep-alive); headers get less.
+        self.connection.settimeout(HEADER_TIMEOUT)
+        try:
+            return super().parse_request()
+        finally:
+            self.connection.settimeout(self.timeout)
 
     # -- request flow -------------------------------------------------------------------
 
@@ -359,8 +367,6 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         """``http(s)://host:port`` of this listener (the real port when 0 was asked)."""
         host, port = self.socket.getsockname()[:2]
-        if self._dual_stack and host == "::":
-            host = ""
         shown = f"[{host}]" if ":" in host else host
         scheme = "https" if self.ssl_context is not None else "http"
         return f"{scheme}://{shown}:{port}"
@@ -369,7 +375,7 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
         if self.ssl_context is None:
             super().finish_request(request, client_address)
             return
-        request.settimeout(HANDSHAKE_TIMEOUT)
+        request.settimeout(HEADER_TIMEOUT)
         try:
             conn = self.ssl_context.wrap_socket(request, server_side=True,
                                                 do_handshake_on_connect=False)
