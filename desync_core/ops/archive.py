@@ -124,18 +124,54 @@ def tar_to_catar(nodes: NodeStream, output: str, feature_flags: int) -> int:
 
 
 def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
-                 digest: Digest, store: Any, *, workers: int, io_threads: int,
-                 progress: Progress | None = None) -> Index:
+                 digest: Digest, store: Any, *, workers: int, io_threads: int = 10,
+                 store_is_local: bool = True, progress: Progress | None = None) -> Index:
     """Chunk the catar stream of ``nodes`` into ``store``; return the archive index.
 
-    The index carries the archive's ENTRY feature flags with the digest bit of the
-    digest in use, as casync writes ``.caidx`` files (``index.md`` §2).
+    The stream is encoded in this thread and fed to the streaming chunker; chunks are
+    hashed, compressed and stored by ``workers`` threads (remote stores get
+    ``io_threads`` concurrent requests), at most a bounded number in flight. The index
+    carries the archive's ENTRY feature flags with the digest bit of the digest in
+    use, as casync writes ``.caidx`` files (``index.md`` §2).
     """
-    from desync_core.ops.make import MakeStats, _make_stream
+    import numpy as np
 
+    from desync_core.chunker import iter_chunks
+    from desync_core.ops.make import ChunkSink, index_flags_for
+
+    progress = progress or Progress()
     stream = BlockReader(encode_catar(nodes, feature_flags))
-    return _make_stream(stream, params, digest, store, workers,  # type: ignore[arg-type]
-                        io_threads, progress or Progress(), MakeStats())
+    io_pool = None
+    if store is not None and not store_is_local:
+        io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
+    sink = ChunkSink(store, digest, io_pool)
+    ends: list[int] = []
+    ids: list[bytes] = []
+    first = b""
+    pending: deque[Future[bytes]] = deque()
+    try:
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="desync-hash") as pool:
+            try:
+                for offset, data in iter_chunks(stream.readinto, params):
+                    if not first:
+                        first = bytes(data[:64])
+                    end = offset + len(data)
+                    ends.append(end)
+                    pending.append(pool.submit(sink.process, data, offset, offset,
+                                               np.array([end], dtype=np.int64)))
+                    progress.update(len(data))
+                    while len(pending) > 4 * max(1, workers):
+                        ids.append(pending.popleft().result())
+                while pending:
+                    ids.append(pending.popleft().result())
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
+    finally:
+        if io_pool is not None:
+            io_pool.shutdown(wait=True, cancel_futures=True)
+    return Index.from_chunks(ends, b"".join(ids), params, index_flags_for(first, digest))
 
 
 # -- untar / mtree -------------------------------------------------------------------------

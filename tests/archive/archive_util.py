@@ -208,9 +208,89 @@ def xattr(name: bytes, value: bytes) -> bytes:
     return element(XATTR, name + b"\0" + value)
 
 
+# -- real trees -------------------------------------------------------------------------------
+
+ACL_USER_1000_RW = bytes.fromhex(  # u::rw-, u:1000:rw-, g::r--, m::rw-, o::r--
+    "02000000" "0100" "0600" "ffffffff" "0200" "0600" "e8030000" "0400" "0400" "ffffffff"
+    "1000" "0600" "ffffffff" "2000" "0400" "ffffffff")
+DEFAULT_ACL_GROUP_100 = bytes.fromhex(  # u::rwx, g::r-x, g:100:r-x, m::r-x, o::r-x
+    "02000000" "0100" "0700" "ffffffff" "0400" "0500" "ffffffff" "0800" "0500" "64000000"
+    "1000" "0500" "ffffffff" "2000" "0500" "ffffffff")
+FCAPS_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
+T0 = 1_700_000_000_123_456_789
+
+
+def make_tree(root: Path, *, negative_time: bool = False) -> Path:
+    """A tree with every file type and every kind of metadata catar can carry (root only).
+
+    Regular files (empty, small, > 64 KiB, setuid, odd names), directories (setgid,
+    sticky, empty, other owners), symlinks (relative, absolute, dangling), a FIFO, a
+    socket, character and block devices, user/trusted xattrs (binary values too), a
+    file capability, an SELinux label, access and default ACLs, nanosecond mtimes.
+    """
+    import random
+    import socket
+
+    rng = random.Random(7)
+    root.mkdir()
+    (root / "dir" / "sub").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "sticky").mkdir()
+    files = {
+        "file.txt": b"hello catar\n",
+        "empty.file": b"",
+        "big.bin": rng.randbytes(300_000),
+        "exec": b"#!/bin/sh\necho hi\n",
+        "caps.bin": b"\x7fELF-ish",
+        "acl.txt": b"acl\n",
+        "label.txt": b"label\n",
+        "with space #and hash": b"odd name\n",
+        "unicod\u00e9-\u00f1": b"unicode name\n",
+        "dir/owned": b"owned by someone else\n",
+        "dir/sub/deep.txt": b"deep\n" * 1000,
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    os.symlink("file.txt", root / "link-rel")
+    os.symlink("/etc/passwd", root / "link-abs")
+    os.symlink("does/not/exist", root / "link-dangling")
+    os.symlink("../file.txt", root / "dir" / "link-up")
+    os.mkfifo(root / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock"))
+    sock.close()
+    os.mknod(root / "null-dev", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(root / "loop-dev", stat.S_IFBLK | 0o660, os.makedev(7, 0))
+    os.mknod(root / "big-dev", stat.S_IFCHR | 0o600, os.makedev(259, 131071))
+    os.chmod(root / "exec", 0o4755)
+    os.chmod(root / "dir" / "sub", 0o2775)
+    os.chmod(root / "sticky", 0o1777)
+    os.chmod(root / "empty", 0o700)
+    os.chmod(root / "dir", 0o750)
+    os.chmod(root / "dir" / "owned", 0o640)
+    os.chown(root / "dir", 1000, 100)
+    os.chown(root / "dir" / "owned", 1234, 5678)
+    os.chown(root / "link-rel", 1000, 1000, follow_symlinks=False)
+    os.setxattr(root / "file.txt", "user.comment", b"a comment")
+    os.setxattr(root / "file.txt", "user.binary", b"\0\1\2\0")
+    os.setxattr(root / "dir", "trusted.marker", b"t")
+    os.setxattr(root / "caps.bin", "security.capability", FCAPS_NET_RAW)
+    os.setxattr(root / "label.txt", "security.selinux", b"system_u:object_r:etc_t:s0\0")
+    os.setxattr(root / "acl.txt", "system.posix_acl_access", ACL_USER_1000_RW)
+    os.setxattr(root / "dir", "system.posix_acl_default", DEFAULT_ACL_GROUP_100)
+    paths = sorted((p for p in root.rglob("*")), key=lambda p: -len(p.parts))
+    for i, path in enumerate([*paths, root]):
+        ns = T0 + i * 1_000_000_007
+        os.utime(path, ns=(ns, ns), follow_symlinks=False)
+    if negative_time:
+        os.utime(root / "empty.file", ns=(-1_234_567_891, -1_234_567_891))
+    return root
+
+
 __all__ = [
     "DESYNC_FLAGS",
     "FLAGS",
+    "T0",
     "Dev",
     "Dir",
     "File",
@@ -221,6 +301,7 @@ __all__ = [
     "element_names",
     "elements",
     "entry",
+    "make_tree",
     "snapshot",
     "xattr",
 ]

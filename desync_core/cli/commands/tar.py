@@ -55,8 +55,10 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     params = ChunkerParams.from_kib(args.chunk_size)
     store = ctx.open_writable(args.store)
     try:
-        index = tar_to_index(nodes, flags, params, ctx.digest, store,
-                             workers=default_workers(), io_threads=max(ctx.concurrency, 1))
+        index = tar_to_index(
+            nodes, flags, params, ctx.digest, store, workers=default_workers(),
+            io_threads=max(ctx.concurrency, 1),
+            store_is_local=getattr(getattr(store, "inner", None), "is_local", True))
     finally:
         store.close()
     ctx.write_index(args.output, index)
