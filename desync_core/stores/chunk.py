@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gzip
 import lzma
 import threading
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,33 +173,57 @@ def decompress(stored: bytes | bytearray | memoryview, chunk_id: bytes) -> bytes
     """Decompress a stored chunk; zstd (any frame form), xz and gzip are accepted.
 
     Raises:
-        ChunkInvalidError: the data is not a complete compressed stream.
+        ChunkInvalidError: the data is not a complete compressed stream, or it would
+            inflate beyond :data:`MAX_CHUNK_SIZE`.
     """
     head = bytes(stored[:6])
     try:
         if head.startswith(ZSTD_MAGIC):
-            return _zstd_frames(stored)
+            return _inflate(stored, _decompressor().decompressobj)
         if head.startswith(XZ_MAGIC):
-            return lzma.decompress(stored)
+            return _inflate(stored, lzma.LZMADecompressor)
         if head.startswith(GZIP_MAGIC):
-            return gzip.decompress(stored)
-    except (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError) as exc:
+            return _inflate(stored, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))
+    except (zstandard.ZstdError, lzma.LZMAError, zlib.error, ValueError, EOFError) as exc:
         raise ChunkInvalidError(chunk_id, cause=str(exc) or type(exc).__name__) from exc
     raise ChunkInvalidError(chunk_id, cause="unknown compression format")
 
 
-def _zstd_frames(stored: bytes | bytearray | memoryview) -> bytes:
-    parts = []
-    rest: bytes | bytearray | memoryview = stored
-    while True:
-        obj = _decompressor().decompressobj()
-        parts.append(obj.decompress(rest))
-        if not obj.eof:
-            raise zstandard.ZstdError("truncated zstd frame")
-        rest = obj.unused_data
-        if not rest:
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+#: No valid chunk is larger (casync's CA_CHUNK_SIZE_LIMIT_MAX). A stored chunk that
+#: inflates beyond it is invalid; decoding stops there instead of exhausting memory.
+MAX_CHUNK_SIZE = 128 * 1024 * 1024
+#: Compressed bytes handed to a decoder at a time. A few bytes of zstd can expand to a
+#: whole 128 KiB block, so the size limit is checked between small feeds (a 1 KiB feed
+#: yields at most ~32 MiB); the cost is negligible next to decompression itself.
+_FEED = 1024
+
+
+def _inflate(stored: bytes | bytearray | memoryview, new_decoder: Callable[[], Any],
+             limit: int = MAX_CHUNK_SIZE) -> bytes:
+    """Decode one or more concatenated frames/streams with bounded output.
+
+    ``new_decoder`` makes a decoder with ``decompress``, ``eof`` and ``unused_data``
+    (zstandard's decompressobj, ``lzma.LZMADecompressor``, ``zlib.decompressobj``).
+    """
+    view = memoryview(stored).cast("B")
+    size = len(view)
+    parts: list[bytes] = []
+    total = pos = 0
+    while True:  # one frame (stream) per round
+        decoder = new_decoder()
+        while not decoder.eof and pos < size:
+            end = min(pos + _FEED, size)
+            piece = decoder.decompress(view[pos:end])
+            pos = end
+            total += len(piece)
+            if total > limit:
+                raise ValueError(f"decompresses to more than {limit} bytes")
+            parts.append(piece)
+        if not decoder.eof:
+            raise EOFError("truncated compressed data")
+        pos -= len(decoder.unused_data)  # the next frame starts there
+        if pos >= size:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 @dataclass(frozen=True)
