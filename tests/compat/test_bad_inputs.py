@@ -208,6 +208,25 @@ def test_chunk_file_holding_another_chunks_data(command: str, work: Path, desync
     assert [p.name for p in work.iterdir() if p.name.startswith(".out")] == []
 
 
+def zstd_bomb(blocks: int) -> bytes:
+    """A valid zstd frame of ``blocks`` RLE blocks, each inflating 4 bytes to 128 KiB."""
+    frame = bytearray(b"\x28\xb5\x2f\xfd\x00\x38")  # magic, no size/checksum, 128 KiB window
+    for i in range(blocks):
+        last = int(i == blocks - 1)
+        frame += ((131072 << 3) | (1 << 1) | last).to_bytes(3, "little") + b"\0"
+    return bytes(frame)
+
+
+def test_chunk_file_inflating_beyond_any_chunk_size(work: Path, desync) -> None:  # type: ignore[no-untyped-def]
+    """A 4.4 KB chunk file that would inflate to 144 MB is rejected, not decompressed."""
+    hex_id, path = chunk_file(work, 6)
+    path.write_bytes(zstd_bomb(1100))
+    assert_one_line_error(
+        desync("extract", "-s", str(work / "store"), str(work / "blob.caibx"), str(work / "out"),
+               check=False), INTEGRITY, hex_id, "decompresses to more than 134217728 bytes")
+    assert not (work / "out").exists()
+
+
 @pytest.mark.parametrize("command", ["extract", "cat"])
 @pytest.mark.parametrize("workers", ["1", "10"])
 def test_missing_chunk(command: str, workers: str, work: Path, desync) -> None:  # type: ignore[no-untyped-def]
