@@ -144,9 +144,15 @@ class HTTPClient:
         self._session: requests.Session | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
 
     def session(self) -> requests.Session:
         """The pooled session, created on first use and again in a forked child."""
+        if self._lock_pid != os.getpid():
+            # A forked child may have inherited the lock in a held state; it runs a
+            # single thread at this point, so replacing the lock is safe.
+            self._lock = threading.Lock()
+            self._lock_pid = os.getpid()
         with self._lock:
             if self._session is None or self._pid != os.getpid():
                 # A forked child must not share its parent's pooled sockets: drop them.

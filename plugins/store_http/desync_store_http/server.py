@@ -229,7 +229,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             return True
         # Header values arrive decoded as latin-1; compare the bytes the client sent.
         got = self.headers.get("Authorization", "").encode("latin-1", "replace")
-        return hmac.compare_digest(got, expected.encode("utf-8"))
+        return hmac.compare_digest(got, expected.encode("utf-8", "surrogateescape"))
 
     def _has_body(self) -> bool:
         te = self.headers.get("Transfer-Encoding", "")
@@ -272,13 +272,10 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             if raw is None:
                 self.reply(411, b"Content-Length required\n")
                 raise BodyError
-            try:
-                length = int(raw.strip())
-                if length < 0:
-                    raise ValueError
-            except ValueError:
+            if not raw.strip().isdigit():
                 self.reply(400, b"invalid Content-Length\n")
-                raise BodyError from None
+                raise BodyError
+            length = int(raw.strip())
             if length > limit:
                 self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
                 raise BodyError
@@ -293,11 +290,14 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         total = 0
         while True:
             line = self.rfile.readline(1024)
+            size_text = line.split(b";", 1)[0].strip()
             try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
+                size = int(size_text, 16)
             except ValueError:
+                size = -1
+            if size < 0 or not size_text.isalnum():
                 self.reply(400, b"malformed chunked body\n")
-                raise BodyError from None
+                raise BodyError
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers are ignored
@@ -320,7 +320,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             host, port = self.client_address[:2]
             client = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
             log.write(client, self.command or "-", self.path or "-",
-                      int(code) if str(code).isdigit() else 0)
+                      int(code) if isinstance(code, int) else 0)
 
     def log_message(self, format: str, *args: Any) -> None:
         # The stdlib logs every request and protocol error to stderr; the request log

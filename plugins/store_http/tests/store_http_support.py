@@ -289,3 +289,11 @@ def blob_chunk_ids(index_path: Path) -> list[bytes]:
 
     index = Index.from_bytes(index_path.read_bytes(), str(index_path))
     return list(dict.fromkeys(c.id for c in index))
+
+
+def raw_exchange(url: str, request: bytes) -> int:
+    """Send raw request bytes over plain HTTP; returns the reply's status code."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=PATIENCE) as sock:
+        sock.sendall(request)
+        return int(sock.makefile("rb").readline().split()[1])

@@ -23,6 +23,7 @@ from store_http_support import (
     chunk_path,
     chunk_server_in_process,
     free_port,
+    raw_exchange,
     raw_request,
 )
 
@@ -156,15 +157,19 @@ def test_put_undecodable_is_rejected(writable: tuple[str, Path], payload: bytes)
     assert list(store.rglob("*")) == []
 
 
-def test_put_bad_path_and_missing_length(writable: tuple[str, Path]) -> None:
+def test_put_bad_path_and_malformed_bodies(writable: tuple[str, Path]) -> None:
     url, _ = writable
     assert raw_request(url, "PUT", "/somefile", body=b"data")[0] == 400
     chunk_id, _ = sample_chunk(4)
-    # http.client always sends a length; write the request by hand.
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=PATIENCE) as sock:
-        sock.sendall(f"PUT {chunk_path(chunk_id)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        assert sock.makefile("rb").readline().split()[1] == b"411"
+    head = f"PUT {chunk_path(chunk_id)} HTTP/1.1\r\nHost: x\r\n"
+    # http.client always sends a valid length; these requests are written by hand.
+    assert raw_exchange(url, f"{head}\r\n".encode()) == 411
+    for length in ("-1", "1_0", "+5", "x"):
+        assert raw_exchange(url, f"{head}Content-Length: {length}\r\n\r\n".encode()) == 400
+    chunked = f"{head}Transfer-Encoding: chunked\r\n\r\n"
+    assert raw_exchange(url, f"{chunked}-5\r\nxx\r\n0\r\n\r\n".encode()) == 400
+    assert raw_exchange(url, f"{chunked}zz\r\n".encode()) == 400
+    assert raw_exchange(url, f"{head}Transfer-Encoding: gzip\r\n\r\n".encode()) == 501
 
 
 def test_put_chunked_transfer_encoding(writable: tuple[str, Path]) -> None:
@@ -518,3 +523,30 @@ def test_32_concurrent_clients(start_server: StartServer, cmd_testdata: Path,
         t.join()
     assert errors == []
     assert done == [24] * 32
+
+
+def test_verify_read(tmp_path: Path) -> None:
+    """By default chunks read upstream are passed on unhashed (clients verify);
+    ``--skip-verify-read=false`` refuses a chunk whose data does not match its id."""
+    store = tmp_path / "store"
+    chunk_id, _ = sample_chunk(1)
+    _, other = sample_chunk(2)
+    stored_file(store, chunk_id).parent.mkdir(parents=True)
+    stored_file(store, chunk_id).write_bytes(compress(other))
+    with chunk_server_in_process(stores=[str(store)]) as (url, _):
+        assert raw_request(url, "GET", chunk_path(chunk_id)) == (200, compress(other))
+    with chunk_server_in_process(stores=[str(store)], verify_read=True) as (url, _):
+        assert raw_request(url, "GET", chunk_path(chunk_id)) == (
+            500, b"internal server error\n")
+
+
+def test_address_in_use(desync: Callable[..., object], cmd_testdata: Path) -> None:
+    """If one listener cannot be opened the server does not start."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = desync("chunk-server", "-s", str(cmd_testdata / "blob1.store"),
+                      "-l", "127.0.0.1:0", "-l", f"127.0.0.1:{port}", check=False)
+    assert proc.returncode == 2
+    assert f"listen tcp 127.0.0.1:{port}: Address already in use".encode() in proc.stderr

@@ -4,9 +4,12 @@ real chunk and index servers on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from store_http_support import ServerProcess, blob_chunk_ids, free_port
 
 from desync_core.digest import SHA512_256
@@ -107,3 +110,18 @@ def test_plugins_listing(desync: Callable[..., object]) -> None:
                  "--cert", "--key", "--mutual-tls", "--client-ca", "--authorization",
                  "--listen", "--cache", "--concurrency"):
         assert flag in help_text
+
+
+@pytest.mark.casync
+def test_casync_reads_from_the_servers(start_server: StartServer, cmd_testdata: Path,
+                                       tmp_path: Path) -> None:
+    """casync's own HTTP client extracts through chunk-server and index-server."""
+    casync = shutil.which("casync")
+    if casync is None:
+        pytest.fail("casync is not installed; run the README's test command (.ci/run)")
+    chunks = start_server("chunk-server", "-s", str(cmd_testdata / "blob1.store"))
+    indexes = start_server("index-server", "-s", str(cmd_testdata))
+    out = tmp_path / "blob1"
+    subprocess.run([casync, "extract", f"--store={chunks.url}/", f"{indexes.url}/blob1.caibx",
+                    str(out)], check=True, capture_output=True, timeout=300)
+    assert out.read_bytes() == (cmd_testdata / "blob1").read_bytes()
