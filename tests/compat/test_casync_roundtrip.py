@@ -152,3 +152,24 @@ def test_exact_min_boundary_matches_casync(tmp_path: Path, casync_run, desync_in
     index = Index.from_bytes(expected)
     assert len(index) == 4129
     assert (11262974, 1024) in {(c.start, c.size) for c in index}
+
+
+@pytest.mark.parametrize("sizes", ["16:64:256", "1:1:1", "100:100:100", "20000:20000:70000"])
+def test_we_read_casync_indexes_with_sizes_in_bytes(sizes: str, tmp_path: Path, casync_run,  # type: ignore[no-untyped-def]
+                                                     desync_inproc) -> None:
+    """casync's ``--chunk-size`` is in bytes and allows ``min`` below the 48-byte window
+    (our ``-m`` cannot produce these): we still extract, cat and verify such indexes."""
+    data = random_bytes(13, 30_000) + text_bytes(14, 20_000)
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    casync_run("make", f"--store={tmp_path / 'store'}", f"--chunk-size={sizes}",
+               tmp_path / "c.caibx", blob)
+    index = Index.from_bytes((tmp_path / "c.caibx").read_bytes())
+    assert ":".join(map(str, (index.chunk_size_min, index.chunk_size_avg,
+                              index.chunk_size_max))) == sizes
+    desync_inproc("extract", "-s", tmp_path / "store", tmp_path / "c.caibx", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+    desync_inproc("cat", "-s", tmp_path / "store", "-o", "17", "-l", "40000",
+                  tmp_path / "c.caibx", tmp_path / "slice")
+    assert (tmp_path / "slice").read_bytes() == data[17:40017]
+    desync_inproc("verify-index", tmp_path / "c.caibx", blob)
