@@ -59,7 +59,7 @@ INVALID_SEED_ACTIONS = ("fail", "skip", "regenerate")
 BATCH_CHUNKS = 8
 BATCH_BYTES = 1024 * 1024
 #: How long an interrupted run waits for busy workers before leaving them behind.
-CANCEL_GRACE_SECONDS = 5.0
+CANCEL_GRACE_SECONDS = 2.0
 
 ProgressFactory = Callable[[str, int], Progress]
 T = TypeVar("T")
@@ -390,9 +390,17 @@ class WorkerPool:
             cancelled.set()
             raise
         finally:
-            _stop_workers(work, threads, drop_queued=interrupted or bool(errors))
-            grace = CANCEL_GRACE_SECONDS if interrupted or errors else None
-            self.abandoned = _join(threads, grace)
+            stopping = interrupted or bool(errors)
+            _stop_workers(work, threads, drop_queued=stopping)
+            # Until proven otherwise (a second interrupt may strike while waiting).
+            self.abandoned = True
+            try:
+                self.abandoned = _join(threads, CANCEL_GRACE_SECONDS if stopping else None)
+            except BaseException:
+                # Interrupted while the workers finished the queue: they skip the rest.
+                cancelled.set()
+                self.abandoned = _join(threads, CANCEL_GRACE_SECONDS)
+                raise
         if errors:
             raise errors[0]
 
