@@ -27,6 +27,7 @@ from desync_core.archive.xattrs import (
     XATTR_SELINUX,
     acl_access_xattr,
     acl_default_xattr,
+    parse_acl_xattr,
 )
 from desync_core.errors import DesyncError
 
@@ -51,8 +52,10 @@ _TYPEFLAGS = {
 
 
 def go_file_mode(mode: int) -> int:
-    """A Linux ``st_mode`` as Go's ``os.FileMode``."""
-    out = mode & 0o777
+    """A Linux ``st_mode`` as Go's ``os.FileMode``, plus the POSIX setuid/setgid/sticky
+    bits (``0o7000``, unused by Go) so that GNU tar and Go, which read the low 12 bits
+    of the field, restore them too (desync writes only the Go bits and loses them)."""
+    out = mode & 0o7777
     kind = stat.S_IFMT(mode)
     if kind == stat.S_IFDIR:
         out |= _GO_DIR
@@ -123,21 +126,42 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return str(n).encode() + body
 
 
-def _xattrs(node: Node) -> list[tuple[bytes, bytes]]:
-    """Every extended attribute of a node, in the xattr form ``tar --xattrs`` restores."""
-    out = list(node.xattrs or ())
+_ACL_TEXT_TAGS = {0x01: "user", 0x02: "user", 0x04: "group", 0x08: "group", 0x10: "mask",
+                  0x20: "other"}
+
+
+def acl_text(value: bytes) -> bytes:
+    """A ``system.posix_acl_*`` value as GNU tar's ``SCHILY.acl.*`` text (numeric ids)."""
+    lines = []
+    for tag, perm, ident in parse_acl_xattr(value):
+        qualifier = str(ident) if tag in (0x02, 0x08) else ""
+        perms = "".join(c if perm & bit else "-" for c, bit in (("r", 4), ("w", 2), ("x", 1)))
+        lines.append(f"{_ACL_TEXT_TAGS.get(tag, 'other')}:{qualifier}:{perms}\n")
+    return "".join(lines).encode()
+
+
+def _pax_records(node: Node) -> list[tuple[bytes, bytes]]:
+    """PAX records for a node's extended attributes, capability, label and ACLs.
+
+    Everything is a ``SCHILY.xattr.<name>`` record (``tar --xattrs``); ACLs are also
+    written as ``SCHILY.acl.access``/``.default`` text, which ``tar --acls`` restores.
+    """
+    xattrs = list(node.xattrs or ())
+    acls = []
     if node.selinux:
-        out.append((XATTR_SELINUX, node.selinux + b"\0"))
+        xattrs.append((XATTR_SELINUX, node.selinux + b"\0"))
     if node.fcaps:
-        out.append((XATTR_CAPABILITY, node.fcaps))
+        xattrs.append((XATTR_CAPABILITY, node.fcaps))
     if node.acl:
         access = acl_access_xattr(node.acl, node.mode)
         if access:
-            out.append((XATTR_ACL_ACCESS, access))
-        default = acl_default_xattr(node.acl, node.mode)
-        if default and node.is_dir:
-            out.append((XATTR_ACL_DEFAULT, default))
-    return out
+            xattrs.append((XATTR_ACL_ACCESS, access))
+            acls.append((b"SCHILY.acl.access", acl_text(access)))
+        default = acl_default_xattr(node.acl, node.mode) if node.is_dir else None
+        if default:
+            xattrs.append((XATTR_ACL_DEFAULT, default))
+            acls.append((b"SCHILY.acl.default", acl_text(default)))
+    return acls + [(b"SCHILY.xattr." + name, value) for name, value in xattrs]
 
 
 class GnuTarWriter:
@@ -158,11 +182,11 @@ class GnuTarWriter:
                 self.options.warning(f"skipping '{name.decode(errors='replace')}' : "
                                      "sockets cannot be stored in tar")
                 continue
-            xattrs = _xattrs(node)
+            pax = _pax_records(node)
             size = node.size if kind == stat.S_IFREG else 0
             mtime = node.mtime // 1_000_000_000
-            if xattrs:
-                records = b"".join(_pax_record(b"SCHILY.xattr." + k, v) for k, v in xattrs)
+            if pax:
+                records = b"".join(_pax_record(k, v) for k, v in pax)
                 pax_name = b"PaxHeaders.0/" + (node.name or b".")
                 yield header(pax_name, mode=0o644, uid=0, gid=0, size=len(records),
                              mtime=mtime, typeflag=b"x", magic=b"ustar\x0000")

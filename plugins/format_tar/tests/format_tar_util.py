@@ -1,0 +1,89 @@
+"""Helpers of desync-format-tar's tests: test data location, trees and their snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[3]
+TESTDATA = Path(os.environ.get("DESYNC_TESTDATA", REPO.parent / "shared" / "testdata")) / "desync"
+#: u::rw-, u:1000:rw-, g::r--, m::rw-, o::r--
+ACL_USER_1000_RW = bytes.fromhex(
+    "02000000" "0100" "0600" "ffffffff" "0200" "0600" "e8030000" "0400" "0400" "ffffffff"
+    "1000" "0600" "ffffffff" "2000" "0400" "ffffffff")
+FCAPS_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
+
+
+@dataclass
+class CliResult:
+    """What one in-process CLI run produced."""
+
+    code: int
+    out: bytes
+    err: str
+
+
+def make_tree(root: Path, *, devices: bool = True, whole_seconds: bool = False) -> Path:
+    """Everything tar can hold: files (empty, large, setuid, long names), directories,
+    symlinks (long targets too), a FIFO, devices, xattrs, a capability, an SELinux
+    label, ACLs, owners and nanosecond (or whole-second) mtimes."""
+    root.mkdir()
+    long_dir = root / ("d" * 60) / ("e" * 60)
+    long_dir.mkdir(parents=True)
+    (root / "sub").mkdir()
+    (root / "file.txt").write_bytes(b"hello tar\n")
+    (root / "empty").write_bytes(b"")
+    (root / "big.bin").write_bytes(bytes(range(256)) * 1200)
+    (root / "exec").write_bytes(b"#!/bin/sh\n")
+    (long_dir / ("f" * 90)).write_bytes(b"long path\n")
+    (root / "sub" / "owned").write_bytes(b"owned\n")
+    os.symlink("file.txt", root / "link")
+    os.symlink("t" * 150, root / "long-link")
+    os.mkfifo(root / "fifo")
+    if devices:
+        os.mknod(root / "null", stat.S_IFCHR | 0o644, os.makedev(1, 3))
+        os.mknod(root / "loop", stat.S_IFBLK | 0o640, os.makedev(7, 1))
+    os.chmod(root / "exec", 0o4755)
+    os.chmod(root / "sub", 0o2770)
+    os.chown(root / "sub", 1000, 100)
+    os.chown(root / "sub" / "owned", 1234, 5678)
+    os.setxattr(root / "file.txt", "user.comment", b"a comment")
+    os.setxattr(root / "sub", "trusted.marker", b"t")
+    os.setxattr(root / "exec", "security.capability", FCAPS_NET_RAW)
+    os.setxattr(root / "big.bin", "security.selinux", b"system_u:object_r:etc_t:s0\0")
+    os.setxattr(root / "empty", "system.posix_acl_access", ACL_USER_1000_RW)
+    paths = sorted(root.rglob("*"), key=lambda p: -len(p.parts))
+    for i, path in enumerate([*paths, root]):
+        ns = 1_700_000_000_000_000_000 + i * (1_000_000_000 if whole_seconds else 1_000_000_007)
+        os.utime(path, ns=(ns, ns), follow_symlinks=False)
+    return root
+
+
+def snapshot(root: Path, *, times: bool = True, xattrs: bool = True) -> dict[str, Any]:
+    """Type, mode, owner, mtime, content hash, target, device and xattrs by path."""
+    out: dict[str, Any] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        paths = [dirpath] if dirpath == str(root) else []
+        paths += [os.path.join(dirpath, n) for n in dirnames + filenames]
+        for path in paths:
+            st = os.lstat(path)
+            info: dict[str, Any] = {"mode": st.st_mode, "owner": (st.st_uid, st.st_gid)}
+            if times:
+                info["mtime"] = st.st_mtime_ns
+            if stat.S_ISREG(st.st_mode):
+                info["sha"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                info["target"] = os.readlink(path)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                info["rdev"] = st.st_rdev
+            if xattrs:
+                info["xattrs"] = {n: os.getxattr(path, n, follow_symlinks=False).rstrip(b"\0")
+                                  if n == "security.selinux" else
+                                  os.getxattr(path, n, follow_symlinks=False)
+                                  for n in os.listxattr(path, follow_symlinks=False)}
+            out[os.path.relpath(path, root)] = info
+    return out
