@@ -21,10 +21,8 @@ def text_bytes(seed: int, size: int) -> bytes:
     rng = random.Random(seed)
     words = [bytes(rng.choice(b"abcdefghijklmnop") for _ in range(rng.randint(2, 9)))
              for _ in range(400)]
-    out = bytearray()
-    while len(out) < size:
-        out += rng.choice(words) + b" "
-    return bytes(out[:size])
+    out = b" ".join(rng.choices(words, k=size // 4 + 1))
+    return out[:size]
 
 
 def kib_to_bytes(spec: str) -> str:

@@ -173,3 +173,17 @@ def test_we_read_casync_indexes_with_sizes_in_bytes(sizes: str, tmp_path: Path, 
                   tmp_path / "c.caibx", tmp_path / "slice")
     assert (tmp_path / "slice").read_bytes() == data[17:40017]
     desync_inproc("verify-index", tmp_path / "c.caibx", blob)
+
+
+def test_parallel_make_matches_casync(tmp_path: Path, casync_run, desync_inproc) -> None:  # type: ignore[no-untyped-def]
+    """Inputs of 16 MiB and more are chunked, hashed and compressed in worker processes:
+    the index and every chunk file must still be casync's."""
+    text = text_bytes(15, 3 * MiB)
+    data = b"".join(random_bytes(16 + i, 1000) + text for i in range(6))
+    assert len(data) > 16 * MiB
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    expected = casync_run.make(tmp_path / "c.caibx", blob, tmp_path / "cstore")
+    desync_inproc("make", "-n", "2", "-s", tmp_path / "dstore", tmp_path / "d.caibx", blob)
+    assert (tmp_path / "d.caibx").read_bytes() == expected
+    assert store_files(tmp_path / "dstore") == store_files(tmp_path / "cstore")
