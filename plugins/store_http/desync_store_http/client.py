@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 import requests.adapters
+import requests.utils
 import urllib3
 
 from desync_core.errors import (
@@ -145,6 +146,7 @@ class HTTPClient:
         self._pid = 0
         self._lock = threading.Lock()
         self._lock_pid = os.getpid()
+        self._system_verify: bool | str = True
 
     def session(self) -> requests.Session:
         """The pooled session, created on first use and again in a forked child."""
@@ -168,6 +170,12 @@ class HTTPClient:
                 raise ConfigError(f"store options for '{self.name}': {key} file {path} "
                                   "does not exist")
         session = requests.Session()
+        # requests re-reads proxy, netrc and CA-bundle settings from the environment on
+        # every request (a quarter of its per-request cost); resolve them once instead.
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(self.base))
+        self._system_verify: bool | str = (os.environ.get("REQUESTS_CA_BUNDLE")
+                                           or os.environ.get("CURL_CA_BUNDLE") or True)
         pool = max(1, opts.n)
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool,
                                                 max_retries=0)
@@ -185,11 +193,11 @@ class HTTPClient:
         return session
 
     def _tls_arguments(self) -> dict[str, object]:
-        # Passed with every request rather than set on the session: requests lets
-        # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's `verify`, which would
-        # silently replace ca-cert and defeat trust-insecure.
+        # Passed with every request rather than set on the session, so that nothing in
+        # requests' settings merge can replace ca-cert or defeat trust-insecure.
         opts = self.options
-        verify: bool | str = False if opts.trust_insecure else (opts.ca_cert or True)
+        verify: bool | str = (False if opts.trust_insecure
+                              else opts.ca_cert or self._system_verify)
         cert = (opts.client_cert, opts.client_key) if opts.client_cert else None
         return {"verify": verify, "cert": cert}
 

@@ -29,6 +29,7 @@ from desync_core.errors import (
     StoreTimeoutError,
     UsageError,
 )
+from desync_core.location import parse_location
 from desync_core.stores.chunk import Chunk, compress
 from desync_core.stores.options import StoreOptions
 from desync_core.testing import open_chunk_store, open_index_store, sample_chunk
@@ -182,8 +183,7 @@ def test_connections_are_reused() -> None:
 
 def test_pool_sized_by_concurrency() -> None:
     """``-n`` sizes the connection pool."""
-    store = HTTPChunkStore.from_location(
-        Context().open_chunk_store("http://127.0.0.1:1/").location, StoreOptions(n=3))
+    store = HTTPChunkStore(parse_location("http://127.0.0.1:1/"), StoreOptions(n=3))
     adapter = store.client.session().get_adapter("http://127.0.0.1:1/")
     assert adapter._pool_maxsize == 3  # type: ignore[attr-defined]
 
@@ -271,3 +271,15 @@ def test_read_index_from_url(tmp_path: Path) -> None:
     with ScriptedServer(lambda r: (200, data) if r.path == "/dir/x.caibx" else (404, b"")) \
             as srv:
         assert Context().read_index(f"{srv.url}/dir/x.caibx").to_bytes() == data
+
+
+def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HTTP_PROXY`` is honoured: requests go to the proxy in absolute form."""
+    with ScriptedServer(lambda _r: (200, compress(CHUNK_DATA))) as proxy:
+        for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy",
+                     "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        store = open_chunk_store("http://desync.example.invalid/store")
+        assert bytes(store.get_chunk(CHUNK_ID).data()) == CHUNK_DATA
+        assert proxy.paths() == [f"http://desync.example.invalid/store{chunk_path(CHUNK_ID)}"]
