@@ -52,6 +52,8 @@ from desync_core.seeds.fileio import probe_clone, pwrite_all
 from desync_core.seeds.null import NullSeed, null_mask
 from desync_core.seeds.planner import Plan, make_plan, validate_plan
 from desync_core.seeds.selfseed import SelfSeed
+from desync_core.stores.chunk import COMPRESSED, UNCOMPRESSED, ZSTD_MAGIC, ChunkCodec
+from desync_core.stores.wrappers import RetryingStore, VerifyingStore
 
 #: What to do with seeds whose data does not match their index (``extract.md`` §4).
 INVALID_SEED_ACTIONS = ("fail", "skip", "regenerate")
@@ -184,6 +186,85 @@ class Counters:
             setattr(stats, name, getattr(stats, name) + getattr(self, name))
 
 
+class DirectFetcher:
+    """Fetch, decode and verify a chunk straight into a reused buffer of its known size.
+
+    For the most common store chain, one verified store (``VerifyingStore`` over
+    ``RetryingStore`` over a transport with the standard codec): the raw chunk is read
+    through the retrying layer, zstd-decoded into a per-thread buffer (bounded by the
+    size the index gives, and without holding the GIL, so workers overlap), then
+    size-checked and hash-verified exactly as ``VerifyingStore`` does (same errors,
+    ``skip-verify`` honoured). Every other chain (router, failover, cache, other codecs)
+    goes through ``get_chunk().data()``.
+    """
+
+    def __init__(self, retrying: RetryingStore, codec: ChunkCodec, digest_sum: Callable[
+            [bytes | bytearray | memoryview], bytes], skip_verify: bool, max_size: int) -> None:
+        import zstandard
+
+        self.raw = retrying
+        self.codec = codec
+        self.sum = digest_sum
+        self.skip_verify = skip_verify
+        self.max_size = max_size
+        self._zstd = zstandard
+        self._local = threading.local()
+
+    @classmethod
+    def for_source(cls, source: Any, index: Index) -> DirectFetcher | None:
+        """A fetcher for ``source`` if it is a single verified store, else None."""
+        if type(source) is not VerifyingStore or type(source.inner) is not RetryingStore:
+            return None
+        codec = getattr(source.inner.inner, "codec", None)
+        if type(codec) is not ChunkCodec or codec not in (COMPRESSED, UNCOMPRESSED):
+            return None
+        return cls(source.inner, codec, source.digest.sum, source.skip_verify,
+                   index.chunk_size_max)
+
+    def _buffer(self) -> tuple[memoryview, Any]:
+        local = self._local
+        view = getattr(local, "view", None)
+        if view is None:
+            view = local.view = memoryview(bytearray(self.max_size + 1))
+            local.dctx = self._zstd.ZstdDecompressor()
+        return view, local.dctx
+
+    def fetch(self, chunk_id: bytes, size: int) -> bytes | bytearray | memoryview:
+        """The verified plain data of a chunk of ``size`` bytes (valid until the next
+        fetch on this thread)."""
+        stored = self.raw.get_chunk(chunk_id).encoded(self.codec)
+        try:
+            if self.codec.compressed and bytes(stored[:4]) == ZSTD_MAGIC and size <= self.max_size:
+                data: bytes | bytearray | memoryview = self._zstd_into(stored, size)
+            else:
+                data = self.codec.decode(stored, chunk_id)
+        except ChunkInvalidError as exc:
+            raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
+                                    store=self.raw) from exc
+        except self._zstd.ZstdError as exc:
+            raise ChunkInvalidError(chunk_id, cause=str(exc), store=self.raw) from exc
+        if len(data) != size:
+            raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
+                                    f"{chunk_id.hex()}: {len(data)} bytes instead of {size}")
+        if not self.skip_verify:
+            actual = self.sum(data)
+            if actual != chunk_id:
+                raise ChunkInvalidError(chunk_id, actual, store=self.raw)
+        return data
+
+    def _zstd_into(self, stored: bytes | bytearray | memoryview, size: int) -> memoryview:
+        view, dctx = self._buffer()
+        n = 0
+        # One byte of room beyond the expected size reveals data that is too long.
+        with dctx.stream_reader(stored, read_size=len(stored), read_across_frames=True) as r:
+            while n <= size:
+                got = r.readinto(view[n : size + 1])
+                if not got:
+                    break
+                n += got
+        return view[:n]
+
+
 class Assembler:
     """Executes a plan on a target with a pool of threads (``extract.md`` §1.2).
 
@@ -210,6 +291,7 @@ class Assembler:
         self.repair = repair_bad_seed_chunks
         self.ids = index.ids
         self.sha = index.digest.sum
+        self.direct = DirectFetcher.for_source(source, index)
         self.cancelled = threading.Event()
         #: Workers were still running when an interrupted run stopped waiting for them.
         self.abandoned = False
@@ -280,10 +362,13 @@ class Assembler:
             counters.bytes_copied_from_seeds += moved.copied
             counters.bytes_cloned_from_seeds += moved.cloned
             return
-        data = self.source.get_chunk(chunk_id).data()
-        if len(data) != size:
-            raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
-                                    f"{chunk_id.hex()}: {len(data)} bytes instead of {size}")
+        if self.direct is not None:
+            data = self.direct.fetch(chunk_id, size)
+        else:
+            data = self.source.get_chunk(chunk_id).data()
+            if len(data) != size:
+                raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
+                                        f"{chunk_id.hex()}: {len(data)} bytes instead of {size}")
         pwrite_all(fd, data, start)
         counters.chunks_from_store += 1
         counters.bytes_from_store += size

@@ -181,3 +181,26 @@ def test_interrupted_in_place_run_is_resumed(blocking_store, tmp_path: Path, ok)
     assert out.read_bytes() == data
     assert stats["chunks-in-place"] > 0
     assert stats["chunks-from-store"] < len(index) - stats["chunks-from-null-seed"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other chunk", "too long"])
+def test_bad_chunk_in_store_fails_cleanly(blob, tmp_path: Path, cli, damage: str) -> None:  # type: ignore[no-untyped-def]
+    """Decoding, size and hash are checked for every fetched chunk."""
+    index_path, store, index, _data = blob
+    victim = chunk_path(store, index.chunk_id(0))
+    raw = victim.read_bytes()
+    other = chunk_path(store, index.chunk_id(1)).read_bytes()
+    import zstandard
+
+    bad = {
+        "garbage": b"\x28\xb5\x2f\xfd" + b"garbage" * 10,
+        "truncated": raw[: len(raw) // 2],
+        "other chunk": other,
+        "too long": zstandard.ZstdCompressor().compress(
+            zstandard.ZstdDecompressor().decompressobj().decompress(raw) + b"x"),
+    }[damage]
+    victim.write_bytes(bad)
+    out = tmp_path / "out"
+    assert_error(cli("extract", "-s", store, index_path, out), 5, index.chunk_id(0).hex())
+    assert not out.exists()
+    assert temp_leftovers(tmp_path) == []
