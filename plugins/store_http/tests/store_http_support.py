@@ -297,3 +297,17 @@ def raw_exchange(url: str, request: bytes) -> int:
     with socket.create_connection((parts.hostname, parts.port), timeout=PATIENCE) as sock:
         sock.sendall(request)
         return int(sock.makefile("rb").readline().split()[1])
+
+
+def run_cli_in_process(*args: str) -> tuple[int, str]:
+    """Run the CLI in this process (for commands that fail before serving): returns the
+    exit status and what was printed on stderr. Much faster than a subprocess."""
+    import contextlib
+    import io
+
+    from desync_core.cli import run
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = run(list(args))
+    return code, err.getvalue()
