@@ -60,6 +60,9 @@ INVALID_SEED_ACTIONS = ("fail", "skip", "regenerate")
 #: A task of single chunks covers at most this many chunks / bytes (load balancing).
 BATCH_CHUNKS = 8
 BATCH_BYTES = 1024 * 1024
+#: Seed segments are executed in pieces of at most this many bytes, so that a long
+#: (reflinked) run is cloned and verified by several workers at once.
+SEGMENT_TASK_BYTES = 32 * 1024 * 1024
 #: How long an interrupted run waits for busy workers before leaving them behind.
 CANCEL_GRACE_SECONDS = 2.0
 
@@ -308,7 +311,7 @@ class Assembler:
         while i < n:
             if next_seg < len(segments) and segments[next_seg].first == i:
                 seg = segments[next_seg]
-                yield seg
+                yield from split_segment(seg, ends, SEGMENT_TASK_BYTES)
                 i += seg.count
                 next_seg += 1
                 continue
@@ -417,6 +420,23 @@ class Assembler:
             for name in _COUNTERS:
                 setattr(total, name, getattr(total, name) + getattr(c, name))
         return total
+
+
+def split_segment(seg: SeedSegment, ends: np.ndarray, limit: int) -> Iterator[SeedSegment]:
+    """``seg`` cut at chunk boundaries into pieces of at most ``limit`` bytes (at least
+    one chunk each)."""
+    if seg.size <= limit:
+        yield seg
+        return
+    first, last = seg.first, seg.first + seg.count
+    start = seg.start
+    while first < last:
+        stop = int(np.searchsorted(ends, start + limit, side="right"))
+        stop = min(max(stop, first + 1), last)
+        end = int(ends[stop - 1])
+        seed_first = seg.seed_first + (first - seg.first) if seg.seed_first >= 0 else -1
+        yield SeedSegment(seg.seed, first, stop - first, start, end, seed_first)
+        first, start = stop, end
 
 
 _STOP = object()

@@ -69,8 +69,11 @@ def index_file(path: str, like: Index, *, workers: int, progress: Progress) -> I
                 ids[32 * k : 32 * k + 32] = digest(chunk)
             progress.update(len(view))
 
-        with ThreadPoolExecutor(max(1, min(workers, default_workers()))) as pool:
+        pool = ThreadPoolExecutor(max(1, min(workers, default_workers())))
+        try:
             list(pool.map(hash_task, tasks))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         os.close(fd)
     return Index(like.feature_flags, like.chunk_size_min, like.chunk_size_avg,

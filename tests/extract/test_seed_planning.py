@@ -150,3 +150,17 @@ def test_seed_changed_after_validation_is_caught_while_writing(tmp_path: Path) -
             seed.close()
     source.close()
     assert sorted(os.listdir(tmp_path)) == ["out-regenerate", "seed", "seed.caibx", "store"]
+
+
+def test_long_segments_are_executed_in_pieces() -> None:
+    from desync_core.ops.extract import split_segment
+    from desync_core.seeds.base import SeedSegment
+
+    target = index_of([f"c{i}" for i in range(10)])  # 10 chunks of 10 bytes
+    seed = MemorySeed(target, "s")
+    seg = SeedSegment(seed, 2, 7, 20, 90, 5)
+    pieces = [(p.first, p.count, p.start, p.end, p.seed_first)
+              for p in split_segment(seg, target.ends, 25)]
+    assert pieces == [(2, 2, 20, 40, 5), (4, 2, 40, 60, 7), (6, 2, 60, 80, 9), (8, 1, 80, 90, 11)]
+    assert [p.count for p in split_segment(seg, target.ends, 5)] == [1] * 7
+    assert list(split_segment(seg, target.ends, 70)) == [seg]
