@@ -10,6 +10,7 @@ or a device.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -32,5 +33,26 @@ def desync_inproc() -> Callable[..., int]:
         if check:
             assert rc == 0, f"desync {' '.join(map(str, args))} exited with {rc}"
         return rc
+
+    return call
+
+
+@pytest.fixture
+def desync_captured(
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    """Run the desync CLI in this process and return what a subprocess run would: a
+    CompletedProcess with the exit status and stderr (stdout is not captured)."""
+    from desync_core.cli import run
+
+    def call(*args: str | os.PathLike[str],
+             check: bool = False) -> subprocess.CompletedProcess[bytes]:
+        capsys.readouterr()
+        argv = [str(a) for a in args]
+        rc = run(argv)
+        err = capsys.readouterr().err
+        if check:
+            assert rc == 0, err
+        return subprocess.CompletedProcess(argv, rc, b"", err.encode())
 
     return call
