@@ -164,7 +164,7 @@ def iter_chunks(
         offset: stream offset reported for the first byte.
         block_size: bytes per refill.
     """
-    cap = max(block_size, 1) + params.max
+    cap = max(block_size, 1) + params.longest_chunk
     tail = np.empty(0, dtype=np.uint8)
     eof = False
     while not eof:

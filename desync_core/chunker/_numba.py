@@ -132,9 +132,11 @@ def _find_cuts(buf, n, eof, mn, mx, mult, fixed, out):  # type: ignore[no-untype
                     break
                 h = _rotl1(h) ^ _opaque(tab16[buf[cand - w]] ^ tab[buf[cand]])
                 cand += one
-        # If not found, cand == end: a cut at max, a hash hit at the end of the data,
-        # or the final chunk at end of stream; otherwise more data is needed.
-        if not found and (cand == s + mx or np.uint64(h) * mult >= thr or eof):
+        # If not found, cand == max(end, s + l0): a cut at max (``>=``: with max < 48
+        # every chunk is l0 = 48 bytes long, chunking.md §5 step 2), a hash hit at the
+        # end of the data, or the final chunk at end of stream; otherwise more data is
+        # needed.
+        if not found and (cand >= s + mx or np.uint64(h) * mult >= thr or eof):
             found = True
         if not found:
             break

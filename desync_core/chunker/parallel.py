@@ -3,7 +3,7 @@
 The input is split into *parts* of :func:`part_size` bytes (a multiple of ``max``, so
 that long zero runs line up with part starts). Threads process the parts; each part:
 
-1. reads its bytes plus ``max`` bytes of overhang with ``preadv`` (the only read: the
+1. reads its bytes plus one longest chunk (``max``) of overhang with ``preadv`` (the only read: the
    same buffer is later hashed and compressed);
 2. chunks them *speculatively*, as if a chunk started at the part start;
 3. waits for its *entry*: the first true boundary at or after the part start, which
@@ -54,9 +54,16 @@ MAX_RESYNC_WINDOW = 8 * 1024 * 1024
 Handler = Callable[[memoryview, int, int, np.ndarray], R]
 
 
+def longest_chunk(params: ChunkerParams) -> int:
+    """See :attr:`ChunkerParams.longest_chunk`."""
+    return params.longest_chunk
+
+
 def part_size(params: ChunkerParams, target: int = PART_BYTES) -> int:
-    """Bytes per part: ``target`` rounded up to a multiple of ``max`` (at least one)."""
-    return max(-(-target // params.max), 1) * params.max
+    """Bytes per part: ``target`` rounded up to a multiple of ``max``, at least one chunk."""
+    size = max(-(-target // params.max), 1) * params.max
+    longest = longest_chunk(params)
+    return size if size >= longest else -(-longest // params.max) * params.max
 
 
 class PartAbortedError(Exception):
@@ -124,23 +131,24 @@ def _chunk_through(find_cuts: Callable[..., np.ndarray], buf: np.ndarray, base: 
 
     Yields arrays of absolute cuts, the first window being ``window`` bytes, until a
     cut at or beyond ``end`` has been yielded (or the buffer is exhausted). Each
-    window ends at least ``2 * max`` bytes on, so every call cuts at least once.
+    window spans at least two longest chunks, so every call cuts at least once.
     """
     n = len(buf)
+    longest = longest_chunk(params)
     while pos < base + n:
         lo = pos - base
-        hi = min(n, lo + max(window, 2 * params.max))
+        hi = min(n, lo + max(window, 2 * longest))
         cuts = find_cuts(buf[lo:hi], params, eof=eof and hi == n) + pos
         if len(cuts) == 0:
             # Only possible at the end of a buffer that does not end the input, which
-            # holds at least ``max`` bytes beyond ``end``.
+            # holds a longest chunk beyond ``end``.
             raise AssertionError("chunker made no progress")
         yield cuts
         pos = int(cuts[-1])
         if pos >= end:
             return
         # Near the end only the last chunk is missing; otherwise widen (resync runs).
-        window = 2 * params.max if pos + window >= end else min(2 * window, MAX_RESYNC_WINDOW)
+        window = 2 * longest if pos + window >= end else min(2 * window, MAX_RESYNC_WINDOW)
 
 
 def true_cuts(buf: np.ndarray, base: int, eof: bool, entry: int, spec: np.ndarray,
@@ -167,7 +175,7 @@ def true_cuts(buf: np.ndarray, base: int, eof: bool, entry: int, spec: np.ndarra
         if i < len(spec) and int(spec[i]) == entry:
             return spec[i + 1:], 0
         # Re-synchronise: chunk from the entry until a cut is also a speculative cut.
-        window = 4 * params.max
+        window = 4 * longest_chunk(params)
     else:
         window = end - entry
     pieces = []
@@ -215,6 +223,7 @@ class PartPipeline(Generic[R]):
         self.threads = max(1, threads)
         self.handler = handler
         self.part = part_size(params, part_bytes)
+        self._longest = longest_chunk(params)
         self.count = -(-size // self.part)
         self._entries = _Entries()
         self._find_cuts = find_cuts
@@ -227,7 +236,7 @@ class PartPipeline(Generic[R]):
         with self._free_lock:
             buf = self._free.pop() if self._free else None
         if buf is None:
-            buf = np.empty(self.part + self.params.max, dtype=np.uint8)
+            buf = np.empty(self.part + self._longest, dtype=np.uint8)
         return buf[:n]
 
     def _release(self, buf: np.ndarray) -> None:
@@ -239,7 +248,7 @@ class PartPipeline(Generic[R]):
         try:
             start = k * self.part
             end = min(start + self.part, self.size)
-            stop = min(self.size, end + self.params.max)
+            stop = min(self.size, end + self._longest)
             eof = stop == self.size
             buf = self._buffer(stop - start)
             read_exact(self.fd, memoryview(buf), start)
@@ -298,9 +307,7 @@ class PartPipeline(Generic[R]):
 def chunk_fd(fd: int, size: int, params: ChunkerParams, *, threads: int,
              stats: dict[str, int] | None = None, part_bytes: int = PART_BYTES) -> np.ndarray:
     """All chunk ends of an open input (see :class:`PartPipeline`)."""
-    if size == 0:
-        return np.empty(0, dtype=np.int64)
-    pieces = []
+    pieces = [np.empty(0, dtype=np.int64)]
     produced = 0
     for part in PartPipeline[None](fd, size, params, threads=threads, part_bytes=part_bytes):
         pieces.append(part.ends)
@@ -316,6 +323,7 @@ __all__ = [
     "PartPipeline",
     "PartResult",
     "chunk_fd",
+    "longest_chunk",
     "part_size",
     "read_exact",
     "speculative_cuts",

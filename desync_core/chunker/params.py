@@ -65,6 +65,15 @@ class ChunkerParams:
         return self.min == self.avg == self.max
 
     @property
+    def longest_chunk(self) -> int:
+        """The longest possible chunk: ``max``, or 48 bytes if ``max`` is smaller.
+
+        Outside the fixed-size case the first boundary test is at 48 bytes and a chunk
+        is cut there at the latest (``chunking.md`` §5, step 2).
+        """
+        return self.max if self.fixed_size else max(self.max, WINDOW_SIZE)
+
+    @property
     def zero_runs_never_cut(self) -> bool:
         """True if an all-zero window is never a boundary (so zero runs give max chunks)."""
         return (0x9E489E48 + 1) % self.discriminator != 0

@@ -38,7 +38,7 @@ import numpy as np
 
 from desync_core import flags as ff
 from desync_core.chunker import ChunkerParams, find_cuts, input_size
-from desync_core.chunker.parallel import PartPipeline, part_size
+from desync_core.chunker.parallel import PART_BYTES, PartPipeline, longest_chunk, part_size
 from desync_core.digest import Digest
 from desync_core.errors import DesyncError, UsageError
 from desync_core.index import Index, blob_index_flags
@@ -165,6 +165,7 @@ def make_index(
     io_threads: int = 10,
     progress: Progress | None = None,
     stats: MakeStats | None = None,
+    part_bytes: int = PART_BYTES,
 ) -> Index:
     """Chunk ``source`` (a path, or ``-`` for stdin) and return its index.
 
@@ -178,6 +179,7 @@ def make_index(
         io_threads: concurrent requests to a remote store.
         progress: receives byte counts.
         stats: filled with chunking statistics.
+        part_bytes: bytes per part (tuning and tests; rounded to a multiple of max).
     """
     workers = max(1, workers or default_workers())
     stats = stats if stats is not None else MakeStats()
@@ -190,13 +192,14 @@ def make_index(
         if source == "-" or not _check_input(source):
             if source == "-":
                 index = _make_stream(sys.stdin.buffer, params, digest, sink, workers,
-                                     progress, stats)
+                                     progress, stats, part_bytes)
             else:
                 with open(source, "rb") as stream:
                     index = _make_stream(stream, params, digest, sink, workers, progress,
-                                         stats)
+                                         stats, part_bytes)
         else:
-            index = _make_seekable(source, params, digest, sink, workers, progress, stats)
+            index = _make_seekable(source, params, digest, sink, workers, progress, stats,
+                                   part_bytes)
     finally:
         if io_pool is not None:
             io_pool.shutdown(wait=True, cancel_futures=True)
@@ -206,7 +209,8 @@ def make_index(
 
 
 def _make_seekable(path: str, params: ChunkerParams, digest: Digest, sink: ChunkSink,
-                   workers: int, progress: Progress, stats: MakeStats) -> Index:
+                   workers: int, progress: Progress, stats: MakeStats,
+                   part_bytes: int) -> Index:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -218,7 +222,8 @@ def _make_seekable(path: str, params: ChunkerParams, digest: Digest, sink: Chunk
         ids: list[bytes] = []
         produced = 0
         try:
-            for part in PartPipeline(fd, size, params, threads=workers, handler=sink.process):
+            for part in PartPipeline(fd, size, params, threads=workers, handler=sink.process,
+                                     part_bytes=part_bytes):
                 if len(part.ends):
                     ends.append(part.ends)
                     ids.append(part.result or b"")
@@ -237,9 +242,10 @@ def _make_seekable(path: str, params: ChunkerParams, digest: Digest, sink: Chunk
 
 
 def _make_stream(stream: BinaryIO, params: ChunkerParams, digest: Digest, sink: ChunkSink,
-                 workers: int, progress: Progress, stats: MakeStats) -> Index:
+                 workers: int, progress: Progress, stats: MakeStats,
+                 part_bytes: int) -> Index:
     """Read ``stream`` sequentially in part-sized blocks; hash and store in threads."""
-    cap = part_size(params) + params.max
+    cap = part_size(params, part_bytes) + longest_chunk(params)
     free: list[np.ndarray] = []
     pending: deque[tuple[Future[bytes], np.ndarray, np.ndarray, int]] = deque()
     all_ends: list[np.ndarray] = []
