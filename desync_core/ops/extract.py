@@ -556,6 +556,22 @@ def check_output(output: str) -> None:
         raise UsageError(f"output {output} is a directory")
 
 
+def assembly_threads(source: Any, workers: int) -> int:
+    """Worker threads for the assembly: ``-n``, but at most one per CPU plus one when
+    every store is local.
+
+    Local fetches are CPU-bound (decompression, hashing); threads beyond the cores only
+    contend for the interpreter lock. Remote stores keep ``-n`` requests in flight.
+    """
+    from desync_core.stores.wrappers import iter_members
+    from desync_core.workers import default_workers
+
+    members = list(iter_members(source))
+    if members and all(getattr(m, "is_local", False) for m in members):
+        return max(1, min(workers, default_workers() + 1))
+    return max(1, workers)
+
+
 def _no_progress(prefix: str, total: int) -> Progress:
     return Progress()
 
@@ -720,7 +736,7 @@ def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
                           repair_bad_seed_chunks=invalid_seeds == "regenerate")
     started.append(assembler)
     try:
-        counters = assembler.execute(workers)
+        counters = assembler.execute(assembly_threads(source, workers))
     finally:
         if progress is None:
             bar.close()
