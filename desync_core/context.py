@@ -44,6 +44,7 @@ from desync_core.stores.wrappers import (
     RetryingStore,
     RouterStore,
     VerifyingStore,
+    call_with_retries,
 )
 
 
@@ -174,7 +175,8 @@ class Context:
         base, name = split_index_location(location)
         store = self.open_index_store(base)
         try:
-            return store.get_index(name)
+            return call_with_retries(store.get_index, name, attempts=store.options.error_retry,
+                                     base_interval=store.options.error_retry_base_interval)
         finally:
             store.close()
 
@@ -204,7 +206,8 @@ class Context:
         try:
             if not isinstance(store, WritableIndexStore):
                 raise StoreReadOnlyError(f"index store '{base}' does not support writing")
-            store.store_index(name, data)
+            call_with_retries(store.store_index, name, data, attempts=store.options.error_retry,
+                              base_interval=store.options.error_retry_base_interval)
         finally:
             store.close()
 

@@ -60,12 +60,26 @@ class _Wrapper:
         return f"{type(self).__name__}({self.inner!r})"
 
 
-class RetryingStore(_Wrapper):
-    """Retries transient errors (:class:`StoreConnectionError`) with linear back-off.
+def call_with_retries(fn: Callable[..., T], *args: Any, attempts: int,
+                      base_interval: float) -> T:
+    """Call ``fn(*args)``, retrying transient errors (:class:`StoreConnectionError`).
 
     ``attempts`` is the total number of tries (0 or 1: one try); after failed attempt
-    *k* the store waits ``k * base_interval`` seconds (``remote.md`` §1).
+    *k* it waits ``k * base_interval`` seconds (desync's rule, ``remote.md`` §1).
     """
+    attempt = 1
+    while True:
+        try:
+            return fn(*args)
+        except StoreConnectionError:
+            if attempt >= max(1, attempts):
+                raise
+            time.sleep(attempt * base_interval)
+            attempt += 1
+
+
+class RetryingStore(_Wrapper):
+    """Retries transient errors of a store with :func:`call_with_retries`."""
 
     def __init__(self, inner: Any, attempts: int, base_interval: float) -> None:
         self.inner = inner
@@ -73,15 +87,8 @@ class RetryingStore(_Wrapper):
         self.base_interval = base_interval
 
     def _retry(self, fn: Callable[..., T], *args: Any) -> T:
-        attempt = 1
-        while True:
-            try:
-                return fn(*args)
-            except StoreConnectionError:
-                if attempt >= self.attempts:
-                    raise
-                time.sleep(attempt * self.base_interval)
-                attempt += 1
+        return call_with_retries(fn, *args, attempts=self.attempts,
+                                 base_interval=self.base_interval)
 
     def get_chunk(self, chunk_id: bytes) -> Chunk:
         return self._retry(self.inner.get_chunk, chunk_id)
@@ -109,12 +116,12 @@ class VerifyingStore(_Wrapper):
 
     def get_chunk(self, chunk_id: bytes) -> Chunk:
         chunk = self.inner.get_chunk(chunk_id)
+        if self.skip_verify:
+            return chunk  # decoded lazily, only if someone needs the plain data
         try:
-            data = chunk.data()
-            if not self.skip_verify:
-                actual = self.digest.sum(data)
-                if actual != chunk_id:
-                    raise ChunkInvalidError(chunk_id, actual, store=self.inner)
+            actual = self.digest.sum(chunk.data())
+            if actual != chunk_id:
+                raise ChunkInvalidError(chunk_id, actual, store=self.inner)
         except ChunkInvalidError as exc:
             if exc.store is None:
                 raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
@@ -276,5 +283,6 @@ __all__ = [
     "RetryingStore",
     "RouterStore",
     "VerifyingStore",
+    "call_with_retries",
     "iter_members",
 ]

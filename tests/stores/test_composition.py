@@ -29,7 +29,7 @@ from desync_core.location import StoreLocation
 from desync_core.plugins import make_plugin_manager, set_plugin_manager
 from desync_core.stores.base import ChunkStore
 from desync_core.stores.chunk import Chunk, compress
-from desync_core.stores.local import LocalChunkStore
+from desync_core.stores.local import LocalChunkStore, LocalIndexStore
 from desync_core.stores.options import StoreOptions
 from desync_core.testing import sample_chunk
 
@@ -75,11 +75,29 @@ class ReadOnlyStore(ChunkStore):
         return self.local.has_chunk(chunk_id)
 
 
+class FaultyIndexStore(LocalIndexStore):
+    """``faultyidx://NAME/dir``: a local index store with injected faults (FAULTS[NAME])."""
+
+    def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
+        super().__init__(StoreLocation(location.url.path, ""), options)
+        self.name = location.url.hostname
+
+    def get_index(self, name: str) -> bytes:
+        CALLS[self.name] = CALLS.get(self.name, 0) + 1
+        if FAULTS.get(self.name):
+            raise FAULTS[self.name].pop(0)
+        return super().get_index(name)
+
+
 class TestStores:
     @hookimpl
     def desync_register_chunk_stores(self, registry):  # type: ignore[no-untyped-def]
         registry.add("faulty", FaultyStore, "fault injection")
         registry.add("ro", ReadOnlyStore, "read-only")
+
+    @hookimpl
+    def desync_register_index_stores(self, registry):  # type: ignore[no-untyped-def]
+        registry.add("faultyidx", FaultyIndexStore, "fault injection")
 
 
 @pytest.fixture(autouse=True)
@@ -263,3 +281,13 @@ def test_writable_checks(tmp_path: Path) -> None:
     cid, data = sample_chunk(13)
     w.store_chunk(Chunk(cid, data))
     assert Context().open_reader(str(tmp_path / "new-store"), SHA512_256).has_chunk(cid)
+
+
+def test_index_reads_are_retried(tmp_path: Path, cmd_testdata: Path) -> None:
+    (tmp_path / "x.caibx").write_bytes((cmd_testdata / "blob1.caibx").read_bytes())
+    base = f"faultyidx://i{tmp_path}"
+    ctx = ctx_with(tmp_path, {base: {"error-retry-base-interval": 1_000_000}})
+    FAULTS["i"] = [StoreConnectionError("flaky"), StoreConnectionError("flaky")]
+    index = ctx.read_index(f"{base}/x.caibx")
+    assert len(index) == 161
+    assert CALLS["i"] == 3
