@@ -146,7 +146,7 @@ class Config:
 def parse_config(text: str, path: str) -> Config:
     """Parse configuration JSON; errors name the file."""
     try:
-        doc = json.loads(text) if text.strip() else {}
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"reading {path}: {exc}") from None
     if not isinstance(doc, dict):

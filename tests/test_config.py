@@ -122,6 +122,8 @@ def test_bad_option_types_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         parse_config(json.dumps({"store-options": {"/a": {"error-retry": "x"}}}), "c.json")
     with pytest.raises(ConfigError, match=r"c\.json"):
         parse_config("{not json", "c.json")
+    with pytest.raises(ConfigError, match=r"reading e\.json: Expecting value"):
+        parse_config("", "e.json")  # like desync: an empty file is not valid JSON
     with pytest.raises(ConfigError, match="no such file"):
         load_config(str(tmp_path / "missing.json"))
     # A missing *default* file is fine: built-in defaults.

@@ -85,11 +85,12 @@ def verify_store(store: LocalChunkStore, digest: Digest, *, workers: int = 10, r
                  err: TextIO | None = None) -> int:
     """Verify every chunk of a local store; report invalid ones on ``err``.
 
-    With ``repair`` invalid chunks are deleted. Returns the number of invalid chunks.
+    With ``repair`` invalid chunks are deleted. Returns how many invalid chunks are
+    still in the store (reported but not removed).
     """
     err = err or sys.stderr
 
-    def check(chunk_id: bytes) -> str | None:
+    def check(chunk_id: bytes) -> tuple[str, bool] | None:
         try:
             chunk = store.get_chunk(chunk_id)
             chunk.verify(digest)
@@ -100,21 +101,22 @@ def verify_store(store: LocalChunkStore, digest: Digest, *, workers: int = 10, r
             if repair:
                 try:
                     store.remove_chunk(chunk_id)
-                    msg += ": removed"
+                    return msg + ": removed", True
                 except Exception as rm_exc:  # report and go on, like desync
                     msg += f":{rm_exc}"
-            return msg
+            return msg, False
         except Exception as exc:  # an unreadable file: report it, keep walking
-            return f"chunk {chunk_id.hex()}: {exc}"
+            return f"chunk {chunk_id.hex()}: {exc}", False
         return None
 
-    bad = 0
+    remaining = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for msg in pool.map(check, store.iter_chunk_ids()):
-            if msg:
-                bad += 1
+        for result in pool.map(check, store.iter_chunk_ids()):
+            if result:
+                msg, removed = result
+                remaining += not removed
                 err.write(msg + "\n")
-    return bad
+    return remaining
 
 
 def confirm_prune(count: int, store: str, stdin: TextIO, stdout: TextIO) -> bool:

@@ -28,14 +28,17 @@ def store1(cmd_testdata: Path, tmp_path: Path) -> Path:
 
 # -- verify ------------------------------------------------------------------------------
 
-def test_verify_reports_and_repairs_an_invalid_chunk(store1: Path, ok) -> None:  # type: ignore[no-untyped-def]
+def test_verify_reports_and_repairs_an_invalid_chunk(store1: Path, ok, cli) -> None:  # type: ignore[no-untyped-def]
     """desync's test: ``1234/12345678900…0.cacnk`` holding ``invalid``."""
     bad = store1 / "1234" / f"{BAD_ID}.cacnk"
     bad.parent.mkdir()
     bad.write_bytes(b"invalid")
-    result = ok("verify", "-s", store1)
+    result = cli("verify", "-s", store1)
+    assert result.code == 5
     assert result.out == b""
-    assert result.err.splitlines() == [f"invalid chunk {BAD_ID}: unknown compression format"]
+    assert result.err.splitlines() == [
+        f"invalid chunk {BAD_ID}: unknown compression format",
+        f"Error: 1 invalid chunk in store {store1} (use -r to remove them)"]
     assert bad.exists()  # only reported
     result = ok("verify", "-r", "-s", store1)
     assert result.err.splitlines() == [
@@ -45,12 +48,13 @@ def test_verify_reports_and_repairs_an_invalid_chunk(store1: Path, ok) -> None: 
     assert ok("verify", "--repair", "-n", "1", "-s", store1).err == ""
 
 
-def test_verify_finds_a_chunk_with_wrong_content(store1: Path, cmd_testdata: Path, ok) -> None:  # type: ignore[no-untyped-def]
+def test_verify_finds_a_chunk_with_wrong_content(store1: Path, cmd_testdata: Path, cli) -> None:  # type: ignore[no-untyped-def]
     files = sorted(chunk_files(store1).items())
     (wrong_id, wrong), (other_id, other) = files[0], files[1]
     shutil.copy(other, wrong)
-    result = ok("verify", "-s", store1)
-    assert result.err.splitlines() == [f"chunk id {wrong_id} does not match its hash {other_id}"]
+    result = cli("verify", "-s", store1)
+    assert result.code == 5
+    assert result.err.splitlines()[0] == f"chunk id {wrong_id} does not match its hash {other_id}"
 
 
 def test_verify_ignores_other_files(store1: Path, ok) -> None:  # type: ignore[no-untyped-def]

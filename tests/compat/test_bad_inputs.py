@@ -234,8 +234,10 @@ def test_chunk_file_inflating_beyond_any_chunk_size(work: Path, desync) -> None:
                    str(work / "out"), check=False), INTEGRITY, hex_id)
         assert "decompresses to more than 134217728 bytes" in line or \
             "unexpected size" in line, line
-    assert desync("verify", "-s", str(work / "store")).stderr.decode().splitlines() == [
-        f"invalid chunk {hex_id}: decompresses to more than 134217728 bytes"]
+    proc = desync("verify", "-s", str(work / "store"), check=False)
+    assert proc.returncode == INTEGRITY
+    assert proc.stderr.decode().splitlines()[0] == (
+        f"invalid chunk {hex_id}: decompresses to more than 134217728 bytes")
     assert not (work / "out").exists()
 
 
@@ -252,14 +254,18 @@ def test_missing_chunk(command: str, workers: str, work: Path, desync) -> None: 
 
 
 def test_verify_reports_every_damaged_chunk(work: Path, desync) -> None:  # type: ignore[no-untyped-def]
-    """``verify`` lists the bad chunks on stderr (exit 0, like desync) and -r removes them."""
+    """``verify`` lists the bad chunks on stderr (then a summary, exit 5) and -r removes
+    them (exit 0)."""
     bad = {}
     for k, damage in enumerate(sorted(DAMAGES)):
         hex_id, path = chunk_file(work, 10 + k)
         DAMAGES[damage][0](path)
         bad[hex_id] = path
-    proc = desync("verify", "-s", str(work / "store"))
-    reported = proc.stderr.decode().splitlines()
+    proc = desync("verify", "-s", str(work / "store"), check=False)
+    assert proc.returncode == INTEGRITY
+    *reported, summary = proc.stderr.decode().splitlines()
+    assert summary == f"Error: {len(bad)} invalid chunks in store {work / 'store'} " \
+        "(use -r to remove them)"
     assert sorted(line.split()[2] if line.startswith("chunk id") else line.split()[2][:-1]
                   for line in reported) == sorted(bad)
     assert all(p.exists() for p in bad.values())

@@ -17,8 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
-    """Run ``verify``: invalid chunks are reported on stderr (and removed with -r)."""
-    from desync_core.errors import UsageError
+    """Run ``verify``: invalid chunks are reported on stderr (and removed with -r).
+
+    Unlike desync, which always exits 0, invalid chunks left in the store end the run
+    with a one-line summary and the integrity exit status, so scripts notice.
+    """
+    from desync_core.errors import IntegrityError, UsageError
     from desync_core.ops.storeops import verify_store
     from desync_core.stores.local import LocalChunkStore
 
@@ -27,7 +31,11 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     store = ctx.open_chunk_store(args.store)
     if not isinstance(store, LocalChunkStore):
         raise UsageError(f"'{args.store}' is not a local store; verify needs a local store")
-    verify_store(store, ctx.digest, workers=args.concurrency, repair=args.repair)
+    remaining = verify_store(store, ctx.digest, workers=args.concurrency, repair=args.repair)
+    if remaining:
+        noun = "chunk" if remaining == 1 else "chunks"
+        raise IntegrityError(f"{remaining} invalid {noun} in store {args.store} "
+                             "(use -r to remove them)")
     return 0
 
 
