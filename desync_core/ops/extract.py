@@ -27,6 +27,7 @@ queued, which bounds memory whatever the blob size.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import secrets
@@ -189,28 +190,52 @@ class Counters:
             setattr(stats, name, getattr(stats, name) + getattr(self, name))
 
 
+def _load_libzstd() -> Any:
+    """The system libzstd with the one-shot decompression API, or None."""
+    import ctypes
+    import ctypes.util
+
+    for name in ("libzstd.so.1", ctypes.util.find_library("zstd")):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        size_t, ptr = ctypes.c_size_t, ctypes.c_void_p
+        lib.ZSTD_createDCtx.restype = ptr
+        lib.ZSTD_createDCtx.argtypes = []
+        lib.ZSTD_decompressDCtx.restype = size_t
+        lib.ZSTD_decompressDCtx.argtypes = [ptr, ptr, size_t, ctypes.c_char_p, size_t]
+        lib.ZSTD_isError.restype = ctypes.c_uint
+        lib.ZSTD_isError.argtypes = [size_t]
+        lib.ZSTD_getErrorName.restype = ctypes.c_char_p
+        lib.ZSTD_getErrorName.argtypes = [size_t]
+        return lib
+    return None
+
+
 class DirectFetcher:
     """Fetch, decode and verify a chunk straight into a reused buffer of its known size.
 
     For the most common store chain, one verified store (``VerifyingStore`` over
     ``RetryingStore`` over a transport with the standard codec): the raw chunk is read
-    through the retrying layer, zstd-decoded into a per-thread buffer (bounded by the
-    size the index gives, and without holding the GIL, so workers overlap), then
-    size-checked and hash-verified exactly as ``VerifyingStore`` does (same errors,
-    ``skip-verify`` honoured). Every other chain (router, failover, cache, other codecs)
-    goes through ``get_chunk().data()``.
+    through the retrying layer, zstd-decoded into a per-thread buffer with libzstd's
+    one-shot API (through ctypes, which releases the GIL, so workers overlap on all
+    cores; the buffer bounds the output to the size the index gives), then size-checked
+    and hash-verified exactly as ``VerifyingStore`` does (same errors, ``skip-verify``
+    honoured). Every other chain (router, failover, cache, other codecs) goes through
+    ``get_chunk().data()``.
     """
 
     def __init__(self, retrying: RetryingStore, codec: ChunkCodec, digest_sum: Callable[
             [bytes | bytearray | memoryview], bytes], skip_verify: bool, max_size: int) -> None:
-        import zstandard
-
         self.raw = retrying
         self.codec = codec
         self.sum = digest_sum
         self.skip_verify = skip_verify
         self.max_size = max_size
-        self._zstd = zstandard
+        self._lib = _load_libzstd()
         self._local = threading.local()
 
     @classmethod
@@ -224,14 +249,6 @@ class DirectFetcher:
         return cls(source.inner, codec, source.digest.sum, source.skip_verify,
                    index.chunk_size_max)
 
-    def _buffer(self) -> tuple[memoryview, Any]:
-        local = self._local
-        view = getattr(local, "view", None)
-        if view is None:
-            view = local.view = memoryview(bytearray(self.max_size + 1))
-            local.dctx = self._zstd.ZstdDecompressor()
-        return view, local.dctx
-
     def fetch(self, chunk_id: bytes, size: int) -> bytes | bytearray | memoryview:
         """The verified plain data of a chunk of ``size`` bytes (valid until the next
         fetch on this thread)."""
@@ -244,7 +261,7 @@ class DirectFetcher:
         except ChunkInvalidError as exc:
             raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
                                     store=self.raw) from exc
-        except self._zstd.ZstdError as exc:
+        except ValueError as exc:  # zstd errors
             raise ChunkInvalidError(chunk_id, cause=str(exc), store=self.raw) from exc
         if len(data) != size:
             raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
@@ -256,15 +273,42 @@ class DirectFetcher:
         return data
 
     def _zstd_into(self, stored: bytes | bytearray | memoryview, size: int) -> memoryview:
-        view, dctx = self._buffer()
+        """Decode all frames of ``stored``; at most ``size + 1`` bytes (one more reveals
+        data that is too long)."""
+        local = self._local
+        view = getattr(local, "view", None)
+        if view is None:
+            buf = bytearray(self.max_size + 1)
+            view = local.view = memoryview(buf)
+            if self._lib is not None:
+                import ctypes
+
+                local.cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
+                local.dctx = self._lib.ZSTD_createDCtx()
+            else:
+                import zstandard
+
+                local.dctx = zstandard.ZstdDecompressor()
+        if self._lib is not None:
+            lib = self._lib
+            src = stored if isinstance(stored, bytes) else bytes(stored)
+            n = lib.ZSTD_decompressDCtx(local.dctx, local.cbuf, size + 1, src, len(src))
+            if lib.ZSTD_isError(n):
+                raise ValueError(f"zstd: {lib.ZSTD_getErrorName(n).decode()}")
+            return view[:n]
+        import zstandard
+
         n = 0
-        # One byte of room beyond the expected size reveals data that is too long.
-        with dctx.stream_reader(stored, read_size=len(stored), read_across_frames=True) as r:
-            while n <= size:
-                got = r.readinto(view[n : size + 1])
-                if not got:
-                    break
-                n += got
+        try:
+            with local.dctx.stream_reader(stored, read_size=len(stored),
+                                          read_across_frames=True) as r:
+                while n <= size:
+                    got = r.readinto(view[n : size + 1])
+                    if not got:
+                        break
+                    n += got
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"zstd: {exc}") from exc
         return view[:n]
 
 
@@ -411,10 +455,16 @@ class Assembler:
             return c
 
         pool = WorkerPool(workers, self.cancelled)
+        # The assembly makes no reference cycles; the cyclic collector would only walk
+        # every live object again and again while chunks stream through.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             pool.run(self.tasks(), self.run_task, make_worker_state)
         finally:
             self.abandoned = pool.abandoned
+            if collecting:
+                gc.enable()
         total = Counters()
         for c in all_counters:
             for name in _COUNTERS:
