@@ -40,7 +40,6 @@ from desync_core.archive.base import (
     check_writable_flags,
     display,
     time_granularity,
-    valid_name,
 )
 from desync_core.archive.siphash import name_hashes
 from desync_core.errors import ArchiveFormatError, DesyncError
@@ -191,6 +190,7 @@ class CatarEncoder:
             raise DesyncError(f"invalid archive feature flags {feature_flags:#x}: {problem}")
         self.feature_flags = feature_flags
         self._granularity = time_granularity(feature_flags)
+        self._uid_limit = 0xFFFF if feature_flags & ff.WITH_16BIT_UIDS else 0xFFFFFFFF
         self._allowed = {stat.S_IFDIR, stat.S_IFREG}
         for bit, kind in ((ff.WITH_SYMLINKS, (stat.S_IFLNK,)),
                           (ff.WITH_DEVICE_NODES, (stat.S_IFBLK, stat.S_IFCHR)),
@@ -295,9 +295,8 @@ class CatarEncoder:
         if pos:
             yield view[:pos]
 
-    def _head(self, node: Node, kind: int, parent: _Dir | None, offset: int) -> bytearray:
+    def _head(self, node: Node, kind: int, parent: _Dir | None, offset: int) -> bytes:
         """FILENAME (for children), ENTRY, metadata and PAYLOAD header/SYMLINK/DEVICE."""
-        buf = bytearray()
         if parent is not None:
             name = node.name
             if (not name or name == b"." or name == b".." or b"/" in name or b"\0" in name
@@ -309,16 +308,22 @@ class CatarEncoder:
                 raise ArchiveFormatError(f"{node.display_path}: {what} directory entry")
             parent.starts.append(offset)
             names.append(name)
-            buf += _HEADER.pack(17 + len(name), FILENAME)
-            buf += name
-            buf.append(0)
-        self._entry(buf, node, kind)
+            head = _HEADER.pack(17 + len(name), FILENAME) + name + b"\0" + self._entry(node, kind)
+        else:
+            head = self._entry(node, kind)
+        if (node.user is not None or node.group is not None or node.xattrs or node.acl
+                or node.selinux or node.fcaps or node.quota_projid):
+            head += self._metadata(node, kind)
         if kind == stat.S_IFREG:
-            buf += _HEADER.pack(16 + node.size, PAYLOAD)
-        return buf
+            return head + _HEADER.pack(16 + node.size, PAYLOAD)
+        if kind == stat.S_IFLNK:
+            return head + _HEADER.pack(17 + len(node.target), SYMLINK) + node.target + b"\0"
+        if kind == stat.S_IFBLK or kind == stat.S_IFCHR:
+            return head + _QQQQ.pack(32, DEVICE, node.rdev_major, node.rdev_minor)
+        return head
 
-    def _entry(self, buf: bytearray, node: Node, kind: int) -> None:
-        """Append ENTRY, the metadata elements and SYMLINK/DEVICE for ``node``."""
+    def _entry(self, node: Node, kind: int) -> bytes:
+        """The ENTRY element of ``node``, normalised like casync for the feature set."""
         flags = self.feature_flags
         mode = node.mode
         if kind == stat.S_IFLNK:
@@ -332,23 +337,30 @@ class CatarEncoder:
         else:
             mode = kind | (0o777 if kind == stat.S_IFDIR else 0o666)
         eflags = 0
-        if kind == stat.S_IFREG or kind == stat.S_IFDIR:
+        if node.flags and (kind == stat.S_IFREG or kind == stat.S_IFDIR):
             eflags = node.flags & flags & ENTRY_FLAG_BITS
             if kind == stat.S_IFREG:
                 eflags &= ~(ff.WITH_SUBVOLUME | ff.WITH_SUBVOLUME_RO)
+        uid = node.uid
+        gid = node.gid
         if flags & _UID_FLAGS:
-            uid, gid = node.uid, node.gid
-            limit = 0xFFFF if flags & ff.WITH_16BIT_UIDS else 0xFFFFFFFF
-            for value in (uid, gid):
-                if not 0 <= value < limit or value == 0xFFFF:
-                    raise ArchiveFormatError(
-                        f"{node.display_path}: user/group id {value} cannot be stored "
-                        "(casync rejects it)")
+            limit = self._uid_limit
+            if not (0 <= uid < limit and 0 <= gid < limit) or uid == 0xFFFF or gid == 0xFFFF:
+                value = gid if 0 <= uid < limit and uid != 0xFFFF else uid
+                raise ArchiveFormatError(f"{node.display_path}: user/group id {value} cannot "
+                                         "be stored (casync rejects it)")
         else:
             uid = gid = 0
         g = self._granularity
-        mtime = 0 if g is None else ((node.mtime & _U64) // g) * g
-        buf += _ENTRY.pack(64, ENTRY, flags, mode, eflags, uid, gid, mtime)
+        mtime = node.mtime & _U64  # two's complement for times before 1970, like casync
+        if g != 1:
+            mtime = 0 if g is None else (mtime // g) * g
+        return _ENTRY.pack(64, ENTRY, flags, mode, eflags, uid, gid, mtime)
+
+    def _metadata(self, node: Node, kind: int) -> bytearray:
+        """USER, GROUP, XATTR, ACL_*, SELINUX, FCAPS and QUOTA_PROJID, as the flags say."""
+        flags = self.feature_flags
+        buf = bytearray()
         if flags & ff.WITH_USER_NAMES:
             if node.user and node.uid and _valid_user_name(node.user):
                 _cstring(buf, USER, node.user)
@@ -374,10 +386,7 @@ class CatarEncoder:
             buf += node.fcaps
         if node.quota_projid and flags & ff.WITH_QUOTA_PROJID:
             buf += _QQQ.pack(24, QUOTA_PROJID, node.quota_projid)
-        if kind == stat.S_IFLNK:
-            _cstring(buf, SYMLINK, node.target)
-        elif kind == stat.S_IFBLK or kind == stat.S_IFCHR:
-            buf += _QQQQ.pack(32, DEVICE, node.rdev_major, node.rdev_minor)
+        return buf
 
     def _acl(self, buf: bytearray, acl: Acl) -> None:
         flags = self.feature_flags
@@ -504,7 +513,7 @@ class _StreamPayload(Payload):
     def read_all(self) -> bytes:
         inp = self.decoder._in
         size = self.remaining
-        if size and inp.fill(size):
+        if size and (len(inp.buf) - inp.pos >= size or inp.fill(size)):
             data = bytes(inp.buf[inp.pos:inp.pos + size])
             inp.pos += size
             self.remaining = 0
@@ -574,7 +583,7 @@ class CatarDecoder:
     def _peek(self) -> tuple[int, int] | None:
         """``(size, type)`` of the next element, or None at the end of the stream."""
         inp = self._in
-        if not inp.fill(16):
+        if len(inp.buf) - inp.pos < 16 and not inp.fill(16):
             if len(inp.buf) - inp.pos:
                 raise self._truncated()
             return None
@@ -588,7 +597,7 @@ class CatarDecoder:
         if size > limit:
             raise self._error(f"{what} element too large ({size} bytes)")
         inp = self._in
-        if not inp.fill(size):
+        if len(inp.buf) - inp.pos < size and not inp.fill(size):
             raise self._truncated()
         body = bytes(inp.buf[inp.pos + 16:inp.pos + size])
         inp.pos += size
@@ -597,7 +606,7 @@ class CatarDecoder:
     def _cstring(self, size: int, limit: int, what: str) -> bytes:
         offset = self._in.offset
         body = self._body(size, limit, what)
-        if len(body) < 2 or body[-1] != 0 or 0 in body[:-1]:
+        if len(body) < 2 or body.find(b"\0") != len(body) - 1:
             raise self._error(f"malformed {what} element", offset)
         return body[:-1]
 
@@ -623,7 +632,9 @@ class CatarDecoder:
         stack = [_Frame(self._entry_offset, b"")]
         previous = root
         while stack:
-            self._skip_payload(previous)
+            payload = previous.payload
+            if payload is not None and isinstance(payload, _StreamPayload) and payload.remaining:
+                payload.skip()
             frame = stack[-1]
             self._path = frame.path
             head = self._peek()
@@ -633,7 +644,7 @@ class CatarDecoder:
             offset = self._in.offset
             if kind == FILENAME:
                 name = self._cstring(size, 16 + MAX_NAME, "FILENAME")
-                if not valid_name(name):
+                if name == b"." or name == b".." or b"/" in name:
                     raise self._error(f"invalid file name {display(name)!r}", offset)
                 if frame.names and name <= frame.names[-1]:
                     what = "duplicate" if name == frame.names[-1] else "out-of-order"
@@ -668,17 +679,20 @@ class CatarDecoder:
 
     def _entry(self, name: bytes, path: bytes) -> Node:
         """Read ENTRY, its metadata, and PAYLOAD/SYMLINK/DEVICE; return the node."""
-        head = self._peek()
-        offset = self._in.offset
-        if head is None:
-            raise self._truncated()
-        size, kind = head
+        inp = self._in
+        offset = inp.offset
+        if len(inp.buf) - inp.pos < 64 and not inp.fill(64):
+            head = self._peek()  # a shorter element, or a truncated archive
+            if head is None or head[1] == ENTRY:
+                raise self._truncated()
+            raise self._error(f"expected ENTRY, found {_type_name(head[1])}", offset)
+        size, kind, flags, mode, eflags, uid, gid, mtime = _ENTRY.unpack_from(inp.buf, inp.pos)
         if kind != ENTRY:
+            self._peek()  # report an invalid size first
             raise self._error(f"expected ENTRY, found {_type_name(kind)}", offset)
         if size != 64:
             raise self._error(f"invalid ENTRY size {size}", offset)
-        body = self._body(64, 64, "ENTRY")
-        flags, mode, eflags, uid, gid, mtime = _ENTRY_BODY.unpack(body)
+        inp.pos += 64
         if self.feature_flags is None:
             if flags & ~ff.FEATURE_FLAGS_MAX or flags == _U64:
                 raise self._error(f"unknown feature flags {flags:#x}", offset)

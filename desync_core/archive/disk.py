@@ -26,7 +26,9 @@ import pwd
 import shutil
 import stat
 import struct
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from desync_core import flags as ff
@@ -74,6 +76,8 @@ CHATTR_BITS = (
 _XATTR_FLAGS = ff.WITH_XATTRS | ff.WITH_ACL | ff.WITH_SELINUX | ff.WITH_FCAPS
 _READ_BLOCK = 1 << 20
 _SMALL = 1 << 16
+#: Small files written by the extraction threads at most at a time.
+_IN_FLIGHT = 64
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -89,14 +93,17 @@ def flags_to_chattr(flags: int) -> int:
 
 
 def _ioctl_int(fd: int, request: int) -> int:
-    buf = bytearray(8)
+    """An ``int``-returning ioctl (0 where the filesystem does not support it)."""
     try:
-        fcntl.ioctl(fd, request, buf)
+        return _INT.unpack(fcntl.ioctl(fd, request, _ZERO_LONG))[0]  # type: ignore[no-any-return]
     except OSError as exc:
         if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
             return 0
         raise
-    return int.from_bytes(buf[:4], "little")
+
+
+_INT = struct.Struct("<iI")
+_ZERO_LONG = bytes(8)
 
 
 def _os_error(path: bytes, exc: OSError, action: str = "") -> DesyncError:
@@ -315,8 +322,8 @@ class DiskReader:
             attrs = _ioctl_int(fd, FS_IOC_GETFLAGS)
             if self.nodump and attrs & FS_NODUMP_FL and path:
                 return None
-        node = Node(mode=mode, name=name, path=path, uid=st.st_uid, gid=st.st_gid,
-                    mtime=0 if self.options.no_time else st.st_mtime_ns)
+        node = Node(mode, name, path, st.st_uid, st.st_gid,
+                    0 if self.options.no_time else st.st_mtime_ns)
         if attrs & self.chattr_mask:
             node.flags = chattr_to_flags(attrs)
         if self.names is not None:
@@ -325,7 +332,14 @@ class DiskReader:
         if self.want_xattrs and fd >= 0:
             # Like casync, only files and directories: it reads extended attributes
             # through a descriptor, which symlinks, devices, FIFOs and sockets lack.
-            classify(node, self._xattrs(fd), self.flags)
+            try:
+                xnames = os.listxattr(fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP):
+                    raise
+                xnames = None
+            if xnames:
+                classify(node, self._xattrs(fd, xnames), self.flags)
         if self.want_projid and fd >= 0:
             buf = bytearray(28)
             try:
@@ -342,13 +356,7 @@ class DiskReader:
             node.rdev_major, node.rdev_minor = os.major(st.st_rdev), os.minor(st.st_rdev)
         return node
 
-    def _xattrs(self, fd: int) -> Iterator[tuple[bytes, bytes]]:
-        try:
-            names = os.listxattr(fd)
-        except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP):
-                return
-            raise
+    def _xattrs(self, fd: int, names: list[str]) -> Iterator[tuple[bytes, bytes]]:
         for xname in names:
             try:
                 value = os.getxattr(fd, xname)
@@ -362,19 +370,53 @@ class DiskReader:
 # -- writing -----------------------------------------------------------------------------
 
 
-class DiskWriter:
-    """Extract a node stream below a target directory, never writing outside it."""
+class _OpenDir:
+    """A directory being extracted: its descriptor, node, and pending file writes."""
 
-    def __init__(self, target: str, options: ArchiveOptions) -> None:
+    __slots__ = ("fd", "fresh", "mode_done", "node", "pending")
+
+    def __init__(self, fd: int, node: Node, *, fresh: bool, mode_done: bool) -> None:
+        self.fd = fd
+        self.node = node
+        self.fresh = fresh  # made by this run: new objects in it belong to us
+        self.mode_done = mode_done  # created with its final permissions
+        self.pending: list[Future[None]] = []
+
+
+def _check_name(node: Node) -> None:
+    if not valid_name(node.name):
+        raise ArchiveFormatError(f"refusing to create {display(node.path)!r}: "
+                                 "invalid file name")
+
+
+class DiskWriter:
+    """Extract a node stream below a target directory, never writing outside it.
+
+    Cheap paths for the common case (they change no result): a file or directory whose
+    permissions survive the umask is created with them (no ``chmod``), and an object
+    created in a directory made by this run already belongs to the extracting user and
+    group, so ``chown`` is skipped when that is the owner the archive wants.
+    """
+
+    def __init__(self, target: str, options: ArchiveOptions, *, workers: int = 4) -> None:
         self.target = target
         self.options = options
+        self.workers = workers
         self.same_owner = not options.no_same_owner
         self.same_perms = not options.no_same_permissions
         self._uids: dict[bytes, int | None] = {}
         self._gids: dict[bytes, int | None] = {}
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
+        self.ids = (os.geteuid(), os.getegid())
 
     def write(self, nodes: Iterable[Node | DirEnd]) -> None:
-        """Create every node of the stream; the root maps to the target."""
+        """Create every node of the stream; the root maps to the target.
+
+        Small regular files are written by a thread pool while the stream is decoded
+        (the system calls release the GIL); a directory's own metadata is applied only
+        once everything in it is written.
+        """
         it = iter(nodes)
         root = next(it, None)
         if not isinstance(root, Node):
@@ -389,7 +431,10 @@ class DiskWriter:
             raise DesyncError(f"{self.target} exists and is not a directory") from None
         except OSError as exc:
             raise DesyncError(f"{self.target}: {exc.strerror}") from None
-        stack: list[tuple[int, Node]] = [(root_fd, root)]
+        stack = [_OpenDir(root_fd, root, fresh=False, mode_done=False)]
+        pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="desync-untar")
+                if self.workers > 1 else None)
+        in_flight: deque[Future[None]] = deque()
         try:
             # Read the stream to its end even after the root is complete: the decoder
             # checks for trailing data only when asked for more.
@@ -398,23 +443,40 @@ class DiskWriter:
                     if not stack:
                         raise ArchiveFormatError("archive closes more directories than it "
                                                  "opens")
-                    fd, dnode = stack.pop()
+                    d = stack.pop()
                     try:
-                        self._finish(fd, dnode, stack[-1][0] if stack else -1)
+                        for fut in d.pending:
+                            fut.result()
+                        self._apply(d.fd, d.node, stack[-1].fresh if stack else False,
+                                    d.mode_done)
+                    except OSError as exc:
+                        raise _os_error(d.node.path, exc, "cannot set metadata of") from None
                     finally:
-                        os.close(fd)
+                        os.close(d.fd)
                     continue
                 assert isinstance(node, Node)
                 if not stack:
                     raise ArchiveFormatError("archive has more than one root")
-                fd = self._create(stack[-1][0], node)
-                if fd >= 0:
-                    stack.append((fd, node))
+                parent = stack[-1]
+                if pool is not None and stat.S_ISREG(node.mode) and node.size <= _SMALL:
+                    _check_name(node)
+                    data = node.payload.read_all() if node.size and node.payload else b""
+                    fut = pool.submit(self._file_task, parent.fd, node, data, parent.fresh)
+                    parent.pending.append(fut)
+                    in_flight.append(fut)
+                    while in_flight and (len(in_flight) > _IN_FLIGHT or in_flight[0].done()):
+                        in_flight.popleft().result()
+                    continue
+                entry = self._create(parent.fd, node, parent.fresh)
+                if entry is not None:
+                    stack.append(entry)
             if stack:
                 raise ArchiveFormatError("archive ended inside a directory")
         finally:
-            for fd, _ in stack:
-                os.close(fd)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            for d in stack:
+                os.close(d.fd)
 
     def _write_single(self, node: Node, rest: Iterator[Node | DirEnd]) -> None:
         """An archive whose root is not a directory becomes the file ``target``."""
@@ -426,7 +488,7 @@ class DiskWriter:
         except OSError as exc:
             raise DesyncError(f"{directory}: {exc.strerror}") from None
         try:
-            self._create(parent, node)
+            self._create(parent, node, False)
         finally:
             os.close(parent)
         if next(rest, None) is not None:
@@ -434,18 +496,33 @@ class DiskWriter:
 
     # -- creation ------------------------------------------------------------------------
 
-    def _create(self, parent: int, node: Node) -> int:
-        """Create one node; returns the directory's fd for directories, else -1."""
+    def _initial_mode(self, node: Node, private: int) -> tuple[int, bool]:
+        """``(mode to create with, whether it is already final)``.
+
+        The archive's permissions when the umask leaves them intact and they hold no
+        setuid/setgid/sticky bit; else ``private`` (a later ``chmod`` sets them). With
+        ``--no-same-permissions``: 0666/0777 and the umask, final.
+        """
+        if not self.same_perms:
+            return (0o777 if private == 0o700 else 0o666), True
+        mode = node.mode & 0o7777
+        if mode & (0o7000 | self.umask) or (private == 0o700 and mode & 0o700 != 0o700):
+            return private, False
+        return mode, True
+
+    def _create(self, parent: int, node: Node, fresh: bool) -> _OpenDir | None:
+        """Create one node in ``parent`` (``fresh``: made by this run).
+
+        Returns the open directory for directories, None for anything else.
+        """
+        _check_name(node)
         name = node.name
-        if not valid_name(name):
-            raise ArchiveFormatError(f"refusing to create {display(node.path)!r}: "
-                                     "invalid file name")
         kind = stat.S_IFMT(node.mode)
         try:
             if kind == stat.S_IFDIR:
                 return self._make_dir(parent, node)
             if kind == stat.S_IFREG:
-                self._make_file(parent, node)
+                self._make_file(parent, node, fresh, None)
             elif kind == stat.S_IFLNK:
                 self._replace(parent, node, lambda: os.symlink(node.target, name,
                                                                  dir_fd=parent))
@@ -460,7 +537,7 @@ class DiskWriter:
                 raise ArchiveFormatError(f"{display(node.path)}: unsupported file type")
         except OSError as exc:
             raise _os_error(node.path, exc, "cannot create") from None
-        return -1
+        return None
 
     def _replace(self, parent: int, node: Node, create: Any) -> None:
         """Run ``create``; if the name is taken, remove what is there and retry."""
@@ -477,24 +554,41 @@ class DiskWriter:
         except IsADirectoryError:
             shutil.rmtree(os.fsdecode(name), dir_fd=parent)
 
-    def _make_dir(self, parent: int, node: Node) -> int:
+    def _make_dir(self, parent: int, node: Node) -> _OpenDir:
         name = node.name
+        initial, final = self._initial_mode(node, 0o700)
+        created = True
         try:
-            os.mkdir(name, 0o700 if self.same_perms else 0o777, dir_fd=parent)
+            os.mkdir(name, initial, dir_fd=parent)
         except FileExistsError:
-            pass
+            created = final = False
         try:
-            return os.open(name, _OPEN_DIR, dir_fd=parent)
+            fd = os.open(name, _OPEN_DIR, dir_fd=parent)
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                 raise DesyncError(f"{display(node.path)} exists and is not a directory") \
                     from None
             raise
+        if created:
+            # A setgid parent passes its group (and the setgid bit) on: then neither the
+            # owner of what is created inside nor this directory's mode is as assumed.
+            st = os.fstat(fd)
+            created = (st.st_uid, st.st_gid) == self.ids and not st.st_mode & stat.S_ISGID
+            final = final and created
+        return _OpenDir(fd, node, fresh=created, mode_done=final)
 
-    def _make_file(self, parent: int, node: Node) -> None:
+    def _file_task(self, parent: int, node: Node, data: bytes, fresh: bool) -> None:
+        """Write a small file from a worker thread (errors become one-line errors)."""
+        try:
+            self._make_file(parent, node, fresh, data)
+        except OSError as exc:
+            raise _os_error(node.path, exc, "cannot create") from None
+
+    def _make_file(self, parent: int, node: Node, fresh: bool, data: bytes | None) -> None:
+        """Create a regular file with ``data``, or with the node's payload if None."""
         name = node.name
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        initial = 0o600 if self.same_perms else 0o666
+        initial, final = self._initial_mode(node, 0o600)
         try:
             fd = os.open(name, flags, initial, dir_fd=parent)
         except FileExistsError:
@@ -502,13 +596,16 @@ class DiskWriter:
             fd = os.open(name, flags, initial, dir_fd=parent)
         try:
             payload = node.payload
-            if node.size and payload is not None:
+            if data is not None:
+                if data:
+                    _write_all(fd, data)
+            elif node.size and payload is not None:
                 if node.size <= _SMALL:
                     _write_all(fd, payload.read_all())
                 else:
                     for block in payload.blocks():
                         _write_all(fd, block)
-            self._apply(fd, node)
+            self._apply(fd, node, fresh, final)
         finally:
             os.close(fd)
 
@@ -552,17 +649,28 @@ class DiskWriter:
                     out.append((XATTR_ACL_DEFAULT, default))
         return out
 
-    def _apply(self, fd: int, node: Node) -> None:
-        """Owner, xattrs, ACLs, mode, mtime and attributes of an open file/directory."""
+    def _apply(self, fd: int, node: Node, fresh: bool = False, mode_done: bool = False) -> None:
+        """Owner, xattrs, ACLs, mode, mtime and attributes of an open file/directory.
+
+        Args:
+            fd: the open file or directory.
+            node: what it should look like.
+            fresh: it was created by this run in a directory made by this run, so it
+                belongs to the extracting user and group already.
+            mode_done: it was created with its final permissions.
+        """
         if self.same_owner:
-            os.fchown(fd, *self._owner(node))
-        for name, value in self._xattr_list(node):
-            os.setxattr(fd, name, value)
-        if self.same_perms:
+            owner = self._owner(node)
+            if not fresh or owner != self.ids:
+                os.fchown(fd, *owner)
+        if node.xattrs or node.acl or node.selinux or node.fcaps:
+            for name, value in self._xattr_list(node):
+                os.setxattr(fd, name, value)
+        if self.same_perms and not mode_done:
             os.fchmod(fd, node.mode & 0o7777)
         if node.mtime:
             os.utime(fd, ns=(node.mtime, node.mtime))
-        attrs = flags_to_chattr(node.flags & WITH_CHATTR)
+        attrs = flags_to_chattr(node.flags & WITH_CHATTR) if node.flags else 0
         if attrs:
             buf = bytearray(struct.pack("<i", attrs) + bytes(4))
             try:
@@ -570,13 +678,6 @@ class DiskWriter:
             except OSError as exc:
                 if exc.errno not in (errno.ENOTTY, errno.EOPNOTSUPP):
                     raise
-
-    def _finish(self, fd: int, node: Node, parent: int) -> None:
-        """A directory is complete: apply its metadata (the root's to the target)."""
-        try:
-            self._apply(fd, node)
-        except OSError as exc:
-            raise _os_error(node.path, exc, "cannot set metadata of") from None
 
     def _finish_path(self, parent: int, node: Node, *, symlink: bool) -> None:
         """Metadata of a node that cannot be opened (symlink, device, FIFO, socket)."""

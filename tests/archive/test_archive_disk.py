@@ -269,3 +269,15 @@ def test_failed_tar_leaves_no_output(cli, tmp_path: Path) -> None:  # type: igno
     assert result.code == 6
     assert "65535" in result.err
     assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_untar_into_a_setgid_directory(ok, tree: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # New objects in a setgid directory take its group (and directories its setgid
+    # bit): owners and modes must still come out as archived.
+    ok("tar", tmp_path / "a.catar", tree)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 0, 4242)
+    os.chmod(out, 0o2775)
+    ok("untar", tmp_path / "a.catar", out)
+    assert diff(snapshot(tree), snapshot(out)) == []
