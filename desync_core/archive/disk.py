@@ -73,6 +73,8 @@ CHATTR_BITS = (
     (ff.WITH_FLAG_NOCOMP, 0x400),
     (ff.WITH_FLAG_PROJINHERIT, 0x20000000),
 )
+#: Every chattr attribute catar can express.
+_CHATTR_KNOWN = sum(attr for _, attr in CHATTR_BITS)
 _XATTR_FLAGS = ff.WITH_XATTRS | ff.WITH_ACL | ff.WITH_SELINUX | ff.WITH_FCAPS
 _READ_BLOCK = 1 << 20
 _SMALL = 1 << 16
@@ -672,9 +674,11 @@ class DiskWriter:
             os.utime(fd, ns=(node.mtime, node.mtime))
         attrs = flags_to_chattr(node.flags & WITH_CHATTR) if node.flags else 0
         if attrs:
-            buf = bytearray(struct.pack("<i", attrs) + bytes(4))
+            # Like chattr(1): keep the attributes catar does not know (e.g. extents).
+            current = _ioctl_int(fd, FS_IOC_GETFLAGS)
+            value = (current & ~_CHATTR_KNOWN) | attrs
             try:
-                fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf)
+                fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", value) + bytes(4))
             except OSError as exc:
                 if exc.errno not in (errno.ENOTTY, errno.EOPNOTSUPP):
                     raise

@@ -7,10 +7,12 @@ octal), ``ustar `` magic, empty user/group names, two zero blocks at the end and
 padding to a record. ``complex.gnu-tar`` is reproduced byte for byte.
 
 Where desync is wrong this writer is not (``catar.md`` lists both): character devices
-get typeflag ``3`` (not ``4``), FIFOs are written (typeflag ``6``), and extended
+get typeflag ``3`` (not ``4``), FIFOs are written (typeflag ``6``), the setuid, setgid
+and sticky bits are also set where tar readers look for them (``0o7000``), and extended
 attributes, file capabilities, SELinux labels and ACLs are kept in a PAX extended
-header (``SCHILY.xattr.<name>``) before the entry instead of failing. Sockets cannot be
-stored in tar and are skipped with a warning.
+header before the entry (``SCHILY.xattr.<name>``, plus ``SCHILY.acl.*`` text for ACLs,
+as GNU tar writes them) instead of failing. Sockets cannot be stored in tar and are
+skipped with a warning.
 """
 
 from __future__ import annotations
