@@ -281,3 +281,22 @@ def test_untar_into_a_setgid_directory(ok, tree: Path, tmp_path: Path) -> None: 
     os.chmod(out, 0o2775)
     ok("untar", tmp_path / "a.catar", out)
     assert diff(snapshot(tree), snapshot(out)) == []
+
+
+def test_casync_2017_vector_with_labels_names_and_a_device(ok, testdata: Path,  # type: ignore[no-untyped-def]
+                                                          tmp_path: Path) -> None:
+    # flat.catar: user/group names that do not exist here (ids are used), SELinux labels
+    # on everything, a character device 1:8.
+    ok("untar", testdata / "testdata" / "flat.catar", tmp_path / "out")
+    out = tmp_path / "out"
+    st = os.lstat(out / "device")
+    assert stat.S_ISCHR(st.st_mode)
+    assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 8)
+    assert (out / "file1.txt").read_bytes() == b"file1-content\n\n"
+    assert (out / "file1.txt").stat().st_uid == 500
+    assert stat.S_IMODE((out / "file2.txt").stat().st_mode) == 0o600
+    assert os.readlink(out / "symlink") == "file1.txt"
+    for name in ("file1.txt", "device", "symlink"):
+        assert os.getxattr(out / name, "security.selinux", follow_symlinks=False) == \
+            b"unconfined_u:object_r:user_home_t:s0\0"
+    assert os.getxattr(out, "security.selinux") == b"unconfined_u:object_r:user_home_t:s0\0"

@@ -335,3 +335,14 @@ def test_acl_xattr_round_trip() -> None:
 def test_minimal_acl_adds_nothing() -> None:
     assert acl_from_xattrs(None, None) is None
     assert acl_access_xattr(Acl(), 0o100644) is None
+
+
+def test_flatdir_goodbye_example(testdata: Path) -> None:
+    # catar.md §5: empty dir d1, ENTRY at 186, GOODBYE at 353, tail (167, 40, marker)
+    elems = {off: (name, body) for off, name, body in
+             elements((testdata / "testdata" / "flatdir.catar").read_bytes())}
+    assert elems[167] == ("FILENAME", b"d1\0")
+    assert elems[186][0] == "ENTRY"
+    name, body = elems[353]
+    assert name == "GOODBYE"
+    assert struct.unpack("<3Q", body) == (167, 40, 0x57446FA533702943)
