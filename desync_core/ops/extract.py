@@ -120,6 +120,20 @@ class Target:
     display: str = ""
     _clone_probes: dict[str, bool] = field(default_factory=dict)
 
+    def size_to_blob(self) -> None:
+        """Truncate or extend a file to the blob's length (devices are left alone).
+
+        Done once the plan is validated, so that a run failing validation leaves an
+        existing ``-k`` output untouched.
+        """
+        if self.device:
+            return
+        try:
+            if os.fstat(self.fd).st_size != self.index.length:
+                os.ftruncate(self.fd, self.index.length)
+        except OSError as exc:
+            raise StoreError(f"resizing {self.display}: {exc.strerror}") from exc
+
     def can_clone_from(self, src_dir: str) -> bool:
         """Whether files in ``src_dir`` can be cloned into the target (probed once each)."""
         if self.device:
@@ -166,7 +180,8 @@ def open_target(index: Index, path: str, *, in_place: bool, create_new: bool) ->
             blank = False
         else:
             blank = st is None or st.st_size == 0 or not in_place
-            os.ftruncate(fd, index.length)
+            if blank:
+                os.ftruncate(fd, index.length)  # sparse; an existing file is sized later
         blocksize = os.fstat(fd).st_blksize or 4096
     except OSError as exc:
         os.close(fd)
@@ -324,11 +339,13 @@ class Assembler:
         progress: receives chunk counts.
         repair_bad_seed_chunks: ``--regenerate-invalid-seeds``: a chunk a seed got
             wrong while writing is taken from elsewhere instead of failing.
+        validated: the plan's seeds were validated before; if not, a seed chunk that
+            does not match is reported as an invalid seed.
     """
 
     def __init__(self, index: Index, target: Target, source: Any, plan: Plan,
                  self_seed: SelfSeed, progress: Progress, *,
-                 repair_bad_seed_chunks: bool = False) -> None:
+                 repair_bad_seed_chunks: bool = False, validated: bool = True) -> None:
         self.index = index
         self.target = target
         self.source = source
@@ -336,6 +353,7 @@ class Assembler:
         self.self_seed = self_seed
         self.progress = progress
         self.repair = repair_bad_seed_chunks
+        self.validated = validated
         self.ids = index.ids
         self.sha = index.digest.sum
         self.direct = DirectFetcher.for_source(source, index)
@@ -429,6 +447,8 @@ class Assembler:
         else:
             if result.bad:
                 if not self.repair:
+                    if not self.validated:
+                        raise _invalid_error(seg.seed)
                     raise SeedInvalidError(
                         f"written data in {self.target.display} doesn't match its expected "
                         "hash value, seed may have changed during processing"
@@ -717,6 +737,8 @@ def extract(
             _assemble(index, target, source, stats, list(seeds), in_place=in_place,
                       workers=workers, invalid_seeds=invalid_seeds, progress=progress,
                       progress_factory=progress_factory, warn=warn, started=assemblers)
+        else:
+            target.size_to_blob()
         ok = True
     finally:
         if not ok and not in_place:
@@ -756,8 +778,16 @@ def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
     mask = null_mask(index)
     cancelled = threading.Event()
     attempt = 1
+    # Seed data is hashed again as it is written. When an invalid seed can only fail the
+    # run and the output is a temporary file, that check alone has the same outcome
+    # (an error, nothing replaced) at half the reading and hashing; the up-front
+    # validation is needed to re-plan (skip, regenerate) and, with -k, to fail before
+    # anything is written.
+    validate_first = invalid_seeds != "fail" or in_place
     while True:
         plan = make_plan(index, all_seeds, mask)
+        if not validate_first:
+            break
         invalid = validate_plan(
             plan, index, workers=workers, cancelled=cancelled.is_set,
             progress=lambda total, a=attempt: progress_factory(f"Attempt {a}: Validating ", total),
@@ -779,11 +809,13 @@ def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
             with progress_factory(f"Attempt {attempt}: Chunking Seed {number} ", 0) as bar:
                 seed.regenerate(workers=workers, progress=bar)
         attempt += 1
+    target.size_to_blob()
     self_seed = SelfSeed(index)
     self_seed.prepare(target)
     bar = progress or progress_factory(f"Attempt {attempt}: Assembling ", len(index))
     assembler = Assembler(index, target, source, plan, self_seed, bar,
-                          repair_bad_seed_chunks=invalid_seeds == "regenerate")
+                          repair_bad_seed_chunks=invalid_seeds == "regenerate",
+                          validated=validate_first)
     started.append(assembler)
     try:
         counters = assembler.execute(assembly_threads(source, workers))

@@ -242,3 +242,14 @@ def test_chop_ignore_skips_seed_chunks(vectors: Path, tmp_path: Path, ok) -> Non
     ok("extract", "-s", tmp_path / "store", "--seed", vectors / "blob2.caibx",
        vectors / "blob1.caibx", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == (vectors / "blob1").read_bytes()
+
+
+def test_in_place_invalid_seed_fails_before_writing(vectors: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """With -k, seeds are validated before the output is touched."""
+    out = tmp_path / "out"
+    old = b"previous content" * 1000
+    out.write_bytes(old)
+    result = cli("extract", "-k", "-s", vectors / "blob1.store", "--seed",
+                 vectors / "blob2_corrupted.caibx", vectors / "blob1.caibx", out)
+    assert_error(result, 5, "blob2_corrupted doesn't match its data")
+    assert out.read_bytes() == old

@@ -204,3 +204,17 @@ def test_bad_chunk_in_store_fails_cleanly(blob, tmp_path: Path, cli, damage: str
     assert_error(cli("extract", "-s", store, index_path, out), 5, index.chunk_id(0).hex())
     assert not out.exists()
     assert temp_leftovers(tmp_path) == []
+
+
+def test_empty_index_gives_empty_output(tmp_path: Path, ok) -> None:  # type: ignore[no-untyped-def]
+    store = tmp_path / "store"
+    store.mkdir()
+    _, index_path, index = make_blob(tmp_path, "empty", b"", None)
+    assert len(index) == 0
+    out = tmp_path / "out"
+    out.write_bytes(b"old content")
+    stats = ok("extract", "-k", "--print-stats", "-s", store, index_path, out).stats
+    assert out.read_bytes() == b""
+    assert stats["chunks-total"] == 0
+    ok("extract", "-s", store, index_path, tmp_path / "new")
+    assert (tmp_path / "new").read_bytes() == b""
