@@ -175,11 +175,20 @@ def machine() -> dict[str, str]:
     except OSError:
         info["casync"] = "not installed"
     info["python"] = platform.python_version()
+    # Versions from package metadata: importing numba here would inflate this process's
+    # RSS, which wait4 reports as part of every child's peak RSS.
+    from importlib.metadata import PackageNotFoundError, version
+
     for mod in ("numba", "llvmlite", "numpy", "zstandard"):
         try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - report whatever is missing
+            info[mod] = version(mod)
+        except PackageNotFoundError:
             info[mod] = "-"
+    try:
+        libzstd = subprocess.run(["zstd", "--version"], capture_output=True, text=True)
+        info["zstd"] = libzstd.stdout.strip().split(",")[0].replace("*** ", "")
+    except OSError:
+        pass
     try:
         info["desync commit"] = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -203,7 +212,7 @@ print(time.perf_counter() - t, len(ends))
 """
 
 
-def main() -> int:  # noqa: C901, PLR0915 - a linear script
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=400, help="tarball size (default 400)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case and tool")

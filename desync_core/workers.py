@@ -1,9 +1,12 @@
-"""Worker processes for CPU-bound work (chunking, hashing, compression).
+"""Worker processes for CPU-bound work (``chop`` and ``verify-index`` hashing).
 
-On Linux the pool forks: children inherit the loaded numba kernel and start in
-milliseconds, where ``spawn`` would re-import numpy and numba in every worker (about
-half a second each). Forking is safe here because pools are created before the
-operation starts any thread; elsewhere ``spawn`` is used.
+``make`` does not use them: its chunking kernel, hashlib and zstandard release the GIL,
+so it runs in threads (see :mod:`desync_core.ops.make`).
+
+On Linux the pool forks: children inherit the imported modules and start in
+milliseconds, where ``spawn`` would re-import numpy (and the store plugins) in every
+worker. Forking is safe here because pools are created before the operation starts any
+thread; elsewhere ``spawn`` is used.
 """
 
 from __future__ import annotations
@@ -37,13 +40,10 @@ def process_pool(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[ProcessPoolExecutor]:
-    """A process pool of ``workers`` processes with the chunker kernel loaded first.
+    """A process pool of ``workers`` processes.
 
     ``initializer(*initargs)`` runs once in each worker (e.g. to open a store).
     """
-    from desync_core.chunker import warm_up
-
-    warm_up()
     pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=_context(),
                                initializer=initializer, initargs=initargs)
     try:

@@ -1,6 +1,7 @@
 """Hash (and store) the chunks of a file at known boundaries, in worker processes.
 
-This is the engine behind ``make``, ``chop`` and ``verify-index``. The chunk list is
+This is the engine behind ``chop`` and ``verify-index`` (``make`` hashes while it
+chunks, in threads: :mod:`desync_core.ops.make`). The chunk list is
 cut into tasks of about :data:`TASK_BYTES`; each worker reads its task's ranges with
 ``preadv`` into a reused buffer (memory stays bounded whatever the file size), hashes
 every chunk, checks it against the expected id if there is one, and stores chunks the

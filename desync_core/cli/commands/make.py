@@ -19,11 +19,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index to write (.caibx; '-' for stdout)")
     p.add_argument("file", help="blob to chunk (file, block device or '-' for stdin)")
     add_store_flags(p, concurrency=0)
+    for action in p._actions:  # say what -n means for make (shared flag, own meaning)
+        if action.dest == "concurrency":
+            action.help = ("threads chunking, hashing and compressing in parallel "
+                           "(default 0: one per CPU)")
 
 
 def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     """Run ``make``."""
     from desync_core.chunker import ChunkerParams
+    from desync_core.errors import UsageError
     from desync_core.ops.make import MakeStats, make_index
     from desync_core.progress import new_progress
     from desync_core.workers import default_workers
@@ -31,6 +36,8 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     params = ChunkerParams.from_kib(args.chunk_size)
     store = ctx.open_writable(args.store) if args.store else None
     workers = args.concurrency or default_workers()
+    if workers < 0:
+        raise UsageError("-n must be at least 1 (or 0 for one per CPU)")
     stats = MakeStats()
     total = _input_size(args.file)
     with new_progress("Chunking ", total) as bar:
