@@ -1,5 +1,5 @@
 """Fixtures of the extract tests: in-process CLI, desync's vectors with real symlinks,
-a loop-mounted btrfs filesystem and loop block devices (both need root)."""
+loop-mounted btrfs/XFS filesystems and loop block devices (both need root)."""
 
 from __future__ import annotations
 
@@ -57,24 +57,35 @@ def _need_root() -> None:
         pytest.skip("needs root: loop mounts and loop devices cannot be set up otherwise")
 
 
-@pytest.fixture(scope="module")
-def btrfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A freshly made btrfs filesystem, loop-mounted (unmounted afterwards)."""
+#: Filesystems with reflinks: mkfs command and image size.
+COW_FILESYSTEMS = {
+    "btrfs": (["mkfs.btrfs", "-q"], 256 * 1024 * 1024),
+    "xfs": (["mkfs.xfs", "-q", "-m", "reflink=1"], 512 * 1024 * 1024),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(COW_FILESYSTEMS))
+def cow_fs(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A freshly made btrfs or XFS filesystem, loop-mounted (unmounted afterwards)."""
     _need_root()
-    if shutil.which("mkfs.btrfs") is None:
-        pytest.skip("mkfs.btrfs is not installed (apt-get install btrfs-progs)")
-    base = tmp_path_factory.mktemp("btrfs")
-    image = base / "btrfs.img"
+    fstype = request.param
+    mkfs, size = COW_FILESYSTEMS[fstype]
+    if shutil.which(mkfs[0]) is None:
+        pytest.skip(f"{mkfs[0]} is not installed, cannot test reflinks on {fstype}")
+    base = tmp_path_factory.mktemp(fstype)
+    image = base / f"{fstype}.img"
     mnt = base / "mnt"
     mnt.mkdir()
     with open(image, "wb") as f:
-        f.truncate(256 * 1024 * 1024)
-    made = run("mkfs.btrfs", "-q", image, check=False)
+        f.truncate(size)
+    made = run(*mkfs, image, check=False)
     if made.returncode != 0:
-        pytest.skip(f"mkfs.btrfs failed, cannot test reflinks: {made.stderr.strip()}")
+        pytest.skip(f"{mkfs[0]} failed, cannot test reflinks on {fstype}: "
+                    f"{made.stderr.strip()}")
     mounted = run("mount", "-o", "loop", image, mnt, check=False)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot loop-mount a btrfs image here, reflinks untestable: "
+        pytest.skip(f"cannot loop-mount a {fstype} image here, reflinks untestable: "
                     f"{mounted.stderr.strip()}")
     try:
         yield mnt

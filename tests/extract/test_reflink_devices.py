@@ -1,4 +1,5 @@
-"""Reflinks on a loop-mounted btrfs filesystem, and extraction onto loop block devices.
+"""Reflinks on loop-mounted btrfs and XFS filesystems, and extraction onto loop block
+devices.
 
 Both need root (``mount -o loop``, ``losetup``); without it the tests are skipped with
 that reason. Cloning is checked on the filesystem itself: ``filefrag -v`` must show
@@ -34,20 +35,20 @@ def shared_bytes(path: Path) -> int:
     return total
 
 
-def test_probe_finds_btrfs_clonable_and_tmp_not(btrfs: Path, tmp_path: Path) -> None:
-    assert probe_clone(str(btrfs), str(btrfs))
+def test_probe_finds_cow_fs_clonable_and_tmp_not(cow_fs: Path, tmp_path: Path) -> None:
+    assert probe_clone(str(cow_fs), str(cow_fs))
     # ext4 (/tmp) cannot clone, nor can a clone cross filesystems.
     assert not probe_clone(str(tmp_path), str(tmp_path))
-    assert not probe_clone(str(btrfs), str(tmp_path))
-    assert [p for p in btrfs.iterdir() if p.name.startswith(".tmp")] == []
+    assert not probe_clone(str(cow_fs), str(tmp_path))
+    assert [p for p in cow_fs.iterdir() if p.name.startswith(".tmp")] == []
 
 
-def test_clone_or_copy_honours_block_alignment(btrfs: Path) -> None:
-    src, dst = btrfs / "align-src", btrfs / "align-dst"
+def test_clone_or_copy_honours_block_alignment(cow_fs: Path) -> None:
+    src, dst = cow_fs / "align-src", cow_fs / "align-dst"
     data = rand(30, 64 * 1024)
     src.write_bytes(data)
     dst.write_bytes(b"")
-    bs = os.stat(btrfs).st_blksize
+    bs = os.stat(cow_fs).st_blksize
     with open(src, "rb") as s, open(dst, "r+b") as d:
         d.truncate(80 * 1024)
         # Congruent offsets: head and tail copied, the aligned middle cloned.
@@ -63,10 +64,10 @@ def test_clone_or_copy_honours_block_alignment(btrfs: Path) -> None:
 
 
 @pytest.fixture
-def btrfs_versions(btrfs: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """v1 on btrfs with its index; v2 = v1 with a changed region of the same length (so
+def cow_versions(cow_fs: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """v1 on the filesystem with its index; v2 = v1 with a changed region of the same length (so
     chunks after it keep their offsets); a store with only v2's new chunks."""
-    work = btrfs / tmp_path.name
+    work = cow_fs / tmp_path.name
     work.mkdir()
     a, b, c = rand(31, 900_000), rand(32, 100_000), rand(33, 900_000)
     v1_data = a + b + c
@@ -84,8 +85,8 @@ def btrfs_versions(btrfs: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_seed_segments_are_cloned_on_btrfs(btrfs_versions, ok) -> None:  # type: ignore[no-untyped-def]
-    work, v1_index, v2_index, v2_data, store = btrfs_versions
+def test_seed_segments_are_cloned(cow_versions, ok) -> None:  # type: ignore[no-untyped-def]
+    work, v1_index, v2_index, v2_data, store = cow_versions
     out = work / "out"
     stats = ok("extract", "--print-stats", "-s", store, "--seed", v1_index, v2_index, out).stats
     assert out.read_bytes() == v2_data
@@ -95,8 +96,8 @@ def test_seed_segments_are_cloned_on_btrfs(btrfs_versions, ok) -> None:  # type:
     assert temp_leftovers(work) == []
 
 
-def test_seed_on_another_filesystem_is_copied(btrfs_versions, tmp_path: Path, ok) -> None:  # type: ignore[no-untyped-def]
-    work, v1_index, v2_index, v2_data, store = btrfs_versions
+def test_seed_on_another_filesystem_is_copied(cow_versions, tmp_path: Path, ok) -> None:  # type: ignore[no-untyped-def]
+    work, v1_index, v2_index, v2_data, store = cow_versions
     ext4_seed = tmp_path / "v1"
     shutil.copyfile(work / "v1", ext4_seed)
     out = work / "out-copied"
@@ -108,12 +109,12 @@ def test_seed_on_another_filesystem_is_copied(btrfs_versions, tmp_path: Path, ok
     assert shared_bytes(out) == 0
 
 
-def test_self_seed_clones_within_the_output(btrfs: Path, tmp_path: Path, ok) -> None:  # type: ignore[no-untyped-def]
+def test_self_seed_clones_within_the_output(cow_fs: Path, tmp_path: Path, ok) -> None:  # type: ignore[no-untyped-def]
     # A block repeated at offsets that differ by a multiple of 4096: its chunks repeat
     # at congruent offsets, so the self-seed can clone them.
     block = rand(35, 64 * 4096)
     data = block * 4
-    work = btrfs / f"self-{tmp_path.name}"
+    work = cow_fs / f"self-{tmp_path.name}"
     work.mkdir()
     store = tmp_path / "store"
     _, index_path, _index = make_blob(tmp_path, "blob", data, store)
@@ -126,8 +127,8 @@ def test_self_seed_clones_within_the_output(btrfs: Path, tmp_path: Path, ok) -> 
     shutil.rmtree(work)
 
 
-def test_null_chunks_are_holes_on_btrfs(btrfs_versions, ok) -> None:  # type: ignore[no-untyped-def]
-    work, v1_index, v2_index, v2_data, store = btrfs_versions
+def test_null_chunks_are_holes_on_cow_fs(cow_versions, ok) -> None:  # type: ignore[no-untyped-def]
+    work, v1_index, v2_index, v2_data, store = cow_versions
     out = work / "out-sparse"
     stats = ok("extract", "--print-stats", "-s", store, "--seed", v1_index, v2_index, out).stats
     index = Index.from_bytes(v2_index.read_bytes())
