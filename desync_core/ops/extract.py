@@ -53,6 +53,7 @@ from desync_core.seeds.fileio import probe_clone, pwrite_all
 from desync_core.seeds.null import NullSeed, null_mask
 from desync_core.seeds.planner import Plan, make_plan, validate_plan
 from desync_core.seeds.selfseed import SelfSeed
+from desync_core.stores.base import KeyValueChunkStore
 from desync_core.stores.chunk import COMPRESSED, UNCOMPRESSED, ZSTD_MAGIC, ChunkCodec
 from desync_core.stores.wrappers import RetryingStore, VerifyingStore
 
@@ -258,6 +259,8 @@ class DirectFetcher:
         """A fetcher for ``source`` if it is a single verified store, else None."""
         if type(source) is not VerifyingStore or type(source.inner) is not RetryingStore:
             return None
+        if not isinstance(source.inner.inner, KeyValueChunkStore):
+            return None  # only these always return the stored bytes in their codec
         codec = getattr(source.inner.inner, "codec", None)
         if type(codec) is not ChunkCodec or codec not in (COMPRESSED, UNCOMPRESSED):
             return None
