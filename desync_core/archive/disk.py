@@ -26,9 +26,7 @@ import pwd
 import shutil
 import stat
 import struct
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from desync_core import flags as ff
@@ -78,8 +76,6 @@ _CHATTR_KNOWN = sum(attr for _, attr in CHATTR_BITS)
 _XATTR_FLAGS = ff.WITH_XATTRS | ff.WITH_ACL | ff.WITH_SELINUX | ff.WITH_FCAPS
 _READ_BLOCK = 1 << 20
 _SMALL = 1 << 16
-#: Small files written by the extraction threads at most at a time.
-_IN_FLIGHT = 64
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -373,16 +369,15 @@ class DiskReader:
 
 
 class _OpenDir:
-    """A directory being extracted: its descriptor, node, and pending file writes."""
+    """A directory being extracted: its descriptor and node."""
 
-    __slots__ = ("fd", "fresh", "mode_done", "node", "pending")
+    __slots__ = ("fd", "fresh", "mode_done", "node")
 
     def __init__(self, fd: int, node: Node, *, fresh: bool, mode_done: bool) -> None:
         self.fd = fd
         self.node = node
         self.fresh = fresh  # made by this run: new objects in it belong to us
         self.mode_done = mode_done  # created with its final permissions
-        self.pending: list[Future[None]] = []
 
 
 def _check_name(node: Node) -> None:
@@ -400,10 +395,9 @@ class DiskWriter:
     group, so ``chown`` is skipped when that is the owner the archive wants.
     """
 
-    def __init__(self, target: str, options: ArchiveOptions, *, workers: int = 4) -> None:
+    def __init__(self, target: str, options: ArchiveOptions) -> None:
         self.target = target
         self.options = options
-        self.workers = workers
         self.same_owner = not options.no_same_owner
         self.same_perms = not options.no_same_permissions
         self._uids: dict[bytes, int | None] = {}
@@ -415,9 +409,7 @@ class DiskWriter:
     def write(self, nodes: Iterable[Node | DirEnd]) -> None:
         """Create every node of the stream; the root maps to the target.
 
-        Small regular files are written by a thread pool while the stream is decoded
-        (the system calls release the GIL); a directory's own metadata is applied only
-        once everything in it is written.
+        A directory's own metadata is applied once everything in it is written.
         """
         it = iter(nodes)
         root = next(it, None)
@@ -434,9 +426,6 @@ class DiskWriter:
         except OSError as exc:
             raise DesyncError(f"{self.target}: {exc.strerror}") from None
         stack = [_OpenDir(root_fd, root, fresh=False, mode_done=False)]
-        pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="desync-untar")
-                if self.workers > 1 else None)
-        in_flight: deque[Future[None]] = deque()
         try:
             # Read the stream to its end even after the root is complete: the decoder
             # checks for trailing data only when asked for more.
@@ -447,8 +436,6 @@ class DiskWriter:
                                                  "opens")
                     d = stack.pop()
                     try:
-                        for fut in d.pending:
-                            fut.result()
                         self._apply(d.fd, d.node, stack[-1].fresh if stack else False,
                                     d.mode_done)
                     except OSError as exc:
@@ -460,23 +447,12 @@ class DiskWriter:
                 if not stack:
                     raise ArchiveFormatError("archive has more than one root")
                 parent = stack[-1]
-                if pool is not None and stat.S_ISREG(node.mode) and node.size <= _SMALL:
-                    _check_name(node)
-                    data = node.payload.read_all() if node.size and node.payload else b""
-                    fut = pool.submit(self._file_task, parent.fd, node, data, parent.fresh)
-                    parent.pending.append(fut)
-                    in_flight.append(fut)
-                    while in_flight and (len(in_flight) > _IN_FLIGHT or in_flight[0].done()):
-                        in_flight.popleft().result()
-                    continue
                 entry = self._create(parent.fd, node, parent.fresh)
                 if entry is not None:
                     stack.append(entry)
             if stack:
                 raise ArchiveFormatError("archive ended inside a directory")
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
             for d in stack:
                 os.close(d.fd)
 
@@ -524,7 +500,7 @@ class DiskWriter:
             if kind == stat.S_IFDIR:
                 return self._make_dir(parent, node)
             if kind == stat.S_IFREG:
-                self._make_file(parent, node, fresh, None)
+                self._make_file(parent, node, fresh)
             elif kind == stat.S_IFLNK:
                 self._replace(parent, node, lambda: os.symlink(node.target, name,
                                                                  dir_fd=parent))
@@ -579,15 +555,7 @@ class DiskWriter:
             final = final and created
         return _OpenDir(fd, node, fresh=created, mode_done=final)
 
-    def _file_task(self, parent: int, node: Node, data: bytes, fresh: bool) -> None:
-        """Write a small file from a worker thread (errors become one-line errors)."""
-        try:
-            self._make_file(parent, node, fresh, data)
-        except OSError as exc:
-            raise _os_error(node.path, exc, "cannot create") from None
-
-    def _make_file(self, parent: int, node: Node, fresh: bool, data: bytes | None) -> None:
-        """Create a regular file with ``data``, or with the node's payload if None."""
+    def _make_file(self, parent: int, node: Node, fresh: bool) -> None:
         name = node.name
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         initial, final = self._initial_mode(node, 0o600)
@@ -598,10 +566,7 @@ class DiskWriter:
             fd = os.open(name, flags, initial, dir_fd=parent)
         try:
             payload = node.payload
-            if data is not None:
-                if data:
-                    _write_all(fd, data)
-            elif node.size and payload is not None:
+            if node.size and payload is not None:
                 if node.size <= _SMALL:
                     _write_all(fd, payload.read_all())
                 else:
