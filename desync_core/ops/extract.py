@@ -193,17 +193,10 @@ def open_target(index: Index, path: str, *, in_place: bool, create_new: bool) ->
     return Target(index, fd, path, blank, device, blocksize, display=path)
 
 
-class Counters:
-    """Per-worker statistics (merged at the end, so no locking)."""
-
-    def __init__(self) -> None:
-        for name in _COUNTERS:
-            setattr(self, name, 0)
-
-    def merge_into(self, stats: ExtractStats) -> None:
-        """Add these counts to ``stats``."""
-        for name in _COUNTERS:
-            setattr(stats, name, getattr(stats, name) + getattr(self, name))
+def add_counts(total: ExtractStats, part: ExtractStats) -> None:
+    """Add ``part``'s counters (not the totals or settings) to ``total``."""
+    for name in _COUNTERS:
+        setattr(total, name, getattr(total, name) + getattr(part, name))
 
 
 def _load_libzstd() -> Any:
@@ -389,7 +382,7 @@ class Assembler:
 
     # -- executing tasks ------------------------------------------------------------
 
-    def run_task(self, task: SeedSegment | tuple[int, int], counters: Counters) -> None:
+    def run_task(self, task: SeedSegment | tuple[int, int], counters: ExtractStats) -> None:
         """Execute one task (called on a worker thread)."""
         try:
             if isinstance(task, tuple):
@@ -399,7 +392,7 @@ class Assembler:
         except OSError as exc:
             raise StoreError(f"writing {self.target.display}: {exc.strerror or exc}") from exc
 
-    def run_chunks(self, lo: int, hi: int, counters: Counters) -> None:
+    def run_chunks(self, lo: int, hi: int, counters: ExtractStats) -> None:
         """Chunks ``lo..hi-1``: in place, from the self-seed, or from the store."""
         ends = self.index.ends[lo:hi].tolist()
         start = int(self.index.ends[lo - 1]) if lo else 0
@@ -411,14 +404,14 @@ class Assembler:
             start = end
         self.progress.update(hi - lo)
 
-    def write_chunk(self, k: int, start: int, end: int, counters: Counters) -> None:
+    def write_chunk(self, k: int, start: int, end: int, counters: ExtractStats) -> None:
         """One chunk by the single-chunk path (``extract.md`` §1.2)."""
         size = end - start
         chunk_id = self.ids[32 * k : 32 * k + 32]
         fd = self.target.fd
         if not self.target.blank:
-            data = os.pread(fd, size, start)
-            if len(data) == size and self.sha(data) == chunk_id:
+            present = os.pread(fd, size, start)
+            if len(present) == size and self.sha(present) == chunk_id:
                 counters.chunks_in_place += 1
                 counters.bytes_in_place += size
                 return
@@ -430,6 +423,7 @@ class Assembler:
             counters.bytes_copied_from_seeds += moved.copied
             counters.bytes_cloned_from_seeds += moved.cloned
             return
+        data: bytes | bytearray | memoryview
         if self.direct is not None:
             data = self.direct.fetch(chunk_id, size)
         else:
@@ -441,7 +435,7 @@ class Assembler:
         counters.chunks_from_store += 1
         counters.bytes_from_store += size
 
-    def run_segment(self, seg: SeedSegment, counters: Counters) -> None:
+    def run_segment(self, seg: SeedSegment, counters: ExtractStats) -> None:
         """A seed segment; chunks the seed got wrong are repaired or fail the run."""
         result = seg.seed.write_segment(seg, self.target)
         if result.in_place:
@@ -468,12 +462,13 @@ class Assembler:
         self.self_seed.mark(seg.first, seg.count)
         self.progress.update(seg.count)
 
-    def execute(self, workers: int) -> Counters:
-        """Run every task; returns the merged counters."""
-        all_counters: list[Counters] = []
+    def execute(self, workers: int) -> ExtractStats:
+        """Run every task; returns the merged counters (each worker counts separately,
+        so no lock is needed)."""
+        all_counters: list[ExtractStats] = []
 
-        def make_worker_state() -> Counters:
-            c = Counters()
+        def make_worker_state() -> ExtractStats:
+            c = ExtractStats()
             all_counters.append(c)
             return c
 
@@ -488,10 +483,9 @@ class Assembler:
             self.abandoned = pool.abandoned
             if collecting:
                 gc.enable()
-        total = Counters()
+        total = ExtractStats()
         for c in all_counters:
-            for name in _COUNTERS:
-                setattr(total, name, getattr(total, name) + getattr(c, name))
+            add_counts(total, c)
         return total
 
 
@@ -791,10 +785,13 @@ def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
         plan = make_plan(index, all_seeds, mask)
         if not validate_first:
             break
-        invalid = validate_plan(
-            plan, index, workers=workers, cancelled=cancelled.is_set,
-            progress=lambda total, a=attempt: progress_factory(f"Attempt {a}: Validating ", total),
-        )
+        prefix = f"Attempt {attempt}: Validating "
+
+        def validating_bar(total: int, prefix: str = prefix) -> Progress:
+            return progress_factory(prefix, total)
+
+        invalid = validate_plan(plan, index, workers=workers, cancelled=cancelled.is_set,
+                                progress=validating_bar)
         if not invalid:
             break
         if invalid_seeds == "fail":
@@ -825,7 +822,7 @@ def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
     finally:
         if progress is None:
             bar.close()
-    counters.merge_into(stats)
+    add_counts(stats, counters)
 
 
 def _invalid_error(seed: Seed) -> DesyncError:
