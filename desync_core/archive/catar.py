@@ -107,10 +107,6 @@ def _valid_user_name(name: bytes) -> bool:
     return len(name) < MAX_USER and name != b"root" and _USER_NAME.fullmatch(name) is not None
 
 
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 # -- GOODBYE tables ---------------------------------------------------------------------
 
 
@@ -708,8 +704,16 @@ class CatarDecoder:
         if eflags & ~ENTRY_FLAG_BITS:
             raise self._error(f"invalid entry flags {eflags:#x}", offset)
         self._entry_offset = offset
-        node = Node(mode=mode, name=name, path=path, uid=uid, gid=gid,
-                    mtime=_signed(mtime), flags=eflags)
+        node = Node(mode, name, path, uid, gid, mtime - (1 << 64) if mtime >> 63 else mtime,
+                    eflags)
+        buf, pos = inp.buf, inp.pos
+        if len(buf) - pos >= 16 and kind_bits == stat.S_IFREG:
+            size, kind = _HEADER.unpack_from(buf, pos)
+            if kind == PAYLOAD and size >= 16:  # the common case: no metadata elements
+                inp.pos = pos + 16
+                node.size = size - 16
+                node.payload = _StreamPayload(self, node.size)
+                return node
         self._metadata(node)
         if kind_bits == stat.S_IFREG:
             head = self._expect(PAYLOAD, "PAYLOAD")

@@ -567,11 +567,10 @@ class DiskWriter:
         try:
             payload = node.payload
             if node.size and payload is not None:
-                if node.size <= _SMALL:
-                    _write_all(fd, payload.read_all())
-                else:
-                    for block in payload.blocks():
-                        _write_all(fd, block)
+                for block in payload.blocks():  # views of the archive stream: no copies
+                    written = os.write(fd, block)
+                    if written != len(block):
+                        _write_all(fd, memoryview(block)[written:])
             self._apply(fd, node, fresh, final)
         finally:
             os.close(fd)
