@@ -11,8 +11,9 @@ Where the data comes from, cheapest first:
 1. the **null seed** - runs of all-zero chunks are never fetched: on a blank target
    they stay holes (a sparse file);
 2. **file seeds** (``--seed``, ``--seed-dir``, plugin seed types) - planned by longest
-   match, validated by hashing, then cloned (reflink) or copied, and hash-checked
-   again while written;
+   match, cloned (reflink) or copied, and hash-checked as they are written; when an
+   invalid seed must be left out or regenerated, or with ``-k``, seeds are also
+   validated before anything is written;
 3. for the remaining chunks, one at a time: the target itself when it already holds
    the chunk (``-k``), the **self-seed** (an earlier copy of the same chunk in the
    target), and finally the **store chain** (verified by hash, size-checked).
@@ -27,6 +28,7 @@ queued, which bounds memory whatever the blob size.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import queue
@@ -199,12 +201,16 @@ def add_counts(total: ExtractStats, part: ExtractStats) -> None:
         setattr(total, name, getattr(total, name) + getattr(part, name))
 
 
+@functools.cache
 def _load_libzstd() -> Any:
     """The system libzstd with the one-shot decompression API, or None."""
     import ctypes
     import ctypes.util
 
-    for name in ("libzstd.so.1", ctypes.util.find_library("zstd")):
+    # The usual soname first: find_library runs ldconfig, which takes a while.
+    for name in ("libzstd.so.1", "find"):
+        if name == "find":
+            name = ctypes.util.find_library("zstd") or ""
         if not name:
             continue
         try:
@@ -389,8 +395,9 @@ class Assembler:
                 self.run_chunks(task[0], task[1], counters)
             else:
                 self.run_segment(task, counters)
-        except OSError as exc:
-            raise StoreError(f"writing {self.target.display}: {exc.strerror or exc}") from exc
+        except OSError as exc:  # the target or a seed: full disk, I/O error...
+            raise StoreError(f"extracting {self.target.display}: {exc.strerror or exc}") \
+                from exc
 
     def run_chunks(self, lo: int, hi: int, counters: ExtractStats) -> None:
         """Chunks ``lo..hi-1``: in place, from the self-seed, or from the store."""
