@@ -196,3 +196,22 @@ def test_block_device_as_seed(loop_device, tmp_path: Path, ok) -> None:  # type:
     with open(slot_b, "rb") as f:
         assert f.read(len(v2)) == v2
     assert stats["chunks-from-seeds"] > 0
+
+
+def test_full_filesystem_fails_cleanly(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """ENOSPC while writing: one error line, no temporary file left, old output kept."""
+    store = tmp_path / "store"
+    _, index_path, _index = make_blob(tmp_path, "blob", rand(46, 3_000_000), store)
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = run("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        out = small / "out"
+        out.write_bytes(b"old")
+        assert_error(cli("extract", "-s", store, index_path, out), 4, "No space left on device")
+        assert out.read_bytes() == b"old"
+        assert temp_leftovers(small) == []
+    finally:
+        run("umount", small, check=False)
