@@ -208,19 +208,28 @@ class CatarEncoder:
         """
         cap = _BLOCK_CAPACITY
         view = memoryview(bytearray(cap))
-        pos = 0
+        pos = 0  # bytes used in view
         base = 0  # stream offset of view[0]
+
+        def flush() -> memoryview:
+            """The filled part of the block; continue in a fresh one."""
+            nonlocal view, pos, base
+            out = view[:pos]
+            base += pos
+            view = memoryview(bytearray(cap))
+            pos = 0
+            return out
+
         dirs: list[_Dir] = []
         allowed = self._allowed
         it = iter(nodes)
         started = False
         for node in it:
+            content = None
             if node is DIR_END:
                 if not dirs:
                     raise ArchiveFormatError("node stream closes more directories than it opens")
-                d = dirs.pop()
-                head: bytes | bytearray = self._goodbye(d, base + pos)
-                kind = size = 0
+                head = self._goodbye(dirs.pop(), base + pos)
             else:
                 assert isinstance(node, Node)
                 if started and not dirs:
@@ -234,53 +243,42 @@ class CatarEncoder:
                 if kind == stat.S_IFDIR:
                     entry = base + pos + (17 + len(node.name) if dirs else 0)
                     dirs.append(_Dir(entry, node.path))
-                size = node.size if kind == stat.S_IFREG else 0
+                elif kind == stat.S_IFREG and node.size:
+                    content = node
                 started = True
             n = len(head)
-            inline = size <= _SMALL_FILE
-            need = n + (size if inline else 0)
-            if pos + need > cap:
+            inline = content is not None and content.size <= _SMALL_FILE
+            if pos + n + (content.size if inline else 0) > cap:  # type: ignore[union-attr]
                 if pos:
-                    yield view[:pos]
-                    base += pos
-                    view = memoryview(bytearray(cap))
-                    pos = 0
-                if need > cap:  # huge metadata or GOODBYE table
-                    yield bytes(head)
+                    yield flush()
+                if n > cap:  # a huge GOODBYE table or metadata: hand it out as is
                     base += n
-                    n = 0
-                    inline = False
+                    yield head
+                    head, n, inline = b"", 0, False
             view[pos:pos + n] = head
             pos += n
-            if size:
-                payload = node.payload  # type: ignore[union-attr]
+            if content is not None:
+                size = content.size
+                payload = content.payload
                 if payload is None:
-                    raise ArchiveFormatError(f"{node.display_path}: file content missing")  # type: ignore[union-attr]
+                    raise ArchiveFormatError(f"{content.display_path}: file content missing")
                 if inline:
                     got = payload.readinto(view[pos:pos + size])
-                    if got != size:
-                        raise _size_changed(node, got)  # type: ignore[arg-type]
                     pos += size
                 else:
                     if pos:
-                        yield view[:pos]
-                        base += pos
-                        view = memoryview(bytearray(cap))
-                        pos = 0
+                        yield flush()
                     got = 0
                     for block in payload.blocks():
                         got += len(block)
                         yield block
-                    if got != size:
-                        raise _size_changed(node, got)  # type: ignore[arg-type]
                     base += size
+                if got != size:
+                    raise _size_changed(content, got)
+            if pos >= BLOCK_SIZE:
+                yield flush()
             if node is DIR_END and not dirs:
                 break
-            if pos >= BLOCK_SIZE:
-                yield view[:pos]
-                base += pos
-                view = memoryview(bytearray(cap))
-                pos = 0
         else:
             if dirs:
                 raise ArchiveFormatError("node stream ended inside a directory")
@@ -289,7 +287,7 @@ class CatarEncoder:
         if next(it, None) is not None:
             raise ArchiveFormatError("node stream has more than one root")
         if pos:
-            yield view[:pos]
+            yield flush()
 
     def _head(self, node: Node, kind: int, parent: _Dir | None, offset: int) -> bytes:
         """FILENAME (for children), ENTRY, metadata and PAYLOAD header/SYMLINK/DEVICE."""

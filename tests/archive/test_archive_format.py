@@ -346,3 +346,20 @@ def test_flatdir_goodbye_example(testdata: Path) -> None:
     name, body = elems[353]
     assert name == "GOODBYE"
     assert struct.unpack("<3Q", body) == (167, 40, 0x57446FA533702943)
+
+
+def test_huge_directory_round_trip() -> None:
+    # 50,000 entries: the GOODBYE table (1.2 MB) is larger than an output block.
+    n = 50_000
+    nodes: list[Node | object] = [Node(mode=0o40755)]
+    for i in range(n):
+        name = b"f%06d" % i
+        nodes.append(Node(mode=0o100644, name=name, path=name, size=1,
+                          payload=BytesPayload(b"x")))
+    nodes.append(DIR_END)
+    blocks = list(CatarEncoder(FLAGS).encode(nodes))  # type: ignore[arg-type]
+    assert max(len(b) for b in blocks) > 1_200_000
+    data = b"".join(bytes(b) for b in blocks)
+    decoded = [x for x in CatarDecoder(io.BytesIO(data).read).nodes() if isinstance(x, Node)]
+    assert len(decoded) == n + 1
+    assert decoded[-1].name == b"f049999"
