@@ -163,6 +163,8 @@ def goodbye_items(starts: list[int], names: list[bytes],
 
 
 class _Dir:
+    """A directory being encoded or decoded: where its ENTRY is, its children so far."""
+
     __slots__ = ("entry_offset", "names", "path", "starts")
 
     def __init__(self, entry_offset: int, path: bytes) -> None:
@@ -514,26 +516,9 @@ class _StreamPayload(Payload):
             return data
         return b"".join(bytes(b) for b in self.blocks())
 
-    def readinto(self, view: memoryview) -> int:
-        n = 0
-        for block in self.blocks():
-            view[n:n + len(block)] = block
-            n += len(block)
-        return n
-
     def skip(self) -> None:
         for _ in self.blocks():
             pass
-
-
-class _Frame:
-    __slots__ = ("entry_offset", "names", "path", "starts")
-
-    def __init__(self, entry_offset: int, path: bytes) -> None:
-        self.entry_offset = entry_offset
-        self.path = path
-        self.starts: list[int] = []
-        self.names: list[bytes] = []
 
 
 class CatarDecoder:
@@ -623,7 +608,7 @@ class CatarDecoder:
             self._skip_payload(root)
             self._expect_end()
             return
-        stack = [_Frame(self._entry_offset, b"")]
+        stack = [_Dir(self._entry_offset, b"")]
         previous = root
         while stack:
             payload = previous.payload
@@ -650,7 +635,7 @@ class CatarDecoder:
                 node = self._entry(name, path)
                 yield node
                 if node.is_dir:
-                    stack.append(_Frame(self._entry_offset, path))
+                    stack.append(_Dir(self._entry_offset, path))
                 previous = node
             elif kind == GOODBYE:
                 self._goodbye(frame, size, offset)
@@ -824,7 +809,7 @@ class CatarDecoder:
             {ACL_USER: acl.users, ACL_GROUP: acl.groups, ACL_DEFAULT_USER: acl.default_users,
              ACL_DEFAULT_GROUP: acl.default_groups}[kind].append(entry)
 
-    def _goodbye(self, frame: _Frame, size: int, offset: int) -> None:
+    def _goodbye(self, frame: _Dir, size: int, offset: int) -> None:
         n = len(frame.starts)
         if size != 16 + 24 * (n + 1):
             raise self._error(f"GOODBYE table has {(size - 16) / 24 - 1:g} items for "
