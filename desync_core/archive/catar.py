@@ -37,7 +37,6 @@ from desync_core.archive.base import (
     Node,
     NodeStream,
     Payload,
-    check_writable_flags,
     display,
     time_granularity,
 )
@@ -864,9 +863,8 @@ class CatarFormat(ArchiveFormat):
 
     def write(self, nodes: Iterable[Node | DirEnd], target: str,
               options: ArchiveOptions) -> None:
-        check_writable_flags(options.feature_flags & ~ff.EXCLUDE_FILE)
-        blocks = CatarEncoder(options.feature_flags).encode(nodes)
-        write_blocks(blocks, target)
+        """Encode with ``options.feature_flags`` to ``target`` (atomically) or ``-``."""
+        write_blocks(CatarEncoder(options.feature_flags).encode(nodes), target)
 
 
 def write_blocks(blocks: Iterable[bytes | bytearray | memoryview], target: str) -> int:

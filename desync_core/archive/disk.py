@@ -39,6 +39,7 @@ from desync_core.archive.base import (
     Node,
     NodeStream,
     Payload,
+    check_writable_flags,
     display,
     valid_name,
 )
@@ -208,6 +209,7 @@ class DiskReader:
     """Walk a directory tree into a node stream (``tar --input-format=disk``)."""
 
     def __init__(self, root: str, options: ArchiveOptions) -> None:
+        check_writable_flags(options.feature_flags)
         self.root = root
         self.options = options
         flags = options.feature_flags

@@ -3,8 +3,8 @@
 Everything is a node stream (:mod:`desync_core.archive.base`) flowing from a source
 format to a destination:
 
-* ``tar``: a readable format (``disk``, ``tar``...) -> catar file, or -> catar stream
-  -> streaming chunker -> store + ``.caidx``;
+* ``tar``: a readable format (``disk``, ``tar``...) -> the ``catar`` format (a file),
+  or -> catar stream -> streaming chunker -> store + ``.caidx``;
 * ``untar``: catar file or ``.caidx`` chunks -> catar decoder -> a writable format
   (``disk``, ``gnu-tar``...);
 * ``mtree``: catar, ``.caidx`` or directory -> mtree text.
@@ -23,22 +23,14 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from desync_core import flags as ff
-from desync_core.archive.base import (
-    DEFAULT_FEATURE_FLAGS,
-    ArchiveFormat,
-    NodeStream,
-    check_writable_flags,
-)
-from desync_core.archive.catar import CatarDecoder, CatarEncoder, open_input, write_blocks
+from desync_core.archive.base import DEFAULT_FEATURE_FLAGS, ArchiveFormat, NodeStream
+from desync_core.archive.catar import CatarDecoder, CatarEncoder, open_input
 from desync_core.archive.mtree import write_mtree
 from desync_core.chunker import ChunkerParams
 from desync_core.digest import Digest
 from desync_core.errors import ChunkInvalidError, UsageError
 from desync_core.index import Index
 from desync_core.progress import Progress
-
-#: Bytes requested from the catar decoder's source at a time.
-_READ_SIZE = 1 << 20
 
 
 def archive_flags(digest: Digest, base: int = DEFAULT_FEATURE_FLAGS) -> int:
@@ -100,28 +92,6 @@ class BlockReader:
         self.total += n
         return n
 
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (everything with -1)."""
-        if size < 0:
-            parts = [bytes(self._current), *(bytes(b) for b in self._blocks)]
-            self._current = memoryview(b"")
-            data = b"".join(parts)
-        else:
-            buf = bytearray(size)
-            data = bytes(buf[:self.readinto(buf)])
-        return data
-
-
-def encode_catar(nodes: NodeStream, feature_flags: int) -> Iterator[Any]:
-    """The catar byte blocks of a node stream."""
-    check_writable_flags(feature_flags)
-    return CatarEncoder(feature_flags).encode(nodes)
-
-
-def tar_to_catar(nodes: NodeStream, output: str, feature_flags: int) -> int:
-    """Encode a node stream into a catar file (atomically) or ``-``; returns its size."""
-    return write_blocks(encode_catar(nodes, feature_flags), output)
-
 
 def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
                  digest: Digest, store: Any, *, workers: int, io_threads: int = 10,
@@ -140,7 +110,7 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
     from desync_core.ops.make import ChunkSink, index_flags_for
 
     progress = progress or Progress()
-    stream = BlockReader(encode_catar(nodes, feature_flags))
+    stream = BlockReader(CatarEncoder(feature_flags).encode(nodes))
     io_pool = None
     if store is not None and not store_is_local:
         io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
@@ -274,10 +244,8 @@ __all__ = [
     "BlockReader",
     "IndexStream",
     "archive_flags",
-    "encode_catar",
     "get_format",
     "mtree",
     "open_archive",
-    "tar_to_catar",
     "tar_to_index",
 ]

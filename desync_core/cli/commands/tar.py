@@ -31,7 +31,7 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     from desync_core import flags as ff
     from desync_core.archive.base import ArchiveOptions
     from desync_core.errors import UsageError
-    from desync_core.ops.archive import archive_flags, get_format, tar_to_catar, tar_to_index
+    from desync_core.ops.archive import archive_flags, get_format, tar_to_index
 
     if args.index and not args.store:
         raise UsageError("-i requires a store (-s <location>)")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
                              tar_add_root=args.tar_add_root)
     nodes = fmt.read(args.source, options)
     if not args.index:
-        tar_to_catar(nodes, args.output, flags)
+        get_format("catar", direction="output").write(nodes, args.output, options)
         return 0
 
     from desync_core.chunker import ChunkerParams
