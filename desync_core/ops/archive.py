@@ -67,12 +67,11 @@ def get_format(name: str, *, direction: str) -> ArchiveFormat:
 
 
 class BlockReader:
-    """A file-like ``readinto``/``read`` over an iterator of byte blocks."""
+    """``readinto`` over an iterator of byte blocks (feeds the streaming chunker)."""
 
     def __init__(self, blocks: Iterable[bytes | bytearray | memoryview]) -> None:
         self._blocks = iter(blocks)
         self._current = memoryview(b"")
-        self.total = 0
 
     def readinto(self, buffer: memoryview | bytearray) -> int:
         """Fill ``buffer`` as far as possible; 0 at the end."""
@@ -89,7 +88,6 @@ class BlockReader:
             view[n:n + k] = self._current[:k]
             self._current = self._current[k:]
             n += k
-        self.total += n
         return n
 
 
