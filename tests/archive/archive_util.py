@@ -246,6 +246,7 @@ def make_tree(root: Path, *, negative_time: bool = False) -> Path:
         "label.txt": b"label\n",
         "with space #and hash": b"odd name\n",
         "unicod\u00e9-\u00f1": b"unicode name\n",
+        os.fsdecode(b"latin1-\xe9"): b"not UTF-8\n",
         "dir/owned": b"owned by someone else\n",
         "dir/sub/deep.txt": b"deep\n" * 1000,
     }
