@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from functools import cache
 
@@ -51,8 +52,17 @@ def _min_chunk(params: ChunkerParams) -> int:
     return max(params.max if params.fixed_size else max(params.min, WINDOW_SIZE), 1)
 
 
-@cache
+_kernel_lock = threading.Lock()
+
+
 def _kernel() -> KernelFn:
+    """The selected kernel, loaded once (thread-safe: parts may start concurrently)."""
+    with _kernel_lock:
+        return _load_kernel()
+
+
+@cache
+def _load_kernel() -> KernelFn:
     if kernel_name() == "python":
         from desync_core.chunker import _reference
 

@@ -215,8 +215,9 @@ class PartPipeline(Generic[R]):
 
     def __init__(self, fd: int, size: int, params: ChunkerParams, *, threads: int,
                  handler: Handler[R] | None = None, part_bytes: int = PART_BYTES) -> None:
-        from desync_core.chunker import find_cuts
+        from desync_core.chunker import find_cuts, warm_up
 
+        warm_up()  # load the kernel before threads race to it (and fail early if unusable)
         self.fd = fd
         self.size = size
         self.params = params
