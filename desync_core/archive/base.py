@@ -282,6 +282,8 @@ class ArchiveOptions:
         no_same_owner: do not restore owners and extended attributes (``untar``).
         no_same_permissions: do not restore permissions and ACLs (``untar``).
         warn: receives warnings (defaults to stderr).
+        skip: ``(st_dev, st_ino)`` of files never to archive: a writer adds the file it
+            writes to, so archiving a tree that contains the output leaves it out.
     """
 
     feature_flags: int = DEFAULT_FEATURE_FLAGS
@@ -291,6 +293,7 @@ class ArchiveOptions:
     no_same_owner: bool = False
     no_same_permissions: bool = False
     warn: Callable[[str], None] | None = None
+    skip: set[tuple[int, int]] = field(default_factory=set)
 
     def warning(self, message: str) -> None:
         """Report a warning."""

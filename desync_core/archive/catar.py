@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import stat
 import struct
 import sys
@@ -864,13 +865,27 @@ class CatarFormat(ArchiveFormat):
     def write(self, nodes: Iterable[Node | DirEnd], target: str,
               options: ArchiveOptions) -> None:
         """Encode with ``options.feature_flags`` to ``target`` (atomically) or ``-``."""
-        write_blocks(CatarEncoder(options.feature_flags).encode(nodes), target)
+        write_blocks(CatarEncoder(options.feature_flags).encode(nodes), target,
+                     opened=lambda st: options.skip.add((st.st_dev, st.st_ino)))
 
 
-def write_blocks(blocks: Iterable[bytes | bytearray | memoryview], target: str) -> int:
-    """Write a stream to ``target`` atomically (temp file + rename), or to stdout."""
+def write_blocks(blocks: Iterable[bytes | bytearray | memoryview], target: str, *,
+                 opened: Callable[[os.stat_result], None] | None = None) -> int:
+    """Write a stream to ``target`` atomically (temp file + rename), or to stdout.
+
+    Args:
+        blocks: the data.
+        target: a path, or ``-`` for stdout.
+        opened: called with the ``stat`` of the output file once it exists (before the
+            first block is requested), so a reader can avoid archiving its own output.
+    """
     if target == "-":
         out = sys.stdout.buffer
+        if opened is not None:
+            try:
+                opened(os.fstat(out.fileno()))
+            except (OSError, ValueError):
+                pass  # not a file
         total = 0
         for block in blocks:
             out.write(block)
@@ -878,14 +893,17 @@ def write_blocks(blocks: Iterable[bytes | bytearray | memoryview], target: str) 
         out.flush()
         return total
     directory, base = os.path.split(os.path.abspath(target))
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
+    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
     except OSError as exc:
         raise DesyncError(f"{target}: {exc.strerror}") from None
     total = 0
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
+            if opened is not None:
+                opened(os.fstat(fd))
             for block in blocks:
                 view = memoryview(block)
                 while view:

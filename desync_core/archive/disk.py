@@ -240,6 +240,7 @@ class DiskReader:
             raise DesyncError(f"{self.root}: {exc.strerror}") from None
         stack: list[tuple[int, Iterator[tuple[bytes, bool, bool]], bytes, int]] = []
         pending: _FilePayload | None = None
+        skip = self.options.skip
         try:
             st = os.fstat(root_fd)
             yield self._node(st, b"", b"", root_fd, -1)
@@ -278,6 +279,12 @@ class DiskReader:
                         os.close(fd)
                     raise _os_error(path, exc) from None
                 if node is None or (self.submounts and node.is_dir and st.st_dev != dev):
+                    if fd >= 0:
+                        os.close(fd)
+                    continue
+                if skip and (st.st_dev, st.st_ino) in skip:
+                    self.options.warning(f"{display(path)} is the archive being written; "
+                                         "not archived")
                     if fd >= 0:
                         os.close(fd)
                     continue

@@ -253,3 +253,20 @@ def test_archive_element_flags_follow_the_digest(ok, cmd_testdata: Path) -> None
     flags = {struct.unpack_from("<Q", body)[0] for _, name, body in elements(out)
              if name == "ENTRY"}
     assert flags == {FLAGS & ~0x2000000000000000}
+
+
+def test_tar_leaves_out_its_own_output(ok, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_text("a\n")
+    result = ok("tar", src / "sub" / "self.catar", src)
+    assert "is the archive being written" in result.err
+    listing = ok("mtree", src / "sub" / "self.catar").out.decode()
+    assert "self.catar" not in listing
+    assert "\na type=file" in listing
+    # the same when the archive goes to stdout redirected into the tree
+    with open(src / "out.catar", "wb") as out:
+        subprocess.run([sys.executable, "-m", "desync_core", "tar", "-", str(src)],
+                       stdout=out, check=True, stderr=subprocess.DEVNULL, timeout=120)
+    listing = ok("mtree", src / "out.catar").out.decode()
+    assert "out.catar" not in listing
