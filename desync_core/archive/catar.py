@@ -681,11 +681,13 @@ class CatarDecoder:
         elif flags != self.feature_flags:
             raise self._error(f"feature flags {flags:#x} differ from the archive's "
                               f"{self.feature_flags:#x}", offset)
-        kind_bits = stat.S_IFMT(mode)
+        kind_bits = mode & 0o170000
         if mode & ~0o177777 or kind_bits not in _KNOWN_TYPES:
             raise self._error(f"invalid mode {mode:#o}", offset)
         if eflags & ~ENTRY_FLAG_BITS:
             raise self._error(f"invalid entry flags {eflags:#x}", offset)
+        if uid > 0xFFFFFFFF or gid > 0xFFFFFFFF:
+            raise self._error(f"invalid user/group id {max(uid, gid)}", offset)
         self._entry_offset = offset
         node = Node(mode, name, path, uid, gid, mtime - (1 << 64) if mtime >> 63 else mtime,
                     eflags)
@@ -710,8 +712,10 @@ class CatarDecoder:
             size = self._expect(DEVICE, "DEVICE")
             if size != 32:
                 raise self._error(f"invalid DEVICE size {size}")
-            node.rdev_major, node.rdev_minor = struct.unpack(
-                "<QQ", self._body(32, 32, "DEVICE"))
+            major, minor = struct.unpack("<QQ", self._body(32, 32, "DEVICE"))
+            if major >= 1 << 12 or minor >= 1 << 20:  # casync's (and the kernel's) limits
+                raise self._error(f"invalid device number {major}:{minor}")
+            node.rdev_major, node.rdev_minor = major, minor
         return node
 
     def _expect(self, kind: int, what: str) -> int:

@@ -255,3 +255,33 @@ def test_errors_are_format_errors_in_the_api(work: Path) -> None:
     with pytest.raises(DesyncError):
         DiskWriter(str(work / "target"), ArchiveOptions()).write(
             CatarDecoder(io.BytesIO(_valid()[:-5]).read).nodes())
+
+
+def test_random_damage_only_ever_gives_format_errors(tmp_path: Path) -> None:
+    # Flip, insert and delete bytes of a valid archive: decoding (and extracting) must
+    # fail cleanly or succeed, never crash, and never write outside the target.
+    import random
+
+    rng = random.Random(1234)
+    good = _valid()
+    (tmp_path / "outside").mkdir()
+    for i in range(400):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(data))
+            action = rng.random()
+            if action < 0.6:
+                data[pos] = rng.randrange(256)
+            elif action < 0.8:
+                del data[pos:pos + rng.randint(1, 24)]
+            else:
+                data[pos:pos] = rng.randbytes(rng.randint(1, 24))
+        target = tmp_path / f"t{i}"
+        try:
+            DiskWriter(str(target), ArchiveOptions(no_same_owner=os.geteuid() != 0)).write(
+                CatarDecoder(io.BytesIO(bytes(data)).read).nodes())
+        except DesyncError:
+            pass
+    assert os.listdir(tmp_path / "outside") == []
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("t")) == \
+        ["outside"]
