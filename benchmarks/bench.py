@@ -55,6 +55,20 @@ class Run:
     wall: float
     cpu: float
     maxrss_kb: int
+    stalled: float = 0.0
+    """Share of the run during which some task waited for a CPU (/proc/pressure/cpu):
+    other load on the machine. Near 0 on a quiet machine."""
+
+
+def cpu_stall_us() -> float | None:
+    """Total microseconds some task waited for a CPU (Linux PSI), None if unavailable."""
+    try:
+        for line in Path("/proc/pressure/cpu").read_text().splitlines():
+            if line.startswith("some"):
+                return float(line.rsplit("total=", 1)[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
 
 
 @dataclass
@@ -78,6 +92,7 @@ def log(msg: str) -> None:
 def timed(cmd: list[str], *, env: dict[str, str] | None = None,
           stdout: int | None = subprocess.DEVNULL) -> tuple[Run, bytes]:
     """Run ``cmd``; its wall time, CPU time and peak RSS (from wait4)."""
+    stall0 = cpu_stall_us()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
     out = b""
@@ -88,11 +103,14 @@ def timed(cmd: list[str], *, env: dict[str, str] | None = None,
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    stall1 = cpu_stall_us()
+    stalled = (stall1 - stall0) / 1e6 / wall if stall0 is not None and stall1 is not None \
+        else float("nan")
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                            f"{err.decode(errors='replace')}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss), out
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, stalled), out
 
 
 def build_tarball(path: Path, size_mb: int) -> None:
@@ -211,6 +229,16 @@ ends = chunk_file(sys.argv[1], DEFAULT_PARAMS, workers=int(sys.argv[2]))
 print(time.perf_counter() - t, len(ends))
 """
 
+KERNEL_ONLY = """
+import sys, time, numpy as np
+from desync_core.chunker import find_cuts, warm_up, DEFAULT_PARAMS
+warm_up()
+data = np.fromfile(sys.argv[1], dtype=np.uint8)
+t = time.perf_counter()
+find_cuts(data, DEFAULT_PARAMS)
+print(time.perf_counter() - t)
+"""
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -281,7 +309,7 @@ def main() -> int:
                 run, _ = timed(cmd)
                 case.runs[tool].append(run)
                 log(f"  {case.name:24} {tool}  {run.wall:6.2f} s  cpu {run.cpu:6.2f} s  "
-                    f"rss {run.maxrss_kb / 1024:5.0f} MB")
+                    f"rss {run.maxrss_kb / 1024:5.0f} MB  cpu-stall {run.stalled:4.0%}")
 
     if "fresh" in cases_wanted or "present" in cases_wanted or "extract" in cases_wanted:
         case = Case("make (fresh store)")
@@ -331,8 +359,16 @@ def main() -> int:
             out.unlink()
 
     chunk_rows: list[tuple[int, float, float]] = []
+    kernel_gbps = float("nan")
     if "chunk" in cases_wanted:
-        log("chunking alone (desync, in-process time, kernel loaded)")
+        log("chunking kernel alone, data in memory (one core)")
+        times = []
+        for _ in range(args.repeat):
+            _, out = timed([sys.executable, "-c", KERNEL_ONLY, str(tar)], stdout=subprocess.PIPE)
+            times.append(float(out.split()[0]))
+        kernel_gbps = size / statistics.median(times) / 1e9
+        log(f"  {kernel_gbps:.2f} GB/s")
+        log("chunking a file alone (desync chunk_file, in-process time, kernel loaded)")
         for n in sorted({1, workers}):
             times = []
             for _ in range(args.repeat):
@@ -360,20 +396,30 @@ def main() -> int:
         lines.append(f"| {k} | {v} |")
     lines.append("")
     lines.append("| case | casync MB/s | desync MB/s | ratio | target | casync cpu s | "
-                 "desync cpu s | desync max RSS MB |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+                 "desync cpu s | desync max RSS MB | cpu stall |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in results:
         cs, ds = case.median("casync"), case.median("desync")
         target = TARGETS.get(case.name)
+        stall = statistics.median(r.stalled for rs in case.runs.values() for r in rs)
         lines.append(
             f"| {case.name} | {size / cs / 1e6:.0f} | {size / ds / 1e6:.0f} | "
             f"{cs / ds:.2f}x | {f'>= {target}x' if target else ''} | "
             f"{case.median('casync', 'cpu'):.2f} | {case.median('desync', 'cpu'):.2f} | "
-            f"{max(r.maxrss_kb for r in case.runs['desync']) / 1024:.0f} |")
+            f"{max(r.maxrss_kb for r in case.runs['desync']) / 1024:.0f} | {stall:.0%} |")
+    if chunk_rows:
+        lines.append(f"| chunking kernel, data in memory, 1 core | n/a | "
+                     f"{kernel_gbps * 1000:.0f} | | {kernel_gbps:.2f} GB/s/core "
+                     f"(target >= {CHUNK_TARGET_GBPS_PER_CORE}) | | | | |")
     for n, gbps, per_core in chunk_rows:
-        lines.append(f"| chunking alone, {n} worker{'s' if n > 1 else ''} | n/a | "
+        lines.append(f"| chunking a file (incl. reads), {n} worker{'s' if n > 1 else ''} | n/a | "
                      f"{gbps * 1000:.0f} | | {per_core:.2f} GB/s/core "
-                     f"(target >= {CHUNK_TARGET_GBPS_PER_CORE}) | | | |")
+                     f"(target >= {CHUNK_TARGET_GBPS_PER_CORE}) | | | | |")
+    lines.append("")
+    lines.append("cpu stall: median share of each run's time during which some task on "
+                 "the machine waited for a CPU (/proc/pressure/cpu). Well above 0% means "
+                 "other load competed for the cores and the figures understate both "
+                 "tools, desync more (it needs both cores, casync one).")
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps({
