@@ -26,7 +26,7 @@ import pwd
 import shutil
 import stat
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from desync_core import flags as ff
@@ -175,6 +175,20 @@ class _FilePayload(Payload):
             self.close()
 
 
+def _memo(cache: dict[Any, Any], key: Any, lookup: Callable[[], Any]) -> Any:
+    """``cache[key]``, computed once with ``lookup()`` (None if it raises KeyError)."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    try:
+        value = lookup()
+    except KeyError:
+        value = None
+    cache[key] = value
+    return value
+
+
 class _NameCache:
     """uid/gid -> name lookups, as casync stores them (none for 0 or unknown ids)."""
 
@@ -183,26 +197,10 @@ class _NameCache:
         self.groups: dict[int, bytes | None] = {0: None}
 
     def user(self, uid: int) -> bytes | None:
-        try:
-            return self.users[uid]
-        except KeyError:
-            try:
-                name: bytes | None = os.fsencode(pwd.getpwuid(uid).pw_name)
-            except KeyError:
-                name = None
-            self.users[uid] = name
-            return name
+        return _memo(self.users, uid, lambda: os.fsencode(pwd.getpwuid(uid).pw_name))  # type: ignore[no-any-return]
 
     def group(self, gid: int) -> bytes | None:
-        try:
-            return self.groups[gid]
-        except KeyError:
-            try:
-                name: bytes | None = os.fsencode(grp.getgrgid(gid).gr_name)
-            except KeyError:
-                name = None
-            self.groups[gid] = name
-            return name
+        return _memo(self.groups, gid, lambda: os.fsencode(grp.getgrgid(gid).gr_name))  # type: ignore[no-any-return]
 
 
 class DiskReader:
@@ -589,20 +587,13 @@ class DiskWriter:
     def _owner(self, node: Node) -> tuple[int, int]:
         """The owner to set: names from the archive win when they exist here (casync)."""
         uid, gid = node.uid, node.gid
-        if node.user:
-            if node.user not in self._uids:
-                try:
-                    self._uids[node.user] = pwd.getpwnam(os.fsdecode(node.user)).pw_uid
-                except KeyError:
-                    self._uids[node.user] = None
-            uid = self._uids[node.user] if self._uids[node.user] is not None else uid  # type: ignore[assignment]
-        if node.group:
-            if node.group not in self._gids:
-                try:
-                    self._gids[node.group] = grp.getgrnam(os.fsdecode(node.group)).gr_gid
-                except KeyError:
-                    self._gids[node.group] = None
-            gid = self._gids[node.group] if self._gids[node.group] is not None else gid  # type: ignore[assignment]
+        user, group = node.user, node.group
+        if user:
+            found = _memo(self._uids, user, lambda: pwd.getpwnam(os.fsdecode(user)).pw_uid)
+            uid = uid if found is None else found
+        if group:
+            found = _memo(self._gids, group, lambda: grp.getgrnam(os.fsdecode(group)).gr_gid)
+            gid = gid if found is None else found
         return uid, gid
 
     def _xattr_list(self, node: Node) -> list[tuple[bytes, bytes]]:

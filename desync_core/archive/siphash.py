@@ -29,9 +29,14 @@ def siphash24(data: bytes, key: tuple[int, int] = GOODBYE_KEY) -> int:
     full = n & ~7
     words = [int.from_bytes(data[i:i + 8], "little") for i in range(0, full, 8)]
     words.append(((n & 0xFF) << 56) | int.from_bytes(data[full:], "little"))
-    for m in words:
-        v3 ^= m
-        for _ in (0, 1):
+    # Each step: v3 ^= a word, v2 ^= x, that many SipRounds, v0 ^= the word. Two rounds
+    # per message word, then the four finalisation rounds after v2 ^= 0xff.
+    steps = [(w, 0, (0, 1), w) for w in words]
+    steps.append((0, 0xFF, (0, 1, 2, 3), 0))
+    for word, x2, rounds, x0 in steps:
+        v3 ^= word
+        v2 ^= x2
+        for _ in rounds:  # a SipRound, inlined (this is the hot loop)
             v0 = (v0 + v1) & m_
             v1 = (((v1 << 13) & m_) | (v1 >> 51)) ^ v0
             v0 = ((v0 << 32) & m_) | (v0 >> 32)
@@ -42,19 +47,7 @@ def siphash24(data: bytes, key: tuple[int, int] = GOODBYE_KEY) -> int:
             v2 = (v2 + v1) & m_
             v1 = (((v1 << 17) & m_) | (v1 >> 47)) ^ v2
             v2 = ((v2 << 32) & m_) | (v2 >> 32)
-        v0 ^= m
-    v2 ^= 0xFF
-    for _ in (0, 1, 2, 3):
-        v0 = (v0 + v1) & m_
-        v1 = (((v1 << 13) & m_) | (v1 >> 51)) ^ v0
-        v0 = ((v0 << 32) & m_) | (v0 >> 32)
-        v2 = (v2 + v3) & m_
-        v3 = (((v3 << 16) & m_) | (v3 >> 48)) ^ v2
-        v0 = (v0 + v3) & m_
-        v3 = (((v3 << 21) & m_) | (v3 >> 43)) ^ v0
-        v2 = (v2 + v1) & m_
-        v1 = (((v1 << 17) & m_) | (v1 >> 47)) ^ v2
-        v2 = ((v2 << 32) & m_) | (v2 >> 32)
+        v0 ^= x0
     return v0 ^ v1 ^ v2 ^ v3
 
 
