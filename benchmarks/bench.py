@@ -55,20 +55,22 @@ class Run:
     wall: float
     cpu: float
     maxrss_kb: int
-    stalled: float = 0.0
-    """Share of the run during which some task waited for a CPU (/proc/pressure/cpu):
-    other load on the machine. Near 0 on a quiet machine."""
+    other_load: float = 0.0
+    """CPUs kept busy by everything else on the machine during the run (busy CPU time
+    from /proc/stat minus the tool's own CPU time, divided by the wall time). Near 0
+    on a quiet machine; 1.0 means one of the cores was taken by other work."""
 
 
-def cpu_stall_us() -> float | None:
-    """Total microseconds some task waited for a CPU (Linux PSI), None if unavailable."""
+def busy_cpu_seconds() -> float | None:
+    """CPU time all CPUs spent busy since boot (/proc/stat), None if unavailable."""
     try:
-        for line in Path("/proc/pressure/cpu").read_text().splitlines():
-            if line.startswith("some"):
-                return float(line.rsplit("total=", 1)[1])
-    except (OSError, IndexError, ValueError):
-        pass
-    return None
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ticks = [int(x) for x in fields]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    # Fields 8+ (guest time) are already included in user time.
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -92,7 +94,7 @@ def log(msg: str) -> None:
 def timed(cmd: list[str], *, env: dict[str, str] | None = None,
           stdout: int | None = subprocess.DEVNULL) -> tuple[Run, bytes]:
     """Run ``cmd``; its wall time, CPU time and peak RSS (from wait4)."""
-    stall0 = cpu_stall_us()
+    busy0 = busy_cpu_seconds()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
     out = b""
@@ -103,14 +105,15 @@ def timed(cmd: list[str], *, env: dict[str, str] | None = None,
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    stall1 = cpu_stall_us()
-    stalled = (stall1 - stall0) / 1e6 / wall if stall0 is not None and stall1 is not None \
+    busy1 = busy_cpu_seconds()
+    cpu = usage.ru_utime + usage.ru_stime
+    other = max(0.0, (busy1 - busy0 - cpu) / wall) if busy0 is not None and busy1 is not None \
         else float("nan")
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                            f"{err.decode(errors='replace')}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, stalled), out
+    return Run(wall, cpu, usage.ru_maxrss, other), out
 
 
 def build_tarball(path: Path, size_mb: int) -> None:
@@ -309,7 +312,7 @@ def main() -> int:
                 run, _ = timed(cmd)
                 case.runs[tool].append(run)
                 log(f"  {case.name:24} {tool}  {run.wall:6.2f} s  cpu {run.cpu:6.2f} s  "
-                    f"rss {run.maxrss_kb / 1024:5.0f} MB  cpu-stall {run.stalled:4.0%}")
+                    f"rss {run.maxrss_kb / 1024:5.0f} MB  other load {run.other_load:4.2f} CPUs")
 
     if "fresh" in cases_wanted or "present" in cases_wanted or "extract" in cases_wanted:
         case = Case("make (fresh store)")
@@ -396,17 +399,17 @@ def main() -> int:
         lines.append(f"| {k} | {v} |")
     lines.append("")
     lines.append("| case | casync MB/s | desync MB/s | ratio | target | casync cpu s | "
-                 "desync cpu s | desync max RSS MB | cpu stall |")
+                 "desync cpu s | desync max RSS MB | other load |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in results:
         cs, ds = case.median("casync"), case.median("desync")
         target = TARGETS.get(case.name)
-        stall = statistics.median(r.stalled for rs in case.runs.values() for r in rs)
+        other = statistics.median(r.other_load for rs in case.runs.values() for r in rs)
         lines.append(
             f"| {case.name} | {size / cs / 1e6:.0f} | {size / ds / 1e6:.0f} | "
             f"{cs / ds:.2f}x | {f'>= {target}x' if target else ''} | "
             f"{case.median('casync', 'cpu'):.2f} | {case.median('desync', 'cpu'):.2f} | "
-            f"{max(r.maxrss_kb for r in case.runs['desync']) / 1024:.0f} | {stall:.0%} |")
+            f"{max(r.maxrss_kb for r in case.runs['desync']) / 1024:.0f} | {other:.2f} |")
     if chunk_rows:
         lines.append(f"| chunking kernel, data in memory, 1 core | n/a | "
                      f"{kernel_gbps * 1000:.0f} | | {kernel_gbps:.2f} GB/s/core "
@@ -416,10 +419,11 @@ def main() -> int:
                      f"{gbps * 1000:.0f} | | {per_core:.2f} GB/s/core "
                      f"(target >= {CHUNK_TARGET_GBPS_PER_CORE}) | | | | |")
     lines.append("")
-    lines.append("cpu stall: median share of each run's time during which some task on "
-                 "the machine waited for a CPU (/proc/pressure/cpu). Well above 0% means "
-                 "other load competed for the cores and the figures understate both "
-                 "tools, desync more (it needs both cores, casync one).")
+    lines.append("other load: median number of CPUs kept busy by other processes during "
+                 "the runs (/proc/stat busy time minus the tool's own CPU time, per second "
+                 "of wall time). Well above 0 means other work competed for the cores: "
+                 "the figures then understate both tools, desync more (it needs every "
+                 "core, casync one).")
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps({
