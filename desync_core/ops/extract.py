@@ -28,7 +28,6 @@ queued, which bounds memory whatever the blob size.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import os
 import queue
@@ -41,6 +40,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from desync_core import zstd
 from desync_core.errors import (
     ChunkInvalidError,
     DesyncError,
@@ -201,35 +201,6 @@ def add_counts(total: ExtractStats, part: ExtractStats) -> None:
         setattr(total, name, getattr(total, name) + getattr(part, name))
 
 
-@functools.cache
-def _load_libzstd() -> Any:
-    """The system libzstd with the one-shot decompression API, or None."""
-    import ctypes
-    import ctypes.util
-
-    # The usual soname first: find_library runs ldconfig, which takes a while.
-    for name in ("libzstd.so.1", "find"):
-        if name == "find":
-            name = ctypes.util.find_library("zstd") or ""
-        if not name:
-            continue
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        size_t, ptr = ctypes.c_size_t, ctypes.c_void_p
-        lib.ZSTD_createDCtx.restype = ptr
-        lib.ZSTD_createDCtx.argtypes = []
-        lib.ZSTD_decompressDCtx.restype = size_t
-        lib.ZSTD_decompressDCtx.argtypes = [ptr, ptr, size_t, ctypes.c_char_p, size_t]
-        lib.ZSTD_isError.restype = ctypes.c_uint
-        lib.ZSTD_isError.argtypes = [size_t]
-        lib.ZSTD_getErrorName.restype = ctypes.c_char_p
-        lib.ZSTD_getErrorName.argtypes = [size_t]
-        return lib
-    return None
-
-
 class DirectFetcher:
     """Fetch, decode and verify a chunk straight into a reused buffer of its known size.
 
@@ -250,7 +221,6 @@ class DirectFetcher:
         self.sum = digest_sum
         self.skip_verify = skip_verify
         self.max_size = max_size
-        self._lib = _load_libzstd()
         self._local = threading.local()
 
     @classmethod
@@ -290,43 +260,18 @@ class DirectFetcher:
         return data
 
     def _zstd_into(self, stored: bytes | bytearray | memoryview, size: int) -> memoryview:
-        """Decode all frames of ``stored``; at most ``size + 1`` bytes (one more reveals
-        data that is too long)."""
-        local = self._local
-        view = getattr(local, "view", None)
-        if view is None:
-            buf = bytearray(self.max_size + 1)
-            view = local.view = memoryview(buf)
-            if self._lib is not None:
-                import ctypes
-
-                local.cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
-                local.dctx = self._lib.ZSTD_createDCtx()
-            else:
-                import zstandard
-
-                local.dctx = zstandard.ZstdDecompressor()
-        if self._lib is not None:
-            lib = self._lib
-            src = stored if isinstance(stored, bytes) else bytes(stored)
-            n = lib.ZSTD_decompressDCtx(local.dctx, local.cbuf, size + 1, src, len(src))
-            if lib.ZSTD_isError(n):
-                raise ValueError(f"zstd: {lib.ZSTD_getErrorName(n).decode()}")
-            return view[:n]
-        import zstandard
-
-        n = 0
+        """Decode all frames of ``stored`` into this thread's buffer; at most
+        ``size + 1`` bytes (one more reveals data that is too long)."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = bytearray(self.max_size + 1)
         try:
-            with local.dctx.stream_reader(stored, read_size=len(stored),
-                                          read_across_frames=True) as r:
-                while n <= size:
-                    got = r.readinto(view[n : size + 1])
-                    if not got:
-                        break
-                    n += got
-        except zstandard.ZstdError as exc:
-            raise ValueError(f"zstd: {exc}") from exc
-        return view[:n]
+            n = zstd.decompress_into(stored, buf, size + 1)
+        except zstd.ZstdDecodeError as exc:
+            if "too small" in str(exc):  # libzstd: "Destination buffer is too small"
+                raise ValueError(f"zstd: decompresses to more than {size} bytes") from exc
+            raise
+        return memoryview(buf)[:n]
 
 
 class Assembler:

@@ -1,0 +1,244 @@
+"""zstd for chunk files, through the system libzstd when it is installed.
+
+Why the system library (through ctypes) and not only python-zstandard:
+
+* **Byte-identical chunk files.** casync compresses with the system libzstd's
+  streaming API (level 3, no content size, no checksum). The block encoder differs
+  between zstd releases (python-zstandard bundles 1.5.7, Debian's casync uses 1.5.4),
+  so only the same library used the same way produces casync's exact ``.cacnk`` bytes.
+* **Bounded, fast decompression.** casync's frames carry no content size, so a few KB
+  of hostile data could inflate to gigabytes. The streaming decoder here works through
+  a reused scratch buffer, stops at a limit, and notices truncated frames; one ctypes
+  call per 1 MiB of output, with the GIL released during the call.
+
+Without a system libzstd, python-zstandard is used the same way (then chunk files are
+byte-identical only if its bundled zstd is the same release as casync's).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from typing import Any
+
+import zstandard
+
+#: zstd level casync uses.
+LEVEL = 3
+#: Output produced per decoder call (bounds the work done past a size limit).
+_STEP = 1024 * 1024
+#: Compressed bytes fed per call to python-zstandard's decoder (fallback only): a few
+#: bytes of zstd can expand to a 128 KiB block, so feeds are small to keep the bound.
+_FALLBACK_FEED = 1024
+
+
+class ZstdDecodeError(ValueError):
+    """The data is not a complete, valid zstd stream (or exceeds the size limit)."""
+
+
+class _Buffer(ctypes.Structure):
+    """``ZSTD_inBuffer`` / ``ZSTD_outBuffer`` (same layout)."""
+
+    _fields_ = [("dst", ctypes.c_void_p), ("size", ctypes.c_size_t), ("pos", ctypes.c_size_t)]
+
+
+def _load() -> Any:
+    """The system libzstd with the functions used here declared, or None."""
+    names = ["libzstd.so.1"]  # the usual soname first: find_library runs ldconfig
+    found = ctypes.util.find_library("zstd")
+    if found:
+        names.append(found)
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        sz, ptr, buf = ctypes.c_size_t, ctypes.c_void_p, ctypes.POINTER(_Buffer)
+        try:
+            for fn, restype, argtypes in (
+                ("ZSTD_versionNumber", ctypes.c_uint, []),
+                ("ZSTD_createCStream", ptr, []),
+                ("ZSTD_freeCStream", sz, [ptr]),
+                ("ZSTD_initCStream", sz, [ptr, ctypes.c_int]),
+                ("ZSTD_compressStream", sz, [ptr, buf, buf]),
+                ("ZSTD_endStream", sz, [ptr, buf]),
+                ("ZSTD_compressBound", sz, [sz]),
+                ("ZSTD_createDCtx", ptr, []),
+                ("ZSTD_freeDCtx", sz, [ptr]),
+                ("ZSTD_DCtx_reset", sz, [ptr, ctypes.c_int]),
+                ("ZSTD_decompressStream", sz, [ptr, buf, buf]),
+                ("ZSTD_decompressDCtx", sz, [ptr, ptr, sz, ptr, sz]),
+                ("ZSTD_isError", ctypes.c_uint, [sz]),
+                ("ZSTD_getErrorName", ctypes.c_char_p, [sz]),
+            ):
+                f = getattr(lib, fn)
+                f.restype, f.argtypes = restype, argtypes
+        except AttributeError:
+            continue
+        return lib
+    return None
+
+
+_LIB = _load()
+_SESSION_AND_PARAMETERS = 3  # ZSTD_reset_session_and_parameters
+
+#: Which library compresses chunks: ``"system <version>"`` or ``"bundled <version>"``.
+BACKEND = (
+    f"system {_LIB.ZSTD_versionNumber()}" if _LIB is not None
+    else "bundled " + ".".join(map(str, zstandard.ZSTD_VERSION))
+)
+
+_local = threading.local()
+
+
+def _check(code: int) -> int:
+    if _LIB.ZSTD_isError(code):
+        raise ZstdDecodeError(f"zstd: {_LIB.ZSTD_getErrorName(code).decode()}")
+    return code
+
+
+def _input(data: bytes | bytearray | memoryview) -> tuple[Any, int, int]:
+    """(keep-alive object, address, size) of a buffer, without copying if possible."""
+    view = memoryview(data).cast("B")
+    n = view.nbytes
+    if isinstance(data, bytes):
+        return data, ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0, n
+    if n and not view.readonly:
+        holder = (ctypes.c_char * n).from_buffer(view)
+        return holder, ctypes.addressof(holder), n
+    copy = view.tobytes()
+    return copy, ctypes.cast(ctypes.c_char_p(copy), ctypes.c_void_p).value or 0, n
+
+
+class _Scratch:
+    """A per-thread output buffer and libzstd contexts."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(_STEP)
+        self.cbuf = (ctypes.c_char * _STEP).from_buffer(self.buf)
+        self.cstream = _LIB.ZSTD_createCStream()
+        self.dctx = _LIB.ZSTD_createDCtx()
+        if not self.cstream or not self.dctx:
+            raise MemoryError("libzstd could not allocate a context")
+
+    def __del__(self) -> None:
+        if _LIB is not None:
+            _LIB.ZSTD_freeCStream(self.cstream)
+            _LIB.ZSTD_freeDCtx(self.dctx)
+
+
+def _scratch() -> _Scratch:
+    s = getattr(_local, "scratch", None)
+    if s is None:
+        s = _local.scratch = _Scratch()
+    return s
+
+
+def compress(data: bytes | bytearray | memoryview) -> bytes:
+    """Compress like casync: level 3, streamed without content size, no checksum."""
+    if _LIB is None:
+        obj = zstandard.ZstdCompressor(
+            level=LEVEL, write_checksum=False, write_content_size=False).compressobj()
+        return obj.compress(data) + obj.flush()
+    s = _scratch()
+    keep, addr, n = _input(data)
+    inb = _Buffer(addr, n, 0)
+    outb = _Buffer(ctypes.addressof(s.cbuf), _STEP, 0)
+    parts: list[bytes] = []
+    _check(_LIB.ZSTD_initCStream(s.cstream, LEVEL))
+    while inb.pos < inb.size:
+        _check(_LIB.ZSTD_compressStream(s.cstream, ctypes.byref(outb), ctypes.byref(inb)))
+        if outb.pos == outb.size:
+            parts.append(bytes(s.buf))
+            outb.pos = 0
+    while _check(_LIB.ZSTD_endStream(s.cstream, ctypes.byref(outb))):
+        parts.append(bytes(s.buf[: outb.pos]))
+        outb.pos = 0
+    parts.append(bytes(s.buf[: outb.pos]))
+    del keep
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
+    """Decode every frame of ``stored``; at most ``limit`` bytes of output.
+
+    Raises:
+        ZstdDecodeError: invalid or truncated data, or more than ``limit`` bytes.
+    """
+    if _LIB is None:
+        return _fallback_decompress(stored, limit)
+    s = _scratch()
+    keep, addr, n = _input(stored)
+    inb = _Buffer(addr, n, 0)
+    parts: list[bytes] = []
+    total = 0
+    pending = 0  # >0 while a frame is incomplete
+    try:
+        while True:
+            outb = _Buffer(ctypes.addressof(s.cbuf), _STEP, 0)
+            pending = _check(_LIB.ZSTD_decompressStream(s.dctx, ctypes.byref(outb),
+                                                        ctypes.byref(inb)))
+            if outb.pos:
+                total += outb.pos
+                if total > limit:
+                    raise ZstdDecodeError(f"decompresses to more than {limit} bytes")
+                parts.append(ctypes.string_at(ctypes.addressof(s.cbuf), outb.pos))
+            if inb.pos == inb.size and outb.pos < outb.size:
+                break  # all input consumed and the decoder has nothing more to flush
+        if pending:
+            raise ZstdDecodeError("zstd: truncated frame")
+    except ZstdDecodeError:
+        # The context is mid-frame; a clean one is needed for the next chunk.
+        _LIB.ZSTD_DCtx_reset(s.dctx, _SESSION_AND_PARAMETERS)
+        raise
+    finally:
+        del keep
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def decompress_into(stored: bytes | bytearray | memoryview, out: bytearray,
+                    capacity: int) -> int:
+    """Decode ``stored`` (one or more frames) into ``out[:capacity]``; returns the size.
+
+    Output that would not fit raises, so ``capacity = expected_size + 1`` both bounds
+    the work and reveals data that is too long.
+    """
+    if _LIB is None:
+        data = _fallback_decompress(stored, capacity)
+        out[: len(data)] = data
+        return len(data)
+    keep, addr, n = _input(stored)
+    dst = (ctypes.c_char * capacity).from_buffer(out)
+    written = _LIB.ZSTD_decompressDCtx(_scratch().dctx, ctypes.addressof(dst), capacity,
+                                       addr, n)
+    del keep, dst
+    return _check(written)
+
+
+def _fallback_decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
+    """python-zstandard, fed a little at a time so the output bound holds."""
+    view = memoryview(stored).cast("B")
+    parts: list[bytes] = []
+    total = pos = 0
+    try:
+        while True:
+            obj = zstandard.ZstdDecompressor().decompressobj()
+            while not obj.eof and pos < len(view):
+                end = min(pos + _FALLBACK_FEED, len(view))
+                piece = obj.decompress(view[pos:end])
+                pos = end - len(obj.unused_data)
+                total += len(piece)
+                if total > limit:
+                    raise ZstdDecodeError(f"decompresses to more than {limit} bytes")
+                parts.append(piece)
+            if not obj.eof:
+                raise ZstdDecodeError("zstd: truncated frame")
+            if pos >= len(view):
+                break
+    except zstandard.ZstdError as exc:
+        raise ZstdDecodeError(f"zstd: {exc}") from exc
+    return b"".join(parts)
+
+
+__all__ = ["BACKEND", "LEVEL", "ZstdDecodeError", "compress", "decompress", "decompress_into"]
