@@ -340,6 +340,8 @@ class Assembler:
                 self.run_chunks(task[0], task[1], counters)
             else:
                 self.run_segment(task, counters)
+        except DesyncError:
+            raise  # store errors (some are OSErrors too) already say what failed
         except OSError as exc:  # the target or a seed: full disk, I/O error...
             raise StoreError(f"extracting {self.target.display}: {exc.strerror or exc}") \
                 from exc
