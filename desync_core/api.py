@@ -84,21 +84,45 @@ def make(source: str, index: str | None = None, *, store: str | None = None,
 
 
 def extract(index: str | Index, output: str, *, stores: Sequence[str],
-            cache: str | None = None, in_place: bool = False,
+            cache: str | None = None, in_place: bool = False, seeds: Sequence[str] = (),
+            seed_dirs: Sequence[str] = (), invalid_seeds: str = "fail",
             ctx: Context | None = None) -> ExtractStats:
-    """Assemble the blob of ``index`` into ``output`` from ``stores``.
+    """Assemble the blob of ``index`` into ``output`` from ``stores`` (and seeds).
 
     Without ``in_place`` the output is replaced only once it is complete and verified.
+
+    Args:
+        index: index location or Index.
+        output: file or (with ``in_place``) block device.
+        stores: source store locations, asked in order.
+        cache: cache store location.
+        in_place: write into ``output`` directly and keep it on failure (``-k``).
+        seeds: ``--seed`` values (``X.caibx`` with its blob ``X`` beside it, or
+            ``INDEX:DATA``).
+        seed_dirs: ``--seed-dir`` directories.
+        invalid_seeds: ``fail``, ``skip`` or ``regenerate`` a seed whose data does not
+            match its index.
+        ctx: settings; default :func:`context`.
     """
     from desync_core.ops.extract import extract as run_extract
+    from desync_core.seeds import open_seeds
 
     ctx = ctx or context()
     idx = index if isinstance(index, Index) else ctx.read_index(index)
-    source = ctx.open_source(list(stores), cache, idx.digest)
+    opened = open_seeds(ctx, idx, seeds, seed_dirs,
+                        index_location=index if isinstance(index, str) else None,
+                        warn=lambda _msg: None)
     try:
-        return run_extract(idx, output, source, in_place=in_place, workers=ctx.concurrency)
+        source = ctx.open_source(list(stores), cache, idx.digest)
+        try:
+            return run_extract(idx, output, source, in_place=in_place,
+                               workers=ctx.concurrency, seeds=opened,
+                               invalid_seeds=invalid_seeds)
+        finally:
+            source.close()
     finally:
-        source.close()
+        for seed in opened:
+            seed.close()
 
 
 def cat(index: str | Index, out: BinaryIO, *, stores: Sequence[str], offset: int = 0,

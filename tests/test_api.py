@@ -36,3 +36,21 @@ def test_chunk_boundaries_match_golden_vector(testdata: Path) -> None:
     assert ends[:3] == [81590, 128386, 164929]
     assert ends[-1] == len(data)
     assert len(ends) == 20
+
+
+def test_extract_with_a_seed(tmp_path: Path) -> None:
+    """A seed provides every chunk: nothing is needed from the (empty) store."""
+    old = tmp_path / "old.img"
+    new = tmp_path / "new.img"
+    data = os.urandom(600_000)
+    old.write_bytes(data)
+    new.write_bytes(data[:300_000] + b"changed" + data[300_007:])
+    api.make(str(old), str(tmp_path / "old.img.caibx"), chunk_size="2:8:32")
+    api.make(str(new), str(tmp_path / "new.caibx"), store=str(tmp_path / "store"),
+             chunk_size="2:8:32")
+    stats = api.extract(str(tmp_path / "new.caibx"), str(tmp_path / "out"),
+                        stores=[str(tmp_path / "store")],
+                        seeds=[str(tmp_path / "old.img.caibx")])
+    assert (tmp_path / "out").read_bytes() == new.read_bytes()
+    assert stats.chunks_from_seeds > 0
+    assert stats.chunks_from_store < stats.chunks_total
