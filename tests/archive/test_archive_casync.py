@@ -21,7 +21,7 @@ from desync_core.archive.base import DEFAULT_FEATURE_FLAGS, ArchiveOptions
 from desync_core.archive.catar import CatarEncoder, write_blocks
 from desync_core.archive.disk import DiskReader
 
-pytestmark = [pytest.mark.casync,
+pytestmark = [pytest.mark.casync, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown)")]
 
 #: Our default feature set, as casync options.

@@ -37,7 +37,8 @@ from desync_core.archive.base import (
 from desync_core.archive.catar import USER, CatarEncoder, write_blocks
 from desync_core.archive.disk import FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, DiskReader
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown)")
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown)")]
 
 
 @pytest.fixture
