@@ -275,7 +275,8 @@ class ArchiveOptions:
     """Settings for reading and writing archive formats.
 
     Attributes:
-        feature_flags: what to record (readers collect only what these flags store).
+        feature_flags: what to record, digest bit included (readers collect only what
+            these flags store; the catar writer writes them into every ENTRY).
         no_time: record mtime 0 for everything (``tar --no-time``).
         one_file_system: do not descend into other filesystems (``tar -x``).
         tar_add_root: synthesise a root directory for tar input (``--tar-add-root``).
@@ -286,7 +287,7 @@ class ArchiveOptions:
             writes to, so archiving a tree that contains the output leaves it out.
     """
 
-    feature_flags: int = DEFAULT_FEATURE_FLAGS
+    feature_flags: int = DEFAULT_FEATURE_FLAGS | ff.SHA512_256
     no_time: bool = False
     one_file_system: bool = False
     tar_add_root: bool = False

@@ -270,3 +270,13 @@ def test_tar_leaves_out_its_own_output(ok, tmp_path: Path) -> None:  # type: ign
                        stdout=out, check=True, stderr=subprocess.DEVNULL, timeout=120)
     listing = ok("mtree", src / "out.catar").out.decode()
     assert "out.catar" not in listing
+
+
+def test_catar_as_input_and_output_format(ok, cmd_testdata: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # re-encoded with tar's feature set: the same bytes as tar of the extracted tree
+    ok("untar", "--output-format=catar", cmd_testdata / "tree.catar", tmp_path / "re.catar")
+    ok("tar", "--input-format=catar", tmp_path / "again.catar", tmp_path / "re.catar")
+    assert (tmp_path / "re.catar").read_bytes() == (tmp_path / "again.catar").read_bytes()
+    assert struct.unpack_from("<Q", (tmp_path / "re.catar").read_bytes(), 16)[0] == FLAGS
+    ok("untar", "--no-same-owner", tmp_path / "re.catar", tmp_path / "out")
+    assert (tmp_path / "out" / "subdir1" / "f1").read_text() == "file in subdir1\n"
