@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from desync_core.config import Config
 from desync_core.digest import DEFAULT_DIGEST, Digest
@@ -21,7 +21,6 @@ from desync_core.errors import (
     StoreReadOnlyError,
     UsageError,
 )
-from desync_core.index import Index
 from desync_core.location import (
     StoreLocation,
     index_options_key,
@@ -46,6 +45,11 @@ from desync_core.stores.wrappers import (
     VerifyingStore,
     call_with_retries,
 )
+
+if TYPE_CHECKING:
+    # numpy (behind Index) costs ~0.1 s to import; commands that never read an index
+    # (servers, tar, config) should not pay for it.
+    from desync_core.index import Index
 
 
 def _instantiate(factory: Any, location: StoreLocation, options: StoreOptions) -> Any:
@@ -182,6 +186,8 @@ class Context:
 
     def read_index(self, location: str) -> Index:
         """Read and validate an index from a file, ``-``, or a remote index store."""
+        from desync_core.index import Index
+
         index = Index.from_bytes(self.read_index_bytes(location),
                                  "stdin" if location == "-" else location)
         if self.digest_explicit and index.digest != self.digest:
