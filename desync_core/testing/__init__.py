@@ -7,6 +7,7 @@ them. Requires the ``desync-core[testing]`` extra (pytest).
 from __future__ import annotations
 
 from desync_core.testing.contracts import (
+    ArchiveFormatContract,
     ChunkStoreContract,
     IndexStoreContract,
     PrunableChunkStoreContract,
@@ -19,6 +20,7 @@ from desync_core.testing.contracts import (
 )
 
 __all__ = [
+    "ArchiveFormatContract",
     "ChunkStoreContract",
     "IndexStoreContract",
     "PrunableChunkStoreContract",
