@@ -29,7 +29,7 @@ import struct
 import sys
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -147,9 +147,11 @@ class ChunkSink:
                 else:
                     pending.append(self.io_pool.submit(self._store, chunk_id, chunk))
         finally:
-            # The part's buffer is reused once this returns: wait for its requests.
-            for fut in pending:
-                fut.result()
+            # The part's buffer is reused once this returns: every request reading it
+            # must have finished, including after a failure (then the first error wins).
+            wait(pending)
+        for fut in pending:
+            fut.result()
         return bytes(ids)
 
 
