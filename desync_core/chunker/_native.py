@@ -3,25 +3,33 @@
 Why: importing numba and loading even a cached dispatcher costs about 0.6 s per
 process (measured on the 2-core benchmark machine: ``import numba`` ~0.25 s, first
 call with a cache hit ~0.35 s), more than ``desync make`` needs to chunk and hash
-400 MB of already-stored data. So the kernel (:mod:`desync_core.chunker._numba`) is
-compiled by numba once, as a C-callable function; its optimised LLVM IR is turned into
-an object file for this CPU and stored in a cache directory. Later runs load that
-object with llvmlite's MCJIT (about 35 ms including the llvmlite import) and call it
-through ctypes, which also releases the GIL for the duration of the call, so threads
-can chunk in parallel.
+400 MB of already-stored data. So numba compiles the kernel
+(:mod:`desync_core.chunker._numba`) once, as a C-callable function, and its optimised
+LLVM IR is turned into machine code for this CPU, cached in two forms:
+
+* ``chunker-<key>.so``: a shared library, linked with the system's C compiler (or
+  ``ld``) when one is installed. Later runs ``dlopen`` it through ctypes: ~1 ms, and
+  neither numba nor llvmlite is imported (llvmlite alone costs ~30 ms and ~50 MB of
+  resident memory for its LLVM library).
+* ``chunker-<key>.o``: the object file, always written. Without a linker, later runs
+  load it with llvmlite's MCJIT (~35 ms).
+
+Either way the kernel is called through ctypes, which releases the GIL for the
+duration of the call, so threads can chunk in parallel.
 
 numba's C wrapper contains exception-reporting code that calls into numba's helper
 library (``numba_gil_ensure``, ``numba_do_raise``, ...). The kernel cannot raise: it
 does no division (the caller passes Lemire's multiplier) and no bounds checks. Those
 paths are therefore unreachable; the functions they reference are replaced by stubs
-that trap, which keeps the object self-contained (numba's extension modules, which
+that trap, which keeps the code self-contained (numba's extension modules, which
 would define them, are not loaded).
 
 The cache key covers the kernel's source, this module, the numba and llvmlite
-installations and the host CPU, so any change recompiles. Cache files are written
-atomically (temporary file + rename), so concurrent first runs are safe. Like
-``__pycache__``, the cache directory must only be writable by users trusted to supply
-code to this process.
+installations, the platform and the CPU model and features (the code is compiled for
+the host CPU), so any change recompiles. Files are written atomically (temporary file
++ rename), so concurrent first runs are safe; a loaded kernel must pass a self-test
+before it is used, otherwise it is rebuilt. Like ``__pycache__``, the cache directory
+must only be writable by users trusted to supply code to this process.
 """
 
 from __future__ import annotations
@@ -31,8 +39,12 @@ import hashlib
 import importlib.util
 import json
 import os
+import platform
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,12 +53,24 @@ from typing import Any
 #: bool fixed, int64 *out, uint64 out_len)``
 KernelFn = Callable[[int, int, bool, int, int, int, bool, int, int], int]
 
+#: Exported name of the kernel in the shared library (an alias of numba's symbol).
+SYMBOL = "desync_find_cuts"
+_ARGTYPES = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_bool, ctypes.c_uint64,
+             ctypes.c_uint64, ctypes.c_uint64, ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64]
+_LLVM_SIGNATURE = "i64 (ptr, i64, i1, i64, i64, i64, i1, ptr, i64)"
+
 _MAGIC = b"desync-chunker-kernel 1\n"
 _DECLARE = re.compile(r"^declare (.*?)@([\w.$\"]+)\((.*)\)(.*)$")
 _EXTERNAL_GLOBAL = re.compile(r"^(@[\w.$\"]+) = external (global|constant) (.+?)(, align \d+)?$")
 
-# Keeps the execution engine (which owns the loaded code) alive for the process.
-_engines: list[Any] = []
+# Self-test: random.Random(0).randbytes(4096) chunked with min/avg/max = 64/128/512
+# (d = 96), as computed by the reference model of chunking.md §5.
+_SELFTEST_SEED = 0
+_SELFTEST_CUTS = [129, 379, 527, 684, 814, 1050, 1119, 1192, 1419, 1561, 1707, 1864, 1934,
+                  2095, 2217, 2347, 2469, 2714, 3093, 3181, 3663, 3738, 3985, 4061, 4096]
+
+# Keeps the loaded code (shared library or execution engine) alive for the process.
+_keep: list[Any] = []
 
 
 def _cache_dirs() -> list[Path]:
@@ -66,7 +90,10 @@ def _cache_dirs() -> list[Path]:
     return dirs
 
 
-def _file_identity(path: str | None) -> str:
+def _file_identity(module: str) -> str:
+    """Path, size and mtime of an installed package (changes when it is upgraded)."""
+    spec = importlib.util.find_spec(module)
+    path = spec.origin if spec else None
     if not path:
         return "-"
     try:
@@ -76,8 +103,33 @@ def _file_identity(path: str | None) -> str:
     return f"{path}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _target_machine(llvm: Any) -> Any:
-    """A target machine for this CPU, as numba configures its JIT."""
+def _cpu_identity() -> str:
+    """CPU model and feature flags, without importing llvmlite (Linux: /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    first = text.split("\n\n", 1)[0]
+    wanted = ("vendor_id", "cpu family", "model", "model name", "flags", "Features",
+              "CPU implementer", "CPU part")
+    return "\n".join(line for line in first.splitlines()
+                     if line.split(":", 1)[0].strip() in wanted)
+
+
+def cache_key() -> str:
+    """Hex digest identifying the kernel source, toolchain, platform and CPU."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("_numba.py", "_native.py", "_table.py"):
+        h.update((here / name).read_bytes())
+    for part in (_file_identity("numba"), _file_identity("llvmlite"), sys.platform,
+                 platform.machine(), _cpu_identity()):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:32]
+
+
+def _target_machine(llvm: Any, *, shared: bool) -> Any:
+    """A target machine for this CPU: numba's JIT settings, or PIC for a shared library."""
     try:
         features = llvm.get_host_cpu_features().flatten()
     except RuntimeError:  # pragma: no cover - feature detection unsupported
@@ -85,27 +137,17 @@ def _target_machine(llvm: Any) -> Any:
     target = llvm.Target.from_default_triple()
     return target.create_target_machine(
         cpu=llvm.get_host_cpu_name(), features=features, opt=3,
-        reloc="default", codemodel="jitdefault",
+        reloc="pic" if shared else "default",
+        codemodel="default" if shared else "jitdefault",
     )
 
 
-def cache_key(llvm: Any) -> str:
-    """Hex digest identifying the kernel source, toolchain and CPU."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in ("_numba.py", "_native.py", "_table.py"):
-        h.update((here / name).read_bytes())
-    numba_spec = importlib.util.find_spec("numba")
-    h.update(_file_identity(numba_spec.origin if numba_spec else None).encode())
-    h.update(llvm.llvm_version_info.__repr__().encode())
-    h.update(_file_identity(getattr(sys.modules.get("llvmlite"), "__file__", None)).encode())
-    h.update(llvm.get_default_triple().encode())
-    h.update(llvm.get_host_cpu_name().encode())
-    try:
-        h.update(llvm.get_host_cpu_features().flatten().encode())
-    except RuntimeError:  # pragma: no cover
-        pass
-    return h.hexdigest()[:32]
+def _llvm() -> Any:
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return llvm
 
 
 def _self_contained_ir(ir: str) -> str:
@@ -131,25 +173,59 @@ def _self_contained_ir(ir: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def build_object(llvm: Any) -> bytes:
-    """Compile the kernel with numba; return a cache file's contents (header + object)."""
+def _kernel_module(llvm: Any) -> Any:
+    """numba's kernel as a verified, self-contained LLVM module exporting SYMBOL."""
     from desync_core.chunker._numba import c_kernel_ir
 
     ir, symbol = c_kernel_ir()
-    module = llvm.parse_assembly(_self_contained_ir(ir))
+    ir = _self_contained_ir(ir) + f'@{SYMBOL} = alias {_LLVM_SIGNATURE}, ptr @"{symbol}"\n'
+    module = llvm.parse_assembly(ir)
     module.verify()
     external = [f.name for f in module.functions
                 if f.is_declaration and not f.name.startswith("llvm.")]
     external += [g.name for g in module.global_variables if g.is_declaration]
     if external:
         raise RuntimeError(f"kernel still references external symbols: {external}")
-    obj = _target_machine(llvm).emit_object(module)
-    header = {"symbol": symbol, "sha256": hashlib.sha256(obj).hexdigest()}
+    return module
+
+
+def build_object(llvm: Any) -> bytes:
+    """Compile the kernel with numba; return a ``.o`` cache file (header + object)."""
+    obj = _target_machine(llvm, shared=False).emit_object(_kernel_module(llvm))
+    header = {"symbol": SYMBOL, "sha256": hashlib.sha256(obj).hexdigest()}
     return _MAGIC + json.dumps(header).encode() + b"\n" + obj
 
 
+def build_shared_library(llvm: Any, path: Path) -> bool:
+    """Compile the kernel and link it into the shared library ``path`` (atomically).
+
+    Returns False when no linker is available or linking fails.
+    """
+    linkers = [[cc, "-shared", "-nostdlib"] for cc in
+               (os.environ.get("CC"), "cc", "gcc", "clang") if cc and shutil.which(cc)]
+    if shutil.which("ld"):
+        linkers.append(["ld", "-shared"])
+    if not linkers:
+        return False
+    obj = _target_machine(llvm, shared=True).emit_object(_kernel_module(llvm))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
+        src, out = Path(tmp) / "kernel.o", Path(tmp) / "kernel.so"
+        src.write_bytes(obj)
+        for cmd in linkers:
+            try:
+                done = subprocess.run([*cmd, "-o", str(out), str(src)], capture_output=True,
+                                      timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if done.returncode == 0 and out.exists():
+                os.replace(out, path)
+                return True
+    return False
+
+
 def load_object(llvm: Any, blob: bytes) -> KernelFn:
-    """Load a cache file's object code and return the kernel as a ctypes function.
+    """Load a ``.o`` cache file's code with MCJIT and return the kernel.
 
     Raises:
         ValueError: the file is not a valid, intact cache file.
@@ -160,26 +236,55 @@ def load_object(llvm: Any, blob: bytes) -> KernelFn:
     header = json.loads(header_line)
     if hashlib.sha256(obj).hexdigest() != header["sha256"]:
         raise ValueError("kernel cache file is corrupt")
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine(llvm))
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""),
+                                        _target_machine(llvm, shared=False))
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     address = engine.get_function_address(header["symbol"])
     if not address:
         raise ValueError("kernel symbol missing from cache file")
-    _engines.append(engine)
-    proto = ctypes.CFUNCTYPE(
-        ctypes.c_int64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_bool, ctypes.c_uint64,
-        ctypes.c_uint64, ctypes.c_uint64, ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64,
-    )
-    return proto(address)  # type: ignore[return-value]
+    _keep.append(engine)
+    proto = ctypes.CFUNCTYPE(ctypes.c_int64, *_ARGTYPES)
+    return _checked(proto(address))  # type: ignore[arg-type]
 
 
-def _save(blob: bytes, name: str) -> None:
+def load_shared_library(path: Path) -> KernelFn:
+    """``dlopen`` a cached shared library and return the kernel.
+
+    Raises:
+        OSError: the library cannot be loaded.
+        ValueError: it does not compute the expected chunks.
+    """
+    lib = ctypes.CDLL(str(path))
+    fn = lib[SYMBOL]
+    fn.restype = ctypes.c_int64
+    fn.argtypes = _ARGTYPES
+    _keep.append(lib)
+    return _checked(fn)
+
+
+def _checked(fn: KernelFn) -> KernelFn:
+    """``fn`` if it chunks the self-test input correctly, else ValueError."""
+    import random
+
+    from desync_core.chunker.params import ChunkerParams, lemire_multiplier
+
+    data = (ctypes.c_uint8 * 4096).from_buffer_copy(random.Random(_SELFTEST_SEED).randbytes(4096))
+    out = (ctypes.c_int64 * 128)()
+    params = ChunkerParams(64, 128, 512)
+    k = fn(ctypes.addressof(data), 4096, True, params.min, params.max,
+           lemire_multiplier(params.discriminator), False, ctypes.addressof(out), 128)
+    if list(out[:k]) != _SELFTEST_CUTS:
+        raise ValueError("cached kernel failed its self-test")
+    return fn
+
+
+def _save(data: bytes, name: str) -> None:
     for directory in _cache_dirs():
         tmp = directory / f".{name}.{os.getpid()}.tmp"
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(blob)
+            tmp.write_bytes(data)
             os.replace(tmp, directory / name)
             return
         except OSError:
@@ -190,25 +295,68 @@ def _save(blob: bytes, name: str) -> None:
     # No writable cache directory: the kernel works, later runs just compile again.
 
 
-def load_kernel() -> KernelFn:
-    """The kernel: from the cache, or compiled by numba now (and cached)."""
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    name = f"chunker-{cache_key(llvm)}.o"
+def _writable_dir() -> Path | None:
     for directory in _cache_dirs():
         try:
-            blob = (directory / name).read_bytes()
+            directory.mkdir(parents=True, exist_ok=True)
         except OSError:
             continue
+        if os.access(directory, os.W_OK):
+            return directory
+    return None
+
+
+def load_kernel() -> KernelFn:
+    """The kernel: from the cache (shared library first), or compiled now and cached."""
+    key = cache_key()
+    so_name, obj_name = f"chunker-{key}.so", f"chunker-{key}.o"
+    for directory in _cache_dirs():
+        if (directory / so_name).is_file():
+            try:
+                return load_shared_library(directory / so_name)
+            except (OSError, ValueError, AttributeError):
+                continue  # damaged or foreign: try the object file, else rebuild
+    llvm = None
+    for directory in _cache_dirs():
+        try:
+            blob = (directory / obj_name).read_bytes()
+        except OSError:
+            continue
+        llvm = llvm or _llvm()
         try:
             return load_object(llvm, blob)
         except (ValueError, RuntimeError, KeyError):
-            continue  # damaged or foreign file: rebuild below
+            continue
+    llvm = llvm or _llvm()
     blob = build_object(llvm)
-    _save(blob, name)
+    _save(blob, obj_name)
+    built = _try_shared_library(llvm, so_name)
+    if built is not None:
+        try:
+            return load_shared_library(built)
+        except (OSError, ValueError, AttributeError):
+            pass
     return load_object(llvm, blob)
 
 
-__all__ = ["KernelFn", "build_object", "cache_key", "load_kernel", "load_object"]
+def _try_shared_library(llvm: Any, name: str) -> Path | None:
+    """Build the shared library into the first writable cache directory, if possible."""
+    directory = _writable_dir()
+    if directory is None:
+        return None
+    try:
+        return directory / name if build_shared_library(llvm, directory / name) else None
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+__all__ = [
+    "SYMBOL",
+    "KernelFn",
+    "build_object",
+    "build_shared_library",
+    "cache_key",
+    "load_kernel",
+    "load_object",
+    "load_shared_library",
+]
