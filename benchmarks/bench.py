@@ -220,7 +220,29 @@ def machine() -> dict[str, str]:
         info["load (1 min) at start"] = f"{os.getloadavg()[0]:.2f}"
     except OSError:
         pass
+    scaling = parallel_scaling(int(info["cores"]))
+    if scaling:
+        info["parallel scaling (openssl sha512, all cores / one)"] = f"{scaling:.2f}x"
     return info
+
+
+def parallel_scaling(cores: int) -> float | None:
+    """Throughput of ``cores`` processes over one, for a CPU-bound reference workload.
+
+    Virtual machines often give less than ``cores``x (shared physical cores, noisy
+    neighbours); no program can scale better than this on the machine.
+    """
+    def speed(extra: list[str]) -> float:
+        out = subprocess.run(["openssl", "speed", "-seconds", "2", *extra, "-evp", "sha512",
+                              "-bytes", "65536"], capture_output=True, text=True).stdout
+        return float(out.strip().splitlines()[-1].split()[1].rstrip("k"))
+
+    if cores < 2 or not shutil.which("openssl"):
+        return None
+    try:
+        return speed(["-multi", str(cores)]) / speed([])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 CHUNK_ONLY = """
