@@ -1,14 +1,16 @@
 """Content-defined chunking identical to casync's (``chunking.md``).
 
-Two kernels compute chunk boundaries: the numba kernel (default) and a pure-Python
-reference. ``DESYNC_CHUNKER_KERNEL=python|numba`` demands one; a demanded kernel that
-cannot run is an error, never a silent fallback.
+Two kernels compute chunk boundaries: the numba kernel (default; its machine code is
+cached and loaded without numba, see ``_native``) and a pure-Python reference.
+``DESYNC_CHUNKER_KERNEL=python|numba`` demands one; a demanded kernel that cannot run
+is an error, never a silent fallback.
 
 Public API:
 
 * :func:`find_cuts` - boundaries of an in-memory buffer;
 * :func:`iter_chunks` - stream a file object or pipe, yielding chunk data;
-* :func:`chunk_file` - boundaries of a file or block device, in parallel.
+* :func:`chunk_file` - boundaries of a file or block device, in parallel
+  (``parallel.PartPipeline`` also runs ``make``'s hashing and storing).
 """
 
 from __future__ import annotations
