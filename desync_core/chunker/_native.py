@@ -106,7 +106,10 @@ def _file_identity(module: str) -> str:
 def _cpu_identity() -> str:
     """CPU model and feature flags, without importing llvmlite (Linux: /proc/cpuinfo)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        # Only the first processor's block: generating the whole file can take tens of
+        # milliseconds on machines with many CPUs.
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read(16384)
     except OSError:
         return platform.processor() or platform.machine()
     first = text.split("\n\n", 1)[0]
