@@ -99,13 +99,18 @@ def _check(code: int) -> int:
 
 
 def _input(data: bytes | bytearray | memoryview) -> tuple[Any, int, int]:
-    """(keep-alive object, address, size) of a buffer, without copying if possible."""
+    """(keep-alive object, address, size) of a buffer, without copying if possible.
+
+    Addresses come from ``c_char.from_buffer`` (one small object), never from
+    ``(c_char * n).from_buffer``: ctypes caches an array *type* per length forever, so
+    per-chunk sizes would leak types and keep the cyclic garbage collector busy.
+    """
     view = memoryview(data).cast("B")
     n = view.nbytes
     if isinstance(data, bytes):
         return data, ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0, n
     if n and not view.readonly:
-        holder = (ctypes.c_char * n).from_buffer(view)
+        holder = ctypes.c_char.from_buffer(view)
         return holder, ctypes.addressof(holder), n
     copy = view.tobytes()
     return copy, ctypes.cast(ctypes.c_char_p(copy), ctypes.c_void_p).value or 0, n
@@ -208,8 +213,10 @@ def decompress_into(stored: bytes | bytearray | memoryview, out: bytearray,
         data = _fallback_decompress(stored, capacity)
         out[: len(data)] = data
         return len(data)
+    if len(out) < capacity:
+        raise ValueError("output buffer smaller than the capacity")
     keep, addr, n = _input(stored)
-    dst = (ctypes.c_char * capacity).from_buffer(out)
+    dst = ctypes.c_char.from_buffer(out)
     written = _LIB.ZSTD_decompressDCtx(_scratch().dctx, ctypes.addressof(dst), capacity,
                                        addr, n)
     del keep, dst
