@@ -1,38 +1,15 @@
-"""Helpers of the command tests: an in-process CLI runner and error assertions."""
+"""Helpers of the command tests (the CLI runner and error assertions are shared ones)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from desync_core.testing.fixtures import CliResult as Result
+from desync_core.testing.fixtures import assert_one_line_error
+
+__all__ = ["HEX", "Result", "assert_one_line_error", "chunk_files", "is_chunk_id"]
+
 HEX = frozenset("0123456789abcdef")
-
-
-@dataclass
-class Result:
-    """What one CLI run produced."""
-
-    code: int
-    out: bytes
-    err: str
-
-    @property
-    def text(self) -> str:
-        """stdout as text."""
-        return self.out.decode()
-
-
-def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
-    """The run failed with ``code`` and printed exactly one ``Error:`` line (no traceback)
-    containing every fragment; returns the line."""
-    assert "Traceback" not in result.err, result.err
-    assert result.code == code, result.err
-    lines = result.err.splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("Error: "), result.err
-    for fragment in fragments:
-        assert fragment in lines[0], result.err
-    return lines[0]
 
 
 def is_chunk_id(line: str) -> bool:

@@ -1,30 +1,18 @@
-"""Helpers of desync-format-tar's tests: test data location, trees and their snapshots."""
+"""Helpers of desync-format-tar's tests: trees and their snapshots."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
-TESTDATA = Path(os.environ.get("DESYNC_TESTDATA", REPO.parent / "shared" / "testdata")) / "desync"
 #: u::rw-, u:1000:rw-, g::r--, m::rw-, o::r--
 ACL_USER_1000_RW = bytes.fromhex(
     "02000000" "0100" "0600" "ffffffff" "0200" "0600" "e8030000" "0400" "0400" "ffffffff"
     "1000" "0600" "ffffffff" "2000" "0400" "ffffffff")
 FCAPS_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
-
-
-@dataclass
-class CliResult:
-    """What one in-process CLI run produced."""
-
-    code: int
-    out: bytes
-    err: str
 
 
 def make_tree(root: Path, *, devices: bool = True, whole_seconds: bool = False) -> Path:

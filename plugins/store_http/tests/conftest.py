@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from store_http_support import CMD_TESTDATA, ServerProcess, run_desync
+from store_http_support import CMD_TESTDATA, ServerProcess
+
+from desync_core.testing.fixtures import run_desync
 
 
 @pytest.fixture(scope="session")

@@ -31,29 +31,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from desync_core.context import Context
+from desync_core.testing.fixtures import find_testdata
 from desync_store_http.chunkserver import ChunkHandler, ChunkServer
 from desync_store_http.indexserver import IndexHandler, IndexServer
 from desync_store_http.server import ServerGroup, ServerSettings, server_ssl_context
 
-REPO = Path(__file__).resolve().parents[3]
-TESTDATA = Path(os.environ.get("DESYNC_TESTDATA", REPO.parent / "shared" / "testdata")) / "desync"
-CMD_TESTDATA = TESTDATA / "cmd" / "desync" / "testdata"
+CMD_TESTDATA = find_testdata() / "cmd" / "desync" / "testdata"
 #: How long a test waits for a server to start or react before giving up.
 PATIENCE = 60.0
-
-
-def run_desync(*args: str, check: bool = True, env: dict[str, str] | None = None,
-               input: bytes | None = None,
-               cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run the CLI (``python -m desync_core``); with ``check`` a failure raises with stderr."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "desync_core", *args], input=input,
-                          capture_output=True, env=full_env, cwd=cwd, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"desync {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stderr.decode(errors='replace')}")
-    return proc
 
 
 class ServerProcess:
