@@ -357,27 +357,19 @@ class ChunkHandler(RequestHandler):
 
     app: ChunkServer
 
-    def dispatch(self) -> None:
+    def parse_target(self) -> bytes | None:
         try:
-            chunk_id = parse_chunk_path(request_path(self.path), self.app.codec.extension)
+            return parse_chunk_path(request_path(self.path), self.app.codec.extension)
         except PathError as exc:
             self.reply(400, f"{exc}\n".encode())
-            return
-        if self.command == "GET":
-            self._get(chunk_id)
-        elif self.command == "HEAD":
-            self._head(chunk_id)
-        elif self.command == "PUT":
-            self._put(chunk_id)
-        else:
-            self.reply(405, b"only GET, PUT and HEAD are supported\n")
+            return None
 
     def _failed(self, what: str, exc: BaseException, status: int = 500,
                 public: str = "internal server error") -> None:
         self.settings.report(f"{what}: {error_text(exc)}")
         self.reply(status, f"{public}\n".encode())
 
-    def _get(self, chunk_id: bytes) -> None:
+    def on_get(self, chunk_id: bytes) -> None:
         try:
             with self.app.holder.use() as store:
                 chunk = store.get_chunk(chunk_id)
@@ -390,7 +382,7 @@ class ChunkHandler(RequestHandler):
             return
         self.reply(200, wire, content_type="application/octet-stream")
 
-    def _head(self, chunk_id: bytes) -> None:
+    def on_head(self, chunk_id: bytes) -> None:
         try:
             with self.app.holder.use() as store:
                 present = store.has_chunk(chunk_id)
@@ -399,7 +391,7 @@ class ChunkHandler(RequestHandler):
             return
         self.reply(200 if present else 404)
 
-    def _put(self, chunk_id: bytes) -> None:
+    def on_put(self, chunk_id: bytes) -> None:
         if not self.app.writable:
             self.reply(400, b"writing to upstream chunk store is not enabled\n")
             return

@@ -63,23 +63,15 @@ class IndexHandler(RequestHandler):
 
     app: IndexServer
 
-    def dispatch(self) -> None:
+    def parse_target(self) -> str | None:
         name = request_path(self.path).rpartition("/")[2]
         try:
-            check_index_name(name)
+            return check_index_name(name)
         except UsageError:
             self.reply(400, b"invalid index name\n")
-            return
-        if self.command == "GET":
-            self._get(name)
-        elif self.command == "HEAD":
-            self._head(name)
-        elif self.command == "PUT":
-            self._put(name)
-        else:
-            self.reply(405, b"only GET, PUT and HEAD are supported\n")
+            return None
 
-    def _get(self, name: str) -> None:
+    def on_get(self, name: str) -> None:
         try:
             data = Index.from_bytes(self.app.store.get_index(name), name).to_bytes()
         except IndexNotFoundError:
@@ -91,7 +83,7 @@ class IndexHandler(RequestHandler):
             return
         self.reply(200, data, content_type="application/octet-stream")
 
-    def _head(self, name: str) -> None:
+    def on_head(self, name: str) -> None:
         try:
             present = self.app.store.has_index(name)
         except (DesyncError, OSError) as exc:
@@ -100,7 +92,7 @@ class IndexHandler(RequestHandler):
             return
         self.reply(200 if present else 404)
 
-    def _put(self, name: str) -> None:
+    def on_put(self, name: str) -> None:
         if not self.app.writable:
             self.reply(400, b"writing to upstream index store is not enabled\n")
             return

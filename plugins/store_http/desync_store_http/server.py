@@ -158,9 +158,10 @@ class BodyError(Exception):
 class RequestHandler(http.server.BaseHTTPRequestHandler):
     """Common request handling: authorization, replies, bodies, logging.
 
-    Subclasses implement :meth:`dispatch`; every method (GET, PUT, anything) reaches it
-    after the authorization check, so unknown methods get the subclass's 405 rather than
-    the stdlib's 501.
+    Every method (GET, PUT, anything) reaches :meth:`dispatch` after the authorization
+    check, so unknown methods get desync's 405 rather than the stdlib's 501. Subclasses
+    implement :meth:`parse_target` (the path to a key, or an error reply) and the
+    ``on_get``/``on_head``/``on_put`` handlers that take that key.
     """
 
     protocol_version = "HTTP/1.1"
@@ -189,9 +190,20 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         """The application object (chunk or index server state)."""
         return self.server.app
 
-    def dispatch(self) -> None:
-        """Handle one authorized request (override)."""
+    def parse_target(self) -> Any:
+        """The key the request path names; reply 4xx and return None if it is invalid."""
         raise NotImplementedError
+
+    def dispatch(self) -> None:
+        """Route an authorized request to ``on_get``/``on_head``/``on_put``."""
+        handler = {"GET": "on_get", "HEAD": "on_head", "PUT": "on_put"}.get(self.command)
+        key = self.parse_target()
+        if key is None:
+            return
+        if handler is None:
+            self.reply(405, b"only GET, PUT and HEAD are supported\n")
+            return
+        getattr(self, handler)(key)
 
     def parse_request(self) -> bool:
         # The request line may take the idle timeout (keep-alive); headers get less.
