@@ -24,13 +24,12 @@ from typing import Any
 
 import zstandard
 
+from desync_core.inflate import inflate_bounded
+
 #: zstd level casync uses.
 LEVEL = 3
 #: Output produced per decoder call (bounds the work done past a size limit).
 _STEP = 1024 * 1024
-#: Compressed bytes fed per call to python-zstandard's decoder (fallback only): a few
-#: bytes of zstd can expand to a 128 KiB block, so feeds are small to keep the bound.
-_FALLBACK_FEED = 1024
 
 
 class ZstdDecodeError(ValueError):
@@ -225,27 +224,10 @@ def decompress_into(stored: bytes | bytearray | memoryview, out: bytearray,
 
 def _fallback_decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
     """python-zstandard, fed a little at a time so the output bound holds."""
-    view = memoryview(stored).cast("B")
-    parts: list[bytes] = []
-    total = pos = 0
     try:
-        while True:
-            obj = zstandard.ZstdDecompressor().decompressobj()
-            while not obj.eof and pos < len(view):
-                end = min(pos + _FALLBACK_FEED, len(view))
-                piece = obj.decompress(view[pos:end])
-                pos = end - len(obj.unused_data)
-                total += len(piece)
-                if total > limit:
-                    raise ZstdDecodeError(f"decompresses to more than {limit} bytes")
-                parts.append(piece)
-            if not obj.eof:
-                raise ZstdDecodeError("zstd: truncated frame")
-            if pos >= len(view):
-                break
-    except zstandard.ZstdError as exc:
+        return inflate_bounded(stored, zstandard.ZstdDecompressor().decompressobj, limit)
+    except (zstandard.ZstdError, ValueError, EOFError) as exc:
         raise ZstdDecodeError(f"zstd: {exc}") from exc
-    return b"".join(parts)
 
 
 __all__ = ["BACKEND", "LEVEL", "ZstdDecodeError", "compress", "decompress", "decompress_into"]

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import lzma
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from desync_core import zstd
 from desync_core.digest import Digest
 from desync_core.errors import ChunkInvalidError
+from desync_core.inflate import inflate_bounded
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -44,9 +43,10 @@ def decompress(stored: bytes | bytearray | memoryview, chunk_id: bytes) -> bytes
         if head.startswith(ZSTD_MAGIC):
             return zstd.decompress(stored, MAX_CHUNK_SIZE)
         if head.startswith(XZ_MAGIC):
-            return _inflate(stored, lzma.LZMADecompressor)
+            return inflate_bounded(stored, lzma.LZMADecompressor, MAX_CHUNK_SIZE)
         if head.startswith(GZIP_MAGIC):
-            return _inflate(stored, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))
+            return inflate_bounded(stored, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+                                   MAX_CHUNK_SIZE)
     except (lzma.LZMAError, zlib.error, ValueError, EOFError) as exc:
         raise ChunkInvalidError(chunk_id, cause=str(exc) or type(exc).__name__) from exc
     raise ChunkInvalidError(chunk_id, cause="unknown compression format")
@@ -55,39 +55,6 @@ def decompress(stored: bytes | bytearray | memoryview, chunk_id: bytes) -> bytes
 #: No valid chunk is larger (casync's CA_CHUNK_SIZE_LIMIT_MAX). A stored chunk that
 #: inflates beyond it is invalid; decoding stops there instead of exhausting memory.
 MAX_CHUNK_SIZE = 128 * 1024 * 1024
-#: Compressed bytes handed to an xz/gzip decoder at a time: small feeds keep the
-#: output bound (xz and gzip chunks are rare: only old casync stores have them).
-_FEED = 1024
-
-
-def _inflate(stored: bytes | bytearray | memoryview, new_decoder: Callable[[], Any],
-             limit: int = MAX_CHUNK_SIZE) -> bytes:
-    """Decode one or more concatenated frames/streams with bounded output.
-
-    ``new_decoder`` makes a decoder with ``decompress``, ``eof`` and ``unused_data``
-    (``lzma.LZMADecompressor``, ``zlib.decompressobj``).
-    """
-    view = memoryview(stored).cast("B")
-    size = len(view)
-    parts: list[bytes] = []
-    total = pos = 0
-    while True:  # one frame (stream) per round
-        decoder = new_decoder()
-        while not decoder.eof and pos < size:
-            end = min(pos + _FEED, size)
-            piece = decoder.decompress(view[pos:end])
-            pos = end
-            total += len(piece)
-            if total > limit:
-                raise ValueError(f"decompresses to more than {limit} bytes")
-            parts.append(piece)
-        if not decoder.eof:
-            raise EOFError("truncated compressed data")
-        pos -= len(decoder.unused_data)  # the next frame starts there
-        if pos >= size:
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 @dataclass(frozen=True)
 class ChunkCodec:
     """How a store encodes chunk data in its files or objects."""
