@@ -30,6 +30,7 @@ MODULES = (
     "mtree",
     "config",
     "plugins",
+    "manpage",
 )
 
 
