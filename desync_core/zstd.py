@@ -222,6 +222,42 @@ def decompress_into(stored: bytes | bytearray | memoryview, out: bytearray,
     return _check(written)
 
 
+class RawDecoder:
+    """A libzstd decompression context for one thread, decoding between raw addresses.
+
+    For ``extract``'s batches: no Python object per chunk, one ctypes call (which
+    releases the GIL). Callers keep the buffers alive and treat -1 as "decode it the
+    careful way" (:func:`decompress` reports what is wrong).
+    """
+
+    def __init__(self) -> None:
+        if _LIB is None:
+            raise RuntimeError("no system libzstd")
+        self._dctx = _LIB.ZSTD_createDCtx()
+        if not self._dctx:
+            raise MemoryError("libzstd could not allocate a context")
+        self._decode = _LIB.ZSTD_decompressDCtx
+
+    def decode(self, src: int, src_len: int, dst: int, capacity: int) -> int:
+        """Decode every frame at ``src`` into at most ``capacity`` bytes at ``dst``.
+
+        Returns the decoded size, or -1 if the data is invalid, truncated or longer
+        than ``capacity``.
+        """
+        size: int = self._decode(self._dctx, dst, capacity, src, src_len)
+        # A success is at most ``capacity``; error codes are near 2**64.
+        return size if size <= capacity else -1
+
+    def __del__(self) -> None:
+        if _LIB is not None and getattr(self, "_dctx", None):
+            _LIB.ZSTD_freeDCtx(self._dctx)
+
+
+def available() -> bool:
+    """Whether the system libzstd is loaded (:class:`RawDecoder` needs it)."""
+    return _LIB is not None
+
+
 def _fallback_decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
     """python-zstandard, fed a little at a time so the output bound holds."""
     try:
@@ -230,4 +266,5 @@ def _fallback_decompress(stored: bytes | bytearray | memoryview, limit: int) -> 
         raise ZstdDecodeError(f"zstd: {exc}") from exc
 
 
-__all__ = ["BACKEND", "LEVEL", "ZstdDecodeError", "compress", "decompress", "decompress_into"]
+__all__ = ["BACKEND", "LEVEL", "RawDecoder", "ZstdDecodeError", "available", "compress",
+           "decompress", "decompress_into"]
