@@ -149,6 +149,17 @@ class Payload(ABC):
     def blocks(self) -> Iterator[bytes | memoryview]:
         """Yield the content; the views are valid until the next one is requested."""
 
+    def regions(self) -> Iterator[tuple[bytes | bytearray | memoryview, int, int]]:
+        """Yield the content as ``(buffer, start, length)``: ``buffer[start:start +
+        length]``, valid until the next one is requested.
+
+        Like :meth:`blocks`, without making a view per block: a producer whose content
+        sits in a buffer it handed out (see :mod:`desync_core.archive.pipeline`) lets
+        consumers recognise that buffer.
+        """
+        for block in self.blocks():
+            yield block, 0, len(block)
+
     def read_all(self) -> bytes:
         """The whole content (only for small files)."""
         return b"".join(bytes(b) for b in self.blocks())
@@ -256,6 +267,23 @@ DIR_END = DirEnd()
 
 NodeStream = Iterator[Node | DirEnd]
 
+#: A plain regular file in compact form, ``(name, path, mode, uid, gid, mtime, buffer,
+#: start, size)``: no metadata beyond these fields (no names, flags, xattrs, ACLs...),
+#: the content is ``buffer[start:start + size]`` and valid until the next item is
+#: requested. Producers emit these instead of :class:`Node` objects only to consumers
+#: that ask for them (``CatarDecoder.nodes(plain_files=True)``; ``DiskWriter`` and the
+#: forked writer accept them): it saves a node and a payload object per file when
+#: unpacking.
+PlainFile = tuple[bytes, bytes, int, int, int, int, "bytes | bytearray | memoryview", int, int]
+
+
+def plain_node(item: PlainFile) -> Node:
+    """The :class:`Node` of a :data:`PlainFile` (its content copied)."""
+    name, path, mode, uid, gid, mtime, buf, start, size = item
+    node = Node(mode, name, path, uid, gid, mtime, size=size)
+    node.payload = BytesPayload(bytes(buf[start:start + size]))
+    return node
+
 
 def valid_name(name: bytes) -> bool:
     """A single path component: not empty, not ``.``/``..``, no ``/`` and no NUL."""
@@ -343,8 +371,10 @@ __all__ = [
     "Node",
     "NodeStream",
     "Payload",
+    "PlainFile",
     "check_writable_flags",
     "display",
+    "plain_node",
     "time_granularity",
     "valid_name",
 ]

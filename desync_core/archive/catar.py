@@ -38,6 +38,7 @@ from desync_core.archive.base import (
     Node,
     NodeStream,
     Payload,
+    PlainFile,
     display,
     time_granularity,
 )
@@ -506,6 +507,20 @@ class _StreamPayload(Payload):
             self.remaining -= k
             yield view
 
+    def regions(self) -> Iterator[tuple[bytes | bytearray | memoryview, int, int]]:
+        inp = self.decoder._in
+        while self.remaining:
+            avail = len(inp.buf) - inp.pos
+            if not avail:
+                if not inp.fill(1):
+                    raise self.decoder._truncated()
+                avail = len(inp.buf) - inp.pos
+            k = min(avail, self.remaining)
+            pos = inp.pos
+            inp.pos = pos + k
+            self.remaining -= k
+            yield inp.buf, pos, k
+
     def read_all(self) -> bytes:
         inp = self.decoder._in
         size = self.remaining
@@ -516,7 +531,23 @@ class _StreamPayload(Payload):
             return data
         return b"".join(bytes(b) for b in self.blocks())
 
+    def readinto(self, view: memoryview) -> int:
+        inp = self.decoder._in
+        size = self.remaining
+        if size <= len(inp.buf) - inp.pos and size <= len(view):
+            pos = inp.pos
+            view[:size] = inp.buf[pos:pos + size]  # the whole content is buffered
+            inp.pos = pos + size
+            self.remaining = 0
+            return size
+        return super().readinto(view)
+
     def skip(self) -> None:
+        inp = self.decoder._in
+        if self.remaining <= len(inp.buf) - inp.pos:
+            inp.pos += self.remaining
+            self.remaining = 0
+            return
         for _ in self.blocks():
             pass
 
@@ -594,11 +625,15 @@ class CatarDecoder:
     def __iter__(self) -> NodeStream:
         return self.nodes()
 
-    def nodes(self) -> NodeStream:
+    def nodes(self, *, plain_files: bool = False) -> Iterator[Node | DirEnd | PlainFile]:
         """Yield the archive's nodes (with :data:`DIR_END` after each directory).
 
         File contents are read when the consumer iterates a node's payload; whatever
         it leaves unread is skipped before the next node.
+
+        Args:
+            plain_files: yield regular files without metadata whose content is in the
+                read buffer as :data:`~desync_core.archive.base.PlainFile` tuples.
         """
         if self._peek() is None:
             raise ArchiveFormatError(f"{self.name}: archive is empty")
@@ -610,11 +645,68 @@ class CatarDecoder:
             return
         stack = [_Dir(self._entry_offset, b"")]
         previous = root
+        inp = self._in
+        flags = self.feature_flags
         while stack:
             payload = previous.payload
             if payload is not None and isinstance(payload, _StreamPayload) and payload.remaining:
                 payload.skip()
             frame = stack[-1]
+            # Fast path for the common child: FILENAME + ENTRY (+ PAYLOAD header) of a
+            # file or directory without metadata, all in the buffer. It only accepts
+            # what the checked path below accepts, and leaves everything unusual
+            # (including every error) to that path, so errors are reported the same.
+            buf = inp.buf
+            pos = inp.pos
+            avail = len(buf) - pos
+            if avail >= 114:  # FILENAME of a 1-byte name + ENTRY + a 16-byte header
+                size, kind = _HEADER.unpack_from(buf, pos)
+                end = pos + size
+                if (kind == FILENAME and 18 <= size <= 16 + MAX_NAME and avail >= size + 80
+                        and buf[end - 1] == 0):
+                    name = bytes(buf[pos + 16:end - 1])
+                    names = frame.names
+                    (esize, ekind, eflags, mode, entry_flags, uid, gid,
+                     mtime) = _ENTRY.unpack_from(buf, end)
+                    kind_bits = mode & 0o170000
+                    if (b"\0" not in name and b"/" not in name and name != b"."
+                            and name != b".." and (not names or name > names[-1])
+                            and ekind == ENTRY and esize == 64 and eflags == flags
+                            and not mode & ~0o177777 and not entry_flags & ~ENTRY_FLAG_BITS
+                            and uid <= 0xFFFFFFFF and gid <= 0xFFFFFFFF):
+                        nsize, nkind = _HEADER.unpack_from(buf, end + 64)
+                        if kind_bits == stat.S_IFREG:
+                            plain = nkind == PAYLOAD and nsize >= 16
+                        else:
+                            plain = kind_bits == stat.S_IFDIR and nkind not in _META
+                        if plain:
+                            offset = inp.base + pos
+                            frame.starts.append(offset)
+                            names.append(name)
+                            path = frame.path + b"/" + name if frame.path else name
+                            self._path = path
+                            if mtime >> 63:
+                                mtime -= 1 << 64
+                            if kind_bits == stat.S_IFREG:
+                                size = nsize - 16
+                                start = end + 80
+                                if plain_files and not entry_flags and avail >= start - pos + size:
+                                    inp.pos = start + size
+                                    yield (name, path, mode, uid, gid, mtime, buf, start, size)
+                                    continue
+                                node = Node(mode, name, path, uid, gid, mtime, entry_flags)
+                                inp.pos = start
+                                node.size = size
+                                node.payload = _StreamPayload(self, size)
+                                yield node
+                            else:
+                                node = Node(mode, name, path, uid, gid, mtime, entry_flags)
+                                inp.pos = end + 64
+                                self._entry_offset = offset + size
+                                yield node
+                                stack.append(_Dir(offset + size, path))
+                            previous = node
+                            continue
             self._path = frame.path
             head = self._peek()
             if head is None:
@@ -829,8 +921,13 @@ class CatarDecoder:
         # table order is not checked: old desync versions wrote the items in directory
         # order instead of BST order (cmd/desync/testdata/tree.catar), and casync reads
         # such archives too.
-        items = sorted(values[i:i + 3] for i in range(0, 3 * n, 3))
-        if items != sorted(goodbye_items(frame.starts, frame.names, offset)):
+        items = sorted(zip(values[0:3 * n:3], values[1:3 * n:3], values[2:3 * n:3]))
+        starts = frame.starts
+        ends = [*starts[1:], offset]
+        expected = sorted(zip([offset - start for start in starts],
+                              [end - start for start, end in zip(starts, ends)],
+                              name_hashes(frame.names)))
+        if items != expected:
             raise self._error("inconsistent GOODBYE table", offset)
 
 
@@ -841,15 +938,18 @@ def _type_name(kind: int) -> str:
 # -- the format ---------------------------------------------------------------------------
 
 
-def open_input(source: str) -> tuple[Callable[[int], bytes], Callable[[], None]]:
-    """``(read, close)`` for a catar path or ``-`` (stdin)."""
+def open_input(source: str, *, readinto: bool = False) -> tuple[Callable[..., Any],
+                                                                  Callable[[], None]]:
+    """``(read, close)`` for a catar path or ``-`` (stdin); with ``readinto``, the
+    input's ``readinto(buffer)`` instead of ``read(n)``."""
     if source == "-":
-        return sys.stdin.buffer.read, lambda: None
+        stdin = sys.stdin.buffer
+        return (stdin.readinto if readinto else stdin.read), lambda: None
     try:
         f = open(source, "rb", buffering=0)  # noqa: SIM115
     except OSError as exc:
         raise DesyncError(f"{source}: {exc.strerror}") from None
-    return f.read, f.close  # type: ignore[return-value]
+    return (f.readinto if readinto else f.read), f.close
 
 
 class CatarFormat(ArchiveFormat):

@@ -1,9 +1,9 @@
 """SipHash-2-4 with casync's GOODBYE key (``catar.md`` §5.1).
 
 Python has no SipHash with a caller-chosen key, so this is a small implementation of
-the reference algorithm (64-bit output). Names of a directory are hashed together:
-one at a time in Python for small directories, vectorised over all names with numpy
-for large ones (about 25x faster per name there, but with a fixed cost per call).
+the reference algorithm (64-bit output). The names of a directory are hashed together,
+all at once in lanes of big Python integers (about 5x faster per name than one at a
+time, and no numpy import: ``untar`` of a catar file does not load numpy at all).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 #: casync's CA_FORMAT_GOODBYE_HASH_KEY as two little-endian u64.
 GOODBYE_KEY = (0x8574442B0F1D84B3, 0x2736ED30D1C22EC1)
 _M = 0xFFFFFFFFFFFFFFFF
-#: Directories with at least this many entries are hashed with numpy.
-_VECTOR_THRESHOLD = 24
+#: Directories with at least this many entries are hashed in lanes.
+_VECTOR_THRESHOLD = 2
 
 
 def siphash24(data: bytes, key: tuple[int, int] = GOODBYE_KEY) -> int:
@@ -55,62 +55,74 @@ def name_hashes(names: Sequence[bytes]) -> list[int]:
     """The GOODBYE hash of every name, in order."""
     if len(names) < _VECTOR_THRESHOLD:
         return [siphash24(name) for name in names]
-    return _vector_hashes(names)
+    return _lane_hashes(names)
 
 
-def _vector_hashes(names: Sequence[bytes]) -> list[int]:
-    """SipHash-2-4 of many names at once: one numpy lane per name."""
-    import numpy as np
+_PAD = bytes(8)
+_LANE = b"\xff" * 8 + _PAD
 
+
+def _lane_rounds(v0: int, v1: int, v2: int, v3: int, count: int,
+                 mask: int) -> tuple[int, int, int, int]:
+    """``count`` SipRounds on every lane (see :func:`_lane_hashes`)."""
+    for _ in range(count):
+        v0 = (v0 + v1) & mask
+        v1 = ((v1 << 13) | (v1 >> 51)) & mask ^ v0
+        v0 = ((v0 << 32) | (v0 >> 32)) & mask
+        v2 = (v2 + v3) & mask
+        v3 = ((v3 << 16) | (v3 >> 48)) & mask ^ v2
+        v0 = (v0 + v3) & mask
+        v3 = ((v3 << 21) | (v3 >> 43)) & mask ^ v0
+        v2 = (v2 + v1) & mask
+        v1 = ((v1 << 17) | (v1 >> 47)) & mask ^ v2
+        v2 = ((v2 << 32) | (v2 >> 32)) & mask
+    return v0, v1, v2, v3
+
+
+def _lane_hashes(names: Sequence[bytes]) -> list[int]:
+    """SipHash-2-4 of many names at once, one 128-bit lane per name in a Python int.
+
+    A lane holds a 64-bit state word in its low half; the high half is slack that takes
+    what an addition carries and a rotation shifts out of the word, and is cleared with
+    ``mask`` after every step. One big-integer operation thus does a step for every
+    name: about 2 microseconds per name, without numpy.
+    """
     n = len(names)
-    lens = np.fromiter(map(len, names), dtype=np.int64, count=n)
-    blocks = lens // 8 + 1  # the last block holds the tail and the length byte
-    width = int(blocks.max())
-    buf = np.zeros((n, width * 8), dtype=np.uint8)
-    flat = np.frombuffer(b"".join(names), dtype=np.uint8)
-    if len(flat):
-        rows = np.repeat(np.arange(n), lens)
-        starts = np.repeat(np.cumsum(lens) - lens, lens)
-        buf[rows, np.arange(len(flat)) - starts] = flat
-    buf[np.arange(n), blocks * 8 - 1] = (lens & 0xFF).astype(np.uint8)
-    words = buf.view("<u8")
-    k0, k1 = (np.uint64(k) for k in GOODBYE_KEY)
-    s = [np.uint64(x) for x in (13, 51, 32, 16, 48, 21, 43, 17, 47)]
-
-    def rounds(v0, v1, v2, v3, count):  # type: ignore[no-untyped-def]
-        for _ in range(count):
-            v0 = v0 + v1
-            v1 = ((v1 << s[0]) | (v1 >> s[1])) ^ v0
-            v0 = (v0 << s[2]) | (v0 >> s[2])
-            v2 = v2 + v3
-            v3 = ((v3 << s[3]) | (v3 >> s[4])) ^ v2
-            v0 = v0 + v3
-            v3 = ((v3 << s[5]) | (v3 >> s[6])) ^ v0
-            v2 = v2 + v1
-            v1 = ((v1 << s[7]) | (v1 >> s[8])) ^ v2
-            v2 = (v2 << s[2]) | (v2 >> s[2])
-        return v0, v1, v2, v3
-
-    with np.errstate(over="ignore"):
-        v0 = np.full(n, k0 ^ np.uint64(0x736F6D6570736575), dtype=np.uint64)
-        v1 = np.full(n, k1 ^ np.uint64(0x646F72616E646F6D), dtype=np.uint64)
-        v2 = np.full(n, k0 ^ np.uint64(0x6C7967656E657261), dtype=np.uint64)
-        v3 = np.full(n, k1 ^ np.uint64(0x7465646279746573), dtype=np.uint64)
-        for j in range(width):
-            m = words[:, j]
-            a0, a1, a2, a3 = rounds(v0, v1, v2, v3 ^ m, 2)
-            a0 = a0 ^ m
-            live = blocks > j  # lanes whose name still has a block here
-            if live.all():
-                v0, v1, v2, v3 = a0, a1, a2, a3
-            else:
-                v0 = np.where(live, a0, v0)
-                v1 = np.where(live, a1, v1)
-                v2 = np.where(live, a2, v2)
-                v3 = np.where(live, a3, v3)
-        v2 = v2 ^ np.uint64(0xFF)
-        v0, v1, v2, v3 = rounds(v0, v1, v2, v3, 4)
-        return (v0 ^ v1 ^ v2 ^ v3).tolist()  # type: ignore[no-any-return]
+    mask = int.from_bytes(_LANE * n, "little")
+    ones = int.from_bytes((b"\x01" + bytes(15)) * n, "little")
+    k0, k1 = GOODBYE_KEY
+    v0 = ones * (k0 ^ 0x736F6D6570736575)
+    v1 = ones * (k1 ^ 0x646F72616E646F6D)
+    v2 = ones * (k0 ^ 0x6C7967656E657261)
+    v3 = ones * (k1 ^ 0x7465646279746573)
+    # The message: every name padded to whole 8-byte blocks, the last one ending in the
+    # length byte, each block followed by 8 zero bytes (its lane's slack). Lanes of
+    # names with fewer blocks keep their state while longer names go on.
+    blank = _PAD + _PAD
+    spread = []
+    for name in names:
+        p = name + bytes(7 - len(name) % 8) + bytes((len(name) & 0xFF,))
+        spread.append(b"".join([p[i:i + 8] + _PAD for i in range(0, len(p), 8)]))
+    width = max(len(q) for q in spread) // 16
+    for j in range(width):
+        lo, hi = 16 * j, 16 * j + 16
+        m = int.from_bytes(b"".join([q[lo:hi] or blank for q in spread]), "little")
+        a0, a1, a2, a3 = _lane_rounds(v0, v1, v2, v3 ^ m, 2, mask)
+        a0 ^= m
+        if all(len(q) >= hi for q in spread):
+            v0, v1, v2, v3 = a0, a1, a2, a3
+        else:
+            live = int.from_bytes(b"".join([_LANE if len(q) >= hi else blank
+                                            for q in spread]), "little")
+            dead = mask ^ live
+            v0 = (a0 & live) | (v0 & dead)
+            v1 = (a1 & live) | (v1 & dead)
+            v2 = (a2 & live) | (v2 & dead)
+            v3 = (a3 & live) | (v3 & dead)
+    v2 ^= ones * 0xFF
+    v0, v1, v2, v3 = _lane_rounds(v0, v1, v2, v3, 4, mask)
+    out = ((v0 ^ v1 ^ v2 ^ v3) & mask).to_bytes(16 * n, "little")
+    return [int.from_bytes(out[i:i + 8], "little") for i in range(0, 16 * n, 16)]
 
 
 __all__ = ["GOODBYE_KEY", "name_hashes", "siphash24"]

@@ -17,20 +17,30 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from desync_core import flags as ff
-from desync_core.archive.base import DEFAULT_FEATURE_FLAGS, ArchiveFormat, NodeStream
+from desync_core.archive.base import (
+    DEFAULT_FEATURE_FLAGS,
+    ArchiveFormat,
+    ArchiveOptions,
+    NodeStream,
+)
 from desync_core.archive.catar import CatarDecoder, CatarEncoder, open_input
 from desync_core.archive.mtree import write_mtree
-from desync_core.chunker import ChunkerParams
 from desync_core.digest import Digest
 from desync_core.errors import ChunkInvalidError, UsageError
-from desync_core.index import Index
 from desync_core.progress import Progress
+
+if TYPE_CHECKING:  # numpy comes with these; untar of a catar file does not need it
+    from desync_core.chunker import ChunkerParams
+    from desync_core.index import Index
+
+#: ``read(n)`` made from a ``readinto(view)`` (see ``ForkedWriter.reader``).
+ReaderFactory = Callable[[Callable[[memoryview], Any]], Callable[[int], Any]]
 
 
 def archive_flags(digest: Digest, base: int = DEFAULT_FEATURE_FLAGS) -> int:
@@ -105,6 +115,7 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
     import numpy as np
 
     from desync_core.chunker import iter_chunks
+    from desync_core.index import Index
     from desync_core.ops.make import ChunkSink, index_flags_for
 
     progress = progress or Progress()
@@ -191,6 +202,25 @@ class IndexStream:
         out, self._current = self._current[:k], self._current[k:]
         return out
 
+    def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` with the next bytes of the stream; 0 at the end."""
+        view = memoryview(buffer).cast("B")
+        n = 0
+        total = len(view)
+        while n < total:
+            current = self._current
+            if not current:
+                self._top_up()
+                if not self._pending:
+                    break
+                current = self._current = memoryview(self._pending.popleft().result())
+                self._top_up()
+            k = min(total - n, len(current))
+            view[n:n + k] = current[:k]
+            self._current = current[k:]
+            n += k
+        return n
+
     def close(self) -> None:
         """Stop fetching."""
         for f in self._pending:
@@ -200,8 +230,9 @@ class IndexStream:
 
 @contextmanager
 def open_archive(ctx: Any, location: str, *, index: bool = False,
-                 stores: list[str] | None = None,
-                 cache: str | None = None) -> Iterator[NodeStream]:
+                 stores: list[str] | None = None, cache: str | None = None,
+                 reader: ReaderFactory | None = None,
+                 plain_files: bool = False) -> Iterator[NodeStream]:
     """The node stream of a catar file, or of a ``.caidx`` whose chunks are in ``stores``.
 
     Args:
@@ -209,12 +240,18 @@ def open_archive(ctx: Any, location: str, *, index: bool = False,
         location: catar path, or index location (``-`` = stdin for either).
         index: ``location`` is an archive index.
         stores, cache: ``-s``/``-c`` locations for an index.
+        reader: makes the decoder's ``read(n)`` from the input's ``readinto`` (the
+            forked writer's ring reader); None: plain reads.
+        plain_files: the stream may contain :data:`~desync_core.archive.base.PlainFile`
+            tuples (for consumers that accept them).
 
     Everything opened (file, stores, fetch threads) is closed when the block exits.
     """
     if not index:
-        read, close = open_input(location)
-        nodes = CatarDecoder(read, name=location).nodes()
+        read, close = open_input(location, readinto=reader is not None)
+        if reader is not None:
+            read = reader(read)
+        nodes = CatarDecoder(read, name=location).nodes(plain_files=plain_files)
         try:
             yield nodes
         finally:
@@ -224,13 +261,46 @@ def open_archive(ctx: Any, location: str, *, index: bool = False,
     idx = ctx.read_index(location)
     source = ctx.open_source(stores or [], cache or None, idx.digest)
     stream = IndexStream(idx, source, ctx.concurrency)
-    nodes = CatarDecoder(stream.read, name=location).nodes()
+    read = stream.read if reader is None else reader(stream.readinto)
+    nodes = CatarDecoder(read, name=location).nodes(plain_files=plain_files)
     try:
         yield nodes
     finally:
         nodes.close()
         stream.close()
         source.close()
+
+
+def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
+          options: ArchiveOptions, *, index: bool = False, stores: list[str] | None = None,
+          cache: str | None = None, fork: bool = True) -> None:
+    """Extract a catar file or a ``.caidx`` (chunks from ``stores``) with ``fmt``.
+
+    Into a directory (the ``disk`` format), the files are written by a forked process
+    (:mod:`desync_core.archive.pipeline`) while this one reads and decodes the archive
+    straight into the memory it shares with it; other formats, or where forking is not
+    safe (other threads running) or not wanted (``fork=False``), run in this process.
+    """
+    from desync_core.archive.disk import DiskFormat, DiskWriter
+    from desync_core.archive.pipeline import ForkedWriter, can_fork
+
+    disk = type(fmt) is DiskFormat
+    if not (fork and disk and can_fork()):
+        with open_archive(ctx, location, index=index, stores=stores, cache=cache,
+                          plain_files=disk) as nodes:
+            if disk:
+                DiskWriter(target, options).write(nodes)
+            else:
+                fmt.write(nodes, target, options)
+        return
+    writer = ForkedWriter(DiskWriter(target, options).write)
+    writer.start()  # before any thread exists (index fetching starts threads)
+    try:
+        with open_archive(ctx, location, index=index, stores=stores, cache=cache,
+                          reader=writer.reader, plain_files=True) as nodes:
+            writer.run(nodes)
+    finally:
+        writer.close()
 
 
 def mtree(nodes: NodeStream, digest: Digest, out: TextIO | None = None) -> int:
@@ -246,4 +316,5 @@ __all__ = [
     "mtree",
     "open_archive",
     "tar_to_index",
+    "untar",
 ]

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     """Run ``untar``."""
     from desync_core.archive.base import ArchiveOptions
     from desync_core.errors import UsageError
-    from desync_core.ops.archive import archive_flags, get_format, open_archive
+    from desync_core.ops.archive import archive_flags, get_format, untar
 
     if args.index and not args.store:
         raise UsageError("-i requires at least one store (-s <location>)")
@@ -37,9 +37,8 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     options = ArchiveOptions(feature_flags=archive_flags(ctx.digest),
                              no_same_owner=args.no_same_owner,
                              no_same_permissions=args.no_same_permissions)
-    with open_archive(ctx, args.input, index=args.index, stores=args.store,
-                      cache=args.cache) as nodes:
-        fmt.write(nodes, args.target, options)
+    untar(ctx, args.input, args.target, fmt, options, index=args.index, stores=args.store,
+          cache=args.cache)
     return 0
 
 
