@@ -18,13 +18,13 @@ byte-identical only if its bundled zstd is the same release as casync's).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from typing import Any
 
-import zstandard
-
 from desync_core.inflate import inflate_bounded
+
+# python-zstandard is imported only where it is used (no system libzstd): it costs
+# ~4 ms of start-up otherwise.
 
 #: zstd level casync uses.
 LEVEL = 3
@@ -44,11 +44,7 @@ class _Buffer(ctypes.Structure):
 
 def _load() -> Any:
     """The system libzstd with the functions used here declared, or None."""
-    names = ["libzstd.so.1"]  # the usual soname first: find_library runs ldconfig
-    found = ctypes.util.find_library("zstd")
-    if found:
-        names.append(found)
-    for name in names:
+    for name in _library_names():
         try:
             lib = ctypes.CDLL(name)
         except OSError:
@@ -79,13 +75,24 @@ def _load() -> Any:
     return None
 
 
+def _library_names() -> Any:
+    """The usual soname, then what ``find_library`` finds. Only asked if the soname
+    fails: it runs ``ldconfig -p`` in a subprocess (measured ~20 ms of start-up)."""
+    yield "libzstd.so.1"
+    import ctypes.util
+
+    found = ctypes.util.find_library("zstd")
+    if found:
+        yield found
+
+
 _LIB = _load()
 _SESSION_AND_PARAMETERS = 3  # ZSTD_reset_session_and_parameters
 
 #: Which library compresses chunks: ``"system <version>"`` or ``"bundled <version>"``.
 BACKEND = (
     f"system {_LIB.ZSTD_versionNumber()}" if _LIB is not None
-    else "bundled " + ".".join(map(str, zstandard.ZSTD_VERSION))
+    else "bundled " + ".".join(map(str, __import__("zstandard").ZSTD_VERSION))
 )
 
 _local = threading.local()
@@ -142,6 +149,8 @@ def _scratch() -> _Scratch:
 def compress(data: bytes | bytearray | memoryview) -> bytes:
     """Compress like casync: level 3, streamed without content size, no checksum."""
     if _LIB is None:
+        import zstandard
+
         obj = zstandard.ZstdCompressor(
             level=LEVEL, write_checksum=False, write_content_size=False).compressobj()
         return obj.compress(data) + obj.flush()
@@ -260,6 +269,8 @@ def available() -> bool:
 
 def _fallback_decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
     """python-zstandard, fed a little at a time so the output bound holds."""
+    import zstandard
+
     try:
         return inflate_bounded(stored, zstandard.ZstdDecompressor().decompressobj, limit)
     except (zstandard.ZstdError, ValueError, EOFError) as exc:

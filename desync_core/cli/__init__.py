@@ -9,6 +9,7 @@ prints a traceback (exit 70).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -146,6 +147,23 @@ def _print_error(message: str) -> None:
     sys.stderr.flush()
 
 
+#: Set by :func:`exit_fast`.
+_exit_fast = False
+
+
+def exit_fast() -> None:
+    """Let :func:`main` end the process without the interpreter's teardown once the
+    command returns (after flushing stdout and stderr).
+
+    Tearing down the modules and objects of a run with numpy loaded takes ~40 ms
+    (measured after ``extract``), more than some commands' own work. Only for commands
+    that close their files and join their threads before returning; it has no effect
+    when :func:`run` is called directly (tests, library use).
+    """
+    global _exit_fast
+    _exit_fast = True
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -155,7 +173,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         code = code or 1
+    if _exit_fast:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
     sys.exit(code)
 
 
-__all__ = ["Parser", "build_parser", "main", "make_context", "run"]
+__all__ = ["Parser", "build_parser", "exit_fast", "main", "make_context", "run"]

@@ -318,8 +318,13 @@ class StoreBatches:
             self.local_base = store.base
         self.extension = direct.codec.extension
         self.verify = not direct.skip_verify
-        self.sha512_256 = index.digest.hashlib_name == "sha512_256"
         self.sum = direct.sum
+        self.kernel: Any = None
+        if self.verify and index.digest.hashlib_name == "sha512_256":
+            # Loaded here, before worker processes are forked, so that they share it.
+            from desync_core.batchhash import native_kernel
+
+            self.kernel = native_kernel()
 
     @classmethod
     def for_assembler(cls, direct: DirectFetcher | None, index: Index,
@@ -333,41 +338,59 @@ class StoreBatches:
         """Buffers and contexts for one worker."""
         return BatchState(self)
 
-    def run(self, lo: int, hi: int, state: BatchState, counters: ExtractStats) -> bool:
-        """Fetch, verify and write chunks ``lo..hi-1``; False (nothing written) if any
-        chunk needs the careful path."""
+    def run(self, lo: int, hi: int, state: BatchState, counters: ExtractStats,
+            skip: np.ndarray | None = None) -> bool:
+        """Fetch, verify and write chunks ``lo..hi-1`` except where ``skip[k]`` is set
+        (repeats, left for later); False (nothing written) if any chunk needs the
+        careful path."""
         ends = self.ends
         start = int(ends[lo - 1]) if lo else 0
-        rel = ends[lo:hi] - start  # chunk ends within the run
-        total = int(rel[-1])
-        buf = state.buffer(total + 1)  # +1: decoding one byte too many reveals long data
-        base = state.address(buf)
+        stops = ends[lo:hi] - start  # chunk ends within the run
         starts = np.empty(hi - lo, dtype=np.int64)
         starts[0] = 0
-        starts[1:] = rel[:-1]
-        if not self._fetch(lo, hi, starts.tolist(), rel.tolist(), buf, base, state):
+        starts[1:] = stops[:-1]
+        ids = self.ids[32 * lo : 32 * hi]
+        picked: np.ndarray | None = None
+        if skip is not None and skip[lo:hi].any():
+            picked = np.flatnonzero(~skip[lo:hi])
+            if not len(picked):
+                return True
+            starts, stops = starts[picked], stops[picked]
+            ids = np.frombuffer(ids, dtype=np.uint8).reshape(-1, 32)[picked].tobytes()
+        total = int(stops[-1])
+        buf = state.buffer(total + 1)  # +1: decoding one byte too many reveals long data
+        if not self._fetch(ids.hex(), starts.tolist(), stops.tolist(), buf, state):
             return False
         if self.verify:
-            ids = self.ids[32 * lo : 32 * hi]
-            if self.sha512_256:
-                sums = state.hasher.sums(buf, starts, rel - starts)
+            lengths = stops - starts
+            if state.hasher is not None:
+                sums = state.hasher.sums(buf, starts, lengths)
             else:
                 view = memoryview(buf)
                 sums = b"".join(self.sum(view[a:b]) for a, b in zip(starts.tolist(),
-                                                                      rel.tolist()))
+                                                                      stops.tolist()))
             if sums != ids:
                 return False
-        pwrite_all(self.target.fd, memoryview(buf)[:total], start)
-        counters.chunks_from_store += hi - lo
-        counters.bytes_from_store += total
+        view = memoryview(buf)
+        fd = self.target.fd
+        if picked is None:
+            pwrite_all(fd, view[:total], start)
+        else:  # the pieces between skipped chunks
+            for first, stop in runs(~skip, lo, hi, ends, 1 << 62, hi - lo):
+                a = int(ends[first - 1]) - start if first else 0
+                b = int(ends[stop - 1]) - start
+                pwrite_all(fd, view[a:b], start + a)
+        counters.chunks_from_store += len(starts)
+        counters.bytes_from_store += int((stops - starts).sum())
         return True
 
-    def _fetch(self, lo: int, hi: int, starts: list[int], ends: list[int], buf: np.ndarray,
-               base: int, state: BatchState) -> bool:
-        """Decode every chunk of the run into ``buf``; False at the first problem."""
+    def _fetch(self, hexids: str, starts: list[int], stops: list[int], buf: np.ndarray,
+               state: BatchState) -> bool:
+        """Decode chunk ``k`` (its id is ``hexids[64 k : 64 k + 64]``) into
+        ``buf[starts[k] : stops[k]]``, for each; False at the first problem."""
         compressed = self.codec.compressed
         decode = state.decoder.decode
-        hexids = self.ids[32 * lo : 32 * hi].hex()
+        base = state.address(buf)
         if self.local_base is not None:
             prefix = self.local_base + "/"
             ext = self.extension
@@ -376,7 +399,7 @@ class StoreBatches:
             raw_cap = len(raw_view)
             flags = os.O_RDONLY | os.O_CLOEXEC
             out = memoryview(buf)
-            for k, (a, b) in enumerate(zip(starts, ends)):
+            for k, (a, b) in enumerate(zip(starts, stops)):
                 h = hexids[64 * k : 64 * k + 64]
                 try:
                     fd = os.open(f"{prefix}{h[:4]}/{h}{ext}", flags)
@@ -399,7 +422,7 @@ class StoreBatches:
         raw = self.direct.raw
         codec = self.codec
         view = memoryview(buf)
-        for k, (a, b) in enumerate(zip(starts, ends)):
+        for k, (a, b) in enumerate(zip(starts, stops)):
             chunk_id = bytes.fromhex(hexids[64 * k : 64 * k + 64])
             try:
                 stored = raw.get_chunk(chunk_id).encoded(codec)
@@ -432,7 +455,7 @@ class BatchState:
         self.raw_addr = self.address(raw)
         self._raw = raw
         self.decoder = zstd.RawDecoder()
-        self.hasher = BatchHasher() if batches.sha512_256 and batches.verify else None
+        self.hasher = BatchHasher(batches.kernel) if batches.kernel is not None else None
 
     def buffer(self, size: int) -> np.ndarray:
         """A buffer of at least ``size`` bytes (reused; grows as needed)."""
@@ -510,6 +533,8 @@ class Assembler:
         self.sha = index.digest.sum
         self.direct = DirectFetcher.for_source(source, index)
         self.batches = StoreBatches.for_assembler(self.direct, index, target)
+        #: Single chunks that repeat an earlier one (second phase), or None.
+        self.repeats: np.ndarray | None = None
         self.cancelled = threading.Event()
         #: Workers were still running when an interrupted run stopped waiting for them.
         self.abandoned = False
@@ -517,10 +542,11 @@ class Assembler:
     # -- the plan as tasks ----------------------------------------------------------
 
     def single_chunks(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Chunks no seed segment covers: ``(first, repeats)`` masks.
+        """Chunks no seed segment covers, and which of them repeat an earlier chunk
+        (None if none do): ``(single, repeats)`` masks.
 
-        ``repeats`` (None if there are none) marks those that repeat an earlier chunk:
-        they are left for the second phase, ``first`` marks the rest.
+        Repeats are left for the second phase; the first phase skips them inside its
+        runs (a run need not be cut at a repeat).
         """
         n = len(self.index)
         single = np.ones(n, dtype=bool)
@@ -529,9 +555,10 @@ class Assembler:
         if not self.self_seed.has_duplicates:
             return single, None
         repeats = single & (self.self_seed.dup_of >= 0)
-        return single & ~repeats, repeats
+        return single, (repeats if repeats.any() else None)
 
-    def run_size(self, single: np.ndarray, workers: int) -> tuple[int, int]:
+    def run_size(self, single: np.ndarray, repeats: np.ndarray | None, workers: int
+                 ) -> tuple[int, int]:
         """``(bytes, chunks)`` limits of the runs of single chunks that form a task.
 
         Batches and worker processes work best with runs of a few MiB (at least
@@ -540,7 +567,8 @@ class Assembler:
         """
         if self.batches is None and workers <= 1:
             return BATCH_BYTES, BATCH_CHUNKS
-        total = int(np.diff(self.index.ends, prepend=0)[single].sum())
+        fetched = single if repeats is None else single & ~repeats
+        total = int(np.diff(self.index.ends, prepend=0)[fetched].sum())
         size = min(LOCAL_BATCH_BYTES, max(BATCH_BYTES, total // (TASKS_PER_WORKER * workers)))
         return size, LOCAL_BATCH_CHUNKS
 
@@ -582,20 +610,30 @@ class Assembler:
                 from exc
 
     def run_chunks(self, lo: int, hi: int, worker: WorkerState) -> None:
-        """Chunks ``lo..hi-1``: in a batch if possible, else one by one."""
+        """Chunks ``lo..hi-1`` but the repeats: in a batch if possible, else one by one."""
         if self.cancelled.is_set():
             return
-        if worker.batches is None or not worker.batches.run(lo, hi, worker.batch_state(),
-                                                              worker.counters):
+        repeats = self.repeats
+        if worker.batches is None or not worker.batches.run(
+                lo, hi, worker.batch_state(), worker.counters, repeats):
             ends = self.index.ends[lo:hi].tolist()
             start = int(self.index.ends[lo - 1]) if lo else 0
             for k, end in zip(range(lo, hi), ends):
                 if self.cancelled.is_set():
                     return
-                self.write_chunk(k, start, end, worker.counters)
+                if repeats is None or not repeats[k]:
+                    self.write_chunk(k, start, end, worker.counters)
                 start = end
-        self.self_seed.mark(lo, hi - lo)
-        self.progress.update(hi - lo)
+        self.progress.update(self.mark_run(lo, hi))
+
+    def mark_run(self, lo: int, hi: int) -> int:
+        """Mark a finished run's chunks (but the repeats) complete; returns how many."""
+        if self.repeats is None:
+            self.self_seed.mark(lo, hi - lo)
+            return hi - lo
+        fetched = ~self.repeats[lo:hi]
+        self.self_seed.mark_where(lo, fetched)
+        return int(fetched.sum())
 
     def run_chunk_list(self, chunks: np.ndarray, counters: ExtractStats) -> None:
         """Single chunks at the positions ``chunks`` (repeats of earlier chunks)."""
@@ -681,7 +719,8 @@ class Assembler:
             return state
 
         single, repeats = self.single_chunks()
-        max_bytes, max_chunks = self.run_size(single, max(workers, processes))
+        self.repeats = repeats
+        max_bytes, max_chunks = self.run_size(single, repeats, max(workers, processes))
         first: Iterable[Task] = self.first_tasks(single, max_bytes, max_chunks)
         # The assembly makes no reference cycles; the cyclic collector would only walk
         # every live object again and again while chunks stream through.
@@ -731,12 +770,11 @@ class Assembler:
             add_counts(received, counters)
             task = tasks[i]
             if isinstance(task, tuple):
-                first, count = task[0], task[1] - task[0]
+                self.progress.update(self.mark_run(task[0], task[1]))
             else:
                 assert isinstance(task, SeedSegment)
-                first, count = task.first, task.count
-            self.self_seed.mark(first, count)
-            self.progress.update(count)
+                self.self_seed.mark(task.first, task.count)
+                self.progress.update(task.count)
 
         left = ForkedWorkers(processes).run(len(tasks), run, finished)
         return [tasks[i] for i in left]

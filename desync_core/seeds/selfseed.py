@@ -79,6 +79,11 @@ class SelfSeed:
         """Chunks ``first .. first+count-1`` are complete in the target."""
         self.done[first : first + count] = b"\x01" * count
 
+    def mark_where(self, first: int, complete: np.ndarray) -> None:
+        """Chunks ``first + k`` where ``complete[k]`` (a bool array) are complete."""
+        done = np.frombuffer(self.done, dtype=np.uint8)
+        done[first : first + len(complete)] |= complete
+
     def write(self, i: int, j: int, target: WriteTarget) -> Moved:
         """Copy (or clone) chunk ``j``'s bytes to chunk ``i``'s place."""
         chunk_i = self.index.chunk(i)

@@ -244,6 +244,11 @@ def test_worker_processes_that_die_are_replaced(big_blob, tmp_path: Path) -> Non
             raise AssertionError("no worker reached the blocking chunk")
         for pid in children:
             os.kill(pid, signal.SIGKILL)
+        # Only once they are dead: a writer opening the FIFO earlier could pair with
+        # a dying worker's pending open, and the data would be lost with it.
+        for pid in children:
+            while _alive(pid):
+                time.sleep(0.01)
 
         def feed() -> None:
             with open(fifo, "wb") as f:  # blocks until the main process reads it
@@ -259,6 +264,15 @@ def test_worker_processes_that_die_are_replaced(big_blob, tmp_path: Path) -> Non
             proc.wait()
     assert proc.returncode == 0, err.decode()
     assert out.read_bytes() == data
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _opening(pid: int, path: Path) -> bool:
