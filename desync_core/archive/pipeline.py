@@ -1,31 +1,36 @@
-"""Extraction in two processes: nodes are produced here, a forked child writes them.
+"""Extraction in several processes: one decodes, a forked child writes the files, and for
+an index another one fetches the chunks.
 
-Unpacking a tree is two kinds of work of about equal size: decoding the archive
-(Python, per element) and creating files (system calls, per file). One process does
-them one after the other, and threads do not help, because every system call hands
-the GIL back and forth. :class:`ForkedWriter` forks a child that runs an ordinary
-sequential consumer (e.g. :meth:`DiskWriter.write
-<desync_core.archive.disk.DiskWriter.write>`) on the node stream this process
-produces, so both run at the same time.
+Unpacking a tree is made of kinds of work of similar size: fetching and verifying
+chunks (for ``untar -i``: hashing, decompressing), decoding the archive (Python, per
+element) and creating files (system calls, per file). One process does them one after
+the other, and threads do not help much, because they keep handing the GIL to each
+other. :class:`ForkedWriter` forks a *writer* that runs an ordinary sequential consumer
+(e.g. :meth:`DiskWriter.write <desync_core.archive.disk.DiskWriter.write>`) on the node
+stream this process produces, and for an index a *fetcher* that puts the stream the
+index describes into shared memory, so the work runs side by side.
 
 Transport:
 
-* nodes go through a pipe in pickled batches: a file or directory without metadata
-  beyond owner, mode and mtime as a small tuple, anything else as its :class:`Node`
-  (without the payload), :data:`DIR_END` as ``None``;
-* file contents go through a shared memory ring (an anonymous shared mapping made
-  before the fork); a record carries the ring offset. A producer that reads its input
-  through :meth:`ForkedWriter.reader` has the input in the ring already, so contents it
-  hands out (see :meth:`Payload.regions <desync_core.archive.base.Payload.regions>`)
-  are sent by offset without copying; other contents are copied into the ring;
-* the child acknowledges every batch once it has consumed it; ring space is reused
-  only after that, so this process waits when the child falls behind.
+* the archive stream lives in a shared memory ring (an anonymous shared mapping made
+  before the forks): a catar file is read into it here (:meth:`ForkedWriter.reader`),
+  an index's chunks are decoded into it by the fetcher, verified against their ids,
+  in order, with ``-n`` requests in flight (:meth:`ForkedWriter.fetcher`);
+* nodes go to the writer through a pipe in pickled batches: a plain file as a small
+  tuple whose content is a ring offset (no copy: the decoder hands out regions of the
+  ring, see :data:`~desync_core.archive.base.PlainFile` and :meth:`Payload.regions
+  <desync_core.archive.base.Payload.regions>`), anything else as its :class:`Node`,
+  :data:`DIR_END` as ``None``; contents that are not in the ring travel inline;
+* the writer acknowledges every batch it has consumed; ring space is reused only after
+  that, and only once the decoder has moved on, so the reading side waits when the
+  writer falls behind (the fetcher is given "credit" up to which it may fill the ring).
 
-The child consumes the records in order and stops at its first error, so the outcome
+The writer consumes the records in order and stops at its first error, so the outcome
 is that of sequential extraction: everything before the failing element is written,
-nothing after it. An error of the child (a file that cannot be created...) is sent
-back and raised here. An error here (a malformed archive...) lets the child finish
-what it was sent, then it is raised, unless the child failed first.
+nothing after it. An error of the writer (a file that cannot be created...) or of the
+fetcher (a missing or invalid chunk...) is sent here and raised as it is. An error here
+(a malformed archive...) lets the writer finish what it was sent, then it is raised,
+unless the writer failed first.
 """
 
 from __future__ import annotations
@@ -34,69 +39,133 @@ import fcntl
 import mmap
 import os
 import pickle
+import select
 import signal
 import struct
 import threading
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from desync_core.archive.base import DIR_END, DirEnd, Node, Payload, PlainFile
-from desync_core.errors import DesyncError
+from desync_core.errors import ChunkInvalidError, DesyncError
 
-#: Size of the shared ring for file contents.
+#: Size of the shared ring for the archive stream.
 RING_SIZE = 32 << 20
-#: Largest contiguous piece of the ring handed out at once (reads, payload pieces).
-PIECE_MAX = 4 << 20
+#: Largest block of the ring handed to the decoder at once.
+BLOCK_MAX = 1 << 20
 #: A batch is sent once it holds this many records or refers to this many bytes ...
 BATCH_RECORDS = 128
 BATCH_BYTES = 2 << 20
-#: ... and the first batches are smaller, so that the child starts early.
+#: ... and the first batches are smaller, so that the writer starts early.
 FIRST_BATCH_RECORDS = 8
+#: Chunks larger than this are fetched into a private buffer and copied into the ring.
+DIRECT_MAX = RING_SIZE // 4
+#: The fetcher hands this many bytes of consecutive chunks to a thread at once.
+GROUP_BYTES = 1 << 20
 
 _S_IFMT = 0o170000
 _S_IFREG = 0o100000
 _S_IFDIR = 0o040000
 _LEN = struct.Struct("<Q")
+_MSG = struct.Struct("<cQ")
 _END = 0
 _ABORT = (1 << 64) - 1
-_STATUS = struct.Struct("<cQ")
-_ACK, _DONE, _ERROR = b"A", b"D", b"E"
+# writer -> here: batch acknowledged, done, error; fetcher -> here: produced, error
+_ACK, _DONE, _ERROR, _PRODUCED = b"A", b"D", b"E", b"P"
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _NODE_FIELDS = tuple(Node.__dataclass_fields__)  # type: ignore[attr-defined]
 
 
 def can_fork() -> bool:
-    """Whether a writer process can be forked safely (no other threads are running)."""
+    """Whether a process can be forked safely here (no other threads are running)."""
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
 class _Aborted(BaseException):
-    """The sending process stopped (it failed, or it is gone): the child just exits."""
+    """The decoding process stopped (it failed, or it is gone): a child just exits."""
 
 
-# -- the child ---------------------------------------------------------------------------
+class _ChildError(Exception):
+    """A child reported an error or died; ``error`` is what to raise."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# -- errors across processes -----------------------------------------------------------
+
+
+def _pack_error(exc: BaseException) -> bytes:
+    """An exception as bytes for :func:`_unpack_error` in another process.
+
+    Pickled as it is where that works (e.g. OSError); otherwise its class, message and
+    picklable attributes travel and the object is rebuilt without calling its
+    ``__init__`` (error classes with their own signatures, such as ChunkMissingError, do
+    not unpickle otherwise). A bug (not a DesyncError or OSError) becomes a
+    RuntimeError carrying the child's traceback.
+    """
+    if not isinstance(exc, (DesyncError, OSError)):
+        import traceback
+
+        text = "".join(traceback.format_exception(exc))
+        exc = RuntimeError(f"an extraction process failed:\n{text}")
+    try:
+        data = pickle.dumps(exc)
+        back = pickle.loads(data)
+        if type(back) is type(exc) and str(back) == str(exc):
+            return b"P" + data
+    except Exception:  # rebuilt below
+        pass
+    state = {}
+    for key, value in getattr(exc, "__dict__", {}).items():
+        try:
+            pickle.dumps(value)
+        except Exception:  # unpicklable attributes (e.g. stores) stay behind
+            continue
+        state[key] = value
+    try:
+        data = pickle.dumps((type(exc), exc.args, state))
+        pickle.loads(data)
+    except Exception:
+        data = pickle.dumps((DesyncError, (str(exc),), {}))
+    return b"R" + data
+
+
+def _unpack_error(data: bytes) -> BaseException:
+    """The exception :func:`_pack_error` packed."""
+    try:
+        if data[:1] == b"P":
+            return pickle.loads(data[1:])  # type: ignore[no-any-return]
+        cls, args, state = pickle.loads(data[1:])
+        exc = cls.__new__(cls)
+        exc.args = args
+        exc.__dict__.update(state)
+        return exc  # type: ignore[no-any-return]
+    except Exception:
+        return DesyncError("an extraction process failed")
+
+
+def _send_error(fd: int, exc: BaseException) -> None:
+    data = _pack_error(exc)
+    os.write(fd, _MSG.pack(_ERROR, len(data)) + data)
+
+
+# -- the writer ------------------------------------------------------------------------
 
 
 class _RingPayload(Payload):
-    """Content in the ring: one known piece, or pieces that follow in the record stream."""
+    """A content whose pieces follow its record in the record stream."""
 
-    __slots__ = ("first", "receiver", "remaining", "size")
+    __slots__ = ("receiver", "remaining", "size")
 
-    def __init__(self, receiver: _Receiver, size: int, first: memoryview | None) -> None:
+    def __init__(self, receiver: _Receiver, size: int) -> None:
         self.receiver = receiver
         self.size = size
         self.remaining = size
-        self.first = first
 
-    def blocks(self) -> Iterator[memoryview]:
-        first = self.first
-        if first is not None:
-            self.first = None
-            self.remaining = 0
-            yield first
-            return
+    def blocks(self) -> Iterator[memoryview | bytes]:
         while self.remaining:
             piece = self.receiver.piece()
             self.remaining -= len(piece)
@@ -116,7 +185,7 @@ class _Receiver:
     def next_batch(self) -> bool:
         """Acknowledge the batch consumed so far and load the next (False at the end)."""
         if self.seq >= 0:
-            os.write(self.status_fd, _STATUS.pack(_ACK, self.seq))
+            os.write(self.status_fd, _MSG.pack(_ACK, self.seq))
         head = self.data.read(8)
         if len(head) < 8:
             raise _Aborted
@@ -132,135 +201,371 @@ class _Receiver:
         self.records = iter(pickle.loads(body))
         return True
 
-    def piece(self) -> memoryview:
-        """The next ``(offset, length)`` record, as a view of the ring."""
-        for off, n in self.records:
+    def piece(self) -> memoryview | bytes:
+        """The next piece of the content being read: ``(offset, length)`` or bytes."""
+        for piece in self.records:
+            if type(piece) is bytes:
+                return piece
+            off, n = piece
             return self.ring[off:off + n]
         if not self.next_batch():
             raise _Aborted  # cannot end inside a file's content
         return self.piece()
 
-    def nodes(self) -> Iterator[Node | DirEnd]:
-        """The node stream that was sent."""
+    def nodes(self) -> Iterator[Node | DirEnd | PlainFile]:
+        """The node stream that was sent (plain files as PlainFile tuples)."""
         ring = self.ring
         if not self.next_batch():
             return
         while True:
             records = self.records
             for record in records:
-                payload = None
                 if record is None:
                     yield DIR_END
                     continue
+                payload = None
                 if type(record) is tuple:
-                    name, path, mode, uid, gid, mtime, size, off = record
-                    if mode & _S_IFMT == _S_IFREG and (off >= 0 or not size):
-                        # a plain file in one piece
-                        yield (name, path, mode, uid, gid, mtime, ring, off, size)
+                    name, path, mode, uid, gid, mtime, size, ref = record
+                    if ref is not None:  # a plain file, its content in one piece
+                        if type(ref) is bytes:
+                            yield (name, path, mode, uid, gid, mtime, ref, 0, size)
+                        else:
+                            yield (name, path, mode, uid, gid, mtime, ring, ref, size)
                         continue
                     node = Node(mode, name, path, uid, gid, mtime)
-                    node.size = size
-                    payload = node.payload = _RingPayload(self, size, None)
+                    if size:
+                        node.size = size
+                        payload = node.payload = _RingPayload(self, size)
                 else:
                     node = record
                     if node.size and node.mode & _S_IFMT == _S_IFREG:
-                        payload = node.payload = _RingPayload(self, node.size, None)
+                        payload = node.payload = _RingPayload(self, node.size)
                 yield node
                 if payload is not None and payload.remaining:
                     for _ in payload.blocks():  # what the consumer left unread
                         pass
                 if self.records is not records:
-                    break  # the content continued into the next batch
+                    break  # the content went on into the next batch
             else:
                 if not self.next_batch():
                     return
 
 
-def _child(consume: Callable[[Iterable[Node | DirEnd]], None], data_fd: int,
-           status_fd: int, ring: memoryview) -> None:
+def _writer_main(consume: Callable[[Iterable[Any]], None], data_fd: int, status_fd: int,
+                 ring: memoryview) -> None:
     """The writer process: consume what arrives, report, exit (never returns)."""
     code = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the decoding process decides
         consume(_Receiver(data_fd, status_fd, ring).nodes())
-        os.write(status_fd, _STATUS.pack(_DONE, 0))
+        os.write(status_fd, _MSG.pack(_DONE, 0))
     except _Aborted:
         try:
-            os.write(status_fd, _STATUS.pack(_DONE, 0))
+            os.write(status_fd, _MSG.pack(_DONE, 0))
         except OSError:
-            pass  # the parent is gone
-    except BaseException as exc:  # everything goes to the parent
+            pass  # the decoding process is gone
+    except BaseException as exc:  # everything goes to the decoding process
         code = 1
         try:
-            os.write(status_fd, _STATUS.pack(_ERROR, 0) + _pack_error(exc))
+            _send_error(status_fd, exc)
         except BaseException:  # nothing left to tell it with
             pass
     finally:
         os._exit(code)
 
 
-def _pack_error(exc: BaseException) -> bytes:
-    """The exception, pickled for the parent to raise as it is."""
-    if not isinstance(exc, (DesyncError, OSError)):
-        # A bug: keep the child's traceback, the parent shows it.
-        text = "".join(traceback.format_exception(exc))
-        exc = RuntimeError(f"the extraction process failed:\n{text}")
+# -- the fetcher -----------------------------------------------------------------------
+
+
+def _fetch_into(source: Any, chunk_id: bytes, size: int, out: memoryview) -> None:
+    """Fetch a verified chunk of ``size`` bytes into ``out`` (``size + 1`` long)."""
+    into = getattr(source, "get_chunk_into", None)
+    if into is not None:
+        n = into(chunk_id, out)
+    else:
+        data = source.get_chunk(chunk_id).data()
+        n = len(data)
+        if n == size:
+            out[:n] = data
+    if n != size:
+        raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
+                                f"{chunk_id.hex()}: {n} instead of {size}")
+
+
+class _Fetcher:
+    """The fetcher process: the index's chunks into the ring, in order, within credit.
+
+    Chunks are fetched in groups of consecutive chunks (about :data:`GROUP_BYTES`), a
+    group per task of a thread pool, ``-n`` groups at a time: handing every chunk to
+    a thread and back costs more than fetching it (measured: twice the time).
+    """
+
+    def __init__(self, index: Any, source: Any, ring: memoryview, concurrency: int,
+                 credit_fd: int, report_fd: int) -> None:
+        self.index = index
+        self.source = source
+        self.ring = ring
+        self.window = max(1, concurrency)
+        self.credit_fd = credit_fd
+        self.report_fd = report_fd
+        self.credit = RING_SIZE
+        self.null_id = index.digest.null_chunk_id(index.chunk_size_max)
+        self.null_size = index.chunk_size_max
+        self.credit_buf = b""
+        from desync_core.stores.wrappers import iter_members
+
+        members = list(iter_members(source))
+        self.local = bool(members) and all(getattr(m, "is_local", False) for m in members)
+
+    def _take_credit(self, *, block: bool) -> None:
+        """Read credit updates; with ``block``, wait for one."""
+        if block:
+            select.select([self.credit_fd], [], [])
+        while True:
+            try:
+                data = os.read(self.credit_fd, 1 << 12)
+            except BlockingIOError:
+                return
+            if not data:
+                raise _Aborted  # the decoding process closed the pipe: stop
+            buf = self.credit_buf + data
+            usable = len(buf) - len(buf) % 8
+            if usable:
+                self.credit = max(self.credit, _LEN.unpack_from(buf, usable - 8)[0])
+            self.credit_buf = buf[usable:]
+
+    def _groups(self) -> Iterator[tuple[list[Any], bool]]:
+        """``(chunks, direct)``: runs of chunks decoded straight into the ring, or a
+        single large chunk fetched into a buffer of its own (``direct`` False)."""
+        group: list[Any] = []
+        size = 0
+        for chunk in self.index:
+            if chunk.size > DIRECT_MAX:
+                if group:
+                    yield group, True
+                    group, size = [], 0
+                yield [chunk], False
+                continue
+            group.append(chunk)
+            size += chunk.size
+            if size >= GROUP_BYTES:
+                yield group, True
+                group, size = [], 0
+        if group:
+            yield group, True
+
+    def _fetch(self, chunk: Any, out: memoryview) -> None:
+        _, size, chunk_id = chunk
+        if chunk_id == self.null_id and size == self.null_size:
+            out[:size] = bytes(size)
+        else:
+            _fetch_into(self.source, chunk_id, size, out)
+
+    def _fetch_group(self, group: list[Any]) -> None:
+        """Decode a group into its place in the ring (credit covers it, plus a byte)."""
+        ring = self.ring
+        for chunk in group:
+            start, size, _ = chunk
+            pos = start % RING_SIZE
+            if pos + size + 1 <= RING_SIZE:
+                self._fetch(chunk, ring[pos:pos + size + 1])
+            else:  # across the end of the ring
+                out = memoryview(bytearray(size + 1))
+                self._fetch(chunk, out)
+                k = RING_SIZE - pos
+                ring[pos:] = out[:k]
+                ring[:size - k] = out[k:size]
+
+    def _fetch_large(self, chunk: Any) -> memoryview:
+        out = memoryview(bytearray(chunk.size + 1))
+        self._fetch(chunk, out)
+        return out
+
+    def _produced(self, offset: int) -> None:
+        os.write(self.report_fd, _MSG.pack(_PRODUCED, offset))
+
+    def run(self) -> None:
+        """Fetch everything; errors are raised when their chunk's turn comes."""
+        os.set_blocking(self.credit_fd, False)
+        if self.local:
+            self._run_here()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        groups = self._groups()
+        inflight: deque[tuple[list[Any], bool, Any]] = deque()
+        nxt = next(groups, None)
+        with ThreadPoolExecutor(self.window, thread_name_prefix="desync-fetch") as pool:
+            try:
+                while nxt is not None or inflight:
+                    while nxt is not None and len(inflight) < self.window:
+                        group, direct = nxt
+                        last = group[-1]
+                        # a decode may write one byte past its chunk (when the chunk is
+                        # too long, which fails): that byte must be free as well
+                        if direct and last.start + last.size + 1 > self.credit:
+                            break
+                        task = self._fetch_group if direct else self._fetch_large
+                        inflight.append((group, direct, pool.submit(
+                            task, group if direct else group[0])))
+                        nxt = next(groups, None)
+                    if not inflight:
+                        self._take_credit(block=True)
+                        continue
+                    group, direct, future = inflight.popleft()
+                    self._done(group, direct, future.result())
+            except BaseException:
+                for _, _, future in inflight:
+                    future.cancel()
+                raise
+
+    def _run_here(self) -> None:
+        """The same, without threads: the chunks of a local store are computed on
+        (decompressed, hashed), not waited for, and the other processes use the other
+        cores; handing work to threads would only add switches."""
+        for group, direct in self._groups():
+            last = group[-1]
+            if direct:
+                while last.start + last.size + 1 > self.credit:
+                    self._take_credit(block=True)
+                self._fetch_group(group)
+                self._done(group, direct, None)
+            else:
+                self._done(group, direct, self._fetch_large(last))
+
+    def _done(self, group: list[Any], direct: bool, data: memoryview | None) -> None:
+        """A group is fetched: copy it into the ring if it is not there, report it."""
+        last = group[-1]
+        if not direct:  # copy in pieces, as credit allows
+            assert data is not None
+            start = last.start
+            done = 0
+            while done < last.size:
+                room = self.credit - (start + done)
+                if room <= 0:
+                    self._take_credit(block=True)
+                    continue
+                pos = (start + done) % RING_SIZE
+                k = min(last.size - done, room, RING_SIZE - pos, BLOCK_MAX)
+                self.ring[pos:pos + k] = data[done:done + k]
+                done += k
+                self._produced(start + done)
+        else:
+            self._produced(last.start + last.size)
+        self._take_credit(block=False)
+
+
+def _fetcher_main(index: Any, source: Any, ring: memoryview, concurrency: int,
+                  credit_fd: int, report_fd: int) -> None:
+    """The fetcher process (never returns)."""
+    code = 0
     try:
-        data = pickle.dumps(exc)
-        pickle.loads(data)
-    except Exception:  # e.g. an exception with a custom __init__
-        data = pickle.dumps(DesyncError(str(exc)))
-    return _LEN.pack(len(data)) + data
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _Fetcher(index, source, ring, concurrency, credit_fd, report_fd).run()
+    except _Aborted:
+        pass
+    except BaseException as exc:
+        code = 1
+        try:
+            _send_error(report_fd, exc)
+        except BaseException:  # nothing left to tell it with
+            pass
+    finally:
+        os._exit(code)
 
 
-# -- the parent --------------------------------------------------------------------------
+# -- the decoding process ----------------------------------------------------------------
 
 
-class _ChildError(Exception):
-    """The child reported an error or died; ``error`` is what to raise."""
+class _Messages:
+    """Reads ``_MSG`` messages (and error payloads) from a child's pipe."""
 
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+        os.set_blocking(fd, False)
+
+    def read(self) -> list[tuple[bytes, Any]]:
+        """The complete messages available now (an error as ``(b"E", exception)``)."""
+        try:
+            while True:
+                data = os.read(self.fd, 1 << 16)
+                if not data:
+                    self.eof = True
+                    break
+                self.buf += data
+                if len(data) < 1 << 16:
+                    break
+        except BlockingIOError:
+            pass
+        out: list[tuple[bytes, Any]] = []
+        buf = self.buf
+        pos = 0
+        head = _MSG.size
+        while len(buf) - pos >= head:
+            tag, value = _MSG.unpack_from(buf, pos)
+            if tag == _ERROR:
+                if len(buf) - pos < head + value:
+                    if self.eof:
+                        out.append((_ERROR, DesyncError("an extraction process failed")))
+                        pos = len(buf)
+                    break
+                out.append((_ERROR, _unpack_error(buf[pos + head:pos + head + value])))
+                pos += head + value
+            else:
+                out.append((tag, value))
+                pos += head
+        self.buf = buf[pos:]
+        return out
 
 
 class ForkedWriter:
-    """Feed a node stream to ``consume`` running in a forked child process.
+    """Feed a node stream to ``consume`` running in a forked writer process.
 
     Args:
-        consume: a sequential node-stream consumer, e.g. ``DiskWriter(...).write``. It
-            runs in the child, on the state it has when :meth:`run` forks.
+        consume: a sequential node-stream consumer that accepts
+            :data:`~desync_core.archive.base.PlainFile` tuples, e.g.
+            ``DiskWriter(...).write``. It runs in the child, on the state it has when
+            :meth:`start` forks.
 
-    Only fork where :func:`can_fork` says so (no other threads). To let a producer read
-    its input straight into the shared ring, :meth:`start` first, build the producer
-    with :meth:`reader`, then :meth:`run`.
+    Fork only where :func:`can_fork` says so. Use: :meth:`start`; build the node stream
+    on :meth:`reader` (a file or stream read into the ring here) or :meth:`fetcher` (an
+    index, fetched by another process); :meth:`run`; :meth:`close`.
     """
 
-    def __init__(self, consume: Callable[[Iterable[Node | DirEnd]], None]) -> None:
+    def __init__(self, consume: Callable[[Iterable[Any]], None]) -> None:
         self.consume = consume
         self._map: mmap.mmap | None = None
         self._ring: memoryview | None = None
         self._pid = 0
         self._data_fd = -1
-        self._status_fd = -1
-        self._status_buf = b""
-        self._child_done = False
-        self._child_error: BaseException | None = None
-        # Ring space in virtual (ever increasing) offsets; ring offset = virtual % size.
-        self._alloc = 0  # the next free byte
+        self._status: _Messages | None = None
+        self._writer_done = False
+        self._writer_error: BaseException | None = None
+        # ring positions are virtual (ever increasing); ring offset = virtual % size
+        self._alloc = 0  # reading here: the next free byte
         self._sent: deque[tuple[int, int]] = deque()  # unacknowledged (seq, lowest use)
         self._seq = 0
         self._batch: list[Any] = []
-        self._batch_low = 0  # lowest virtual offset the open batch may refer to
+        self._batch_low = 0  # lowest position the open batch may refer to
         self._batch_bytes = 0
         self._batch_limit = FIRST_BATCH_RECORDS
-        self._block: Any = None  # the block the producer reads from now
-        self._block_start = 0  # its virtual offset
+        self._block: Any = None  # the block the decoder reads from now
+        self._block_start = 0  # its position
+        # the fetcher
+        self._fetch_pid = 0
+        self._credit_fd = -1
+        self._fetched: _Messages | None = None
+        self._produced = 0
+        self._credit_sent = 0
+        self._fetch_error: BaseException | None = None
+        self._fetch_done = False
 
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Make the ring and the pipes, fork the child."""
+        """Make the ring and the pipes, fork the writer."""
         if self._pid:
             return
         self._map = mmap.mmap(-1, RING_SIZE)
@@ -275,18 +580,19 @@ class ForkedWriter:
         if pid == 0:
             os.close(data_w)
             os.close(status_r)
-            _child(self.consume, data_r, status_w, self._ring)
+            _writer_main(self.consume, data_r, status_w, self._ring)
         os.close(data_r)
         os.close(status_w)
         self._pid = pid
         self._data_fd = data_w
-        self._status_fd = status_r
+        self._status = _Messages(status_r)
 
-    def run(self, nodes: Iterable[Node | DirEnd]) -> None:
-        """Send every node to the child; return once it has written them all.
+    def run(self, nodes: Iterable[Node | DirEnd | PlainFile]) -> None:
+        """Send every node to the writer; return once it has written them all.
 
         Raises:
-            the child's error if it failed, else the error ``nodes`` raised, if any.
+            the writer's error if it failed, else the error ``nodes`` raised (e.g. the
+            fetcher's), if any.
         """
         self.start()
         try:
@@ -302,107 +608,97 @@ class ForkedWriter:
                     self._send(_LEN.pack(_ABORT))
                 except _ChildError:
                     pass
-                self._wait_child()
-                if self._child_error is not None:
-                    raise self._child_error from None
+                self._wait_writer()
+                if self._writer_error is not None:
+                    raise self._writer_error from None
                 raise
-            self._wait_child()
-            if self._child_error is not None:
-                raise self._child_error from None
+            self._wait_writer()
+            if self._writer_error is not None:
+                raise self._writer_error from None
         finally:
             self.close()
 
     def close(self) -> None:
-        """Stop the child (if still running) and release everything."""
-        for fd in (self._data_fd, self._status_fd):
-            if fd >= 0:
-                os.close(fd)
-        self._data_fd = self._status_fd = -1
+        """Stop the children (if still running) and release everything."""
+        if self._data_fd >= 0:
+            os.close(self._data_fd)
+            self._data_fd = -1
+        if self._credit_fd >= 0:
+            os.close(self._credit_fd)  # tells the fetcher to stop
+            self._credit_fd = -1
+        for messages in (self._status, self._fetched):
+            if messages is not None and messages.fd >= 0:
+                os.close(messages.fd)
+                messages.fd = -1
         if self._pid:
-            if not self._child_done:
-                try:
-                    os.kill(self._pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            if not self._writer_done:
+                _kill(self._pid)
             os.waitpid(self._pid, 0)
             self._pid = 0
+        if self._fetch_pid:
+            _reap(self._fetch_pid)
+            self._fetch_pid = 0
         self._block = None
         self._batch = []
-        # The producer may still hold views of the ring: the mapping goes away with the
+        # The decoder may still hold views of the ring: the mapping goes away with the
         # last of them.
         self._ring = None
         self._map = None
 
-    def _wait_child(self) -> None:
-        """Wait for the child's final word (done, error, or its end)."""
+    def _wait_writer(self) -> None:
+        """Wait for the writer's final word (done, error, or its end)."""
         try:
-            while not self._child_done:
-                self._read_status(block=True)
+            while not self._writer_done:
+                self._wait(writer=True)
         except _ChildError:
             pass
 
-    # -- what the child reports --------------------------------------------------------
+    # -- events --------------------------------------------------------------------------
 
-    def _read_status(self, *, block: bool) -> None:
-        """Handle the child's messages; with ``block`` wait for at least one.
+    def _wait(self, *, writer: bool = False, fetcher: bool = False) -> None:
+        """Wait until a child says something; handle everything they said.
 
         Raises:
-            _ChildError: the child reported an error or ended without a word.
+            _ChildError: the writer failed or ended without a word.
         """
-        if self._child_error is not None:
-            raise _ChildError(self._child_error)
-        try:
-            if block:
-                data = os.read(self._status_fd, 1 << 16)
-            else:
-                os.set_blocking(self._status_fd, False)
-                try:
-                    data = os.read(self._status_fd, 1 << 16)
-                finally:
-                    os.set_blocking(self._status_fd, True)
-        except BlockingIOError:
-            return
-        if not data:
-            if not self._child_done:
-                self._child_done = True
-                self._child_error = DesyncError("the extraction process ended unexpectedly")
-            if self._child_error is not None:
-                raise _ChildError(self._child_error)
-            return
-        buf = self._status_buf + data
-        pos = 0
-        head = _STATUS.size
-        while len(buf) - pos >= head:
-            tag, value = _STATUS.unpack_from(buf, pos)
-            if tag == _ACK:
-                sent = self._sent
-                while sent and sent[0][0] <= value:
-                    sent.popleft()
-            elif tag == _DONE:
-                self._child_done = True
-            else:  # an error, its pickle follows
-                while len(buf) - pos < head + 8:
-                    buf += self._read_more()
-                (n,) = _LEN.unpack_from(buf, pos + head)
-                while len(buf) - pos < head + 8 + n:
-                    buf += self._read_more()
-                try:
-                    error = pickle.loads(buf[pos + head + 8:pos + head + 8 + n])
-                except Exception:
-                    error = DesyncError("the extraction process failed")
-                self._child_done = True
-                self._child_error = error
-                raise _ChildError(error)
-            pos += head
-        self._status_buf = buf[pos:]
+        fds = []
+        if writer and self._status is not None and not self._status.eof:
+            fds.append(self._status.fd)
+        if fetcher and self._fetched is not None and not self._fetched.eof:
+            fds.append(self._fetched.fd)
+        if fds:
+            select.select(fds, [], [])
+        self._poll()
 
-    def _read_more(self) -> bytes:
-        more = os.read(self._status_fd, 1 << 16)
-        if not more:
-            self._child_done = True
-            self._child_error = DesyncError("the extraction process ended unexpectedly")
-            raise _ChildError(self._child_error)
-        return more
+    def _poll(self) -> None:
+        """Handle what the children said so far, without waiting."""
+        status = self._status
+        if status is not None:
+            for tag, value in status.read():
+                if tag == _ACK:
+                    sent = self._sent
+                    while sent and sent[0][0] <= value:
+                        sent.popleft()
+                elif tag == _DONE:
+                    self._writer_done = True
+                else:
+                    self._writer_done = True
+                    self._writer_error = value
+            if status.eof and not self._writer_done:
+                self._writer_done = True
+                self._writer_error = DesyncError("the writing process ended unexpectedly")
+            if self._writer_error is not None:
+                raise _ChildError(self._writer_error)
+        fetched = self._fetched
+        if fetched is not None:
+            for tag, value in fetched.read():
+                if tag == _PRODUCED:
+                    self._produced = max(self._produced, value)
+                else:
+                    self._fetch_error = value
+            if fetched.eof:
+                self._fetch_done = True
+            self._give_credit()
 
     # -- sending -----------------------------------------------------------------------
 
@@ -412,9 +708,9 @@ class ForkedWriter:
             while view:
                 view = view[os.write(self._data_fd, view):]
         except BrokenPipeError:
-            self._wait_child()
-            raise _ChildError(self._child_error or DesyncError(
-                "the extraction process ended unexpectedly")) from None
+            self._wait_writer()
+            raise _ChildError(self._writer_error or DesyncError(
+                "the writing process ended unexpectedly")) from None
 
     def _flush(self) -> None:
         """Send the open batch."""
@@ -426,106 +722,53 @@ class ForkedWriter:
         self._sent.append((self._seq, self._batch_low))
         self._seq += 1
         self._batch = []
-        # Whatever the next batch refers to is in the producer's current block or
-        # reserved from now on.
-        self._batch_low = self._block_start if self._block is not None else self._alloc
         self._batch_bytes = 0
+        # What the next batch refers to is in the decoder's block or read later.
+        self._batch_low = self._block_start if self._block is not None else self._alloc
         if self._batch_limit < BATCH_RECORDS:
             self._batch_limit = min(BATCH_RECORDS, self._batch_limit * 2)
-        self._read_status(block=False)
+        self._poll()
 
     def _low(self) -> int:
-        """The lowest virtual offset still in use (by the child, a batch or the reader)."""
+        """The lowest ring position still in use (by the writer, a batch, the decoder)."""
         if self._sent:
             return self._sent[0][1]
         if self._batch:
             return self._batch_low
         return self._block_start if self._block is not None else self._alloc
 
-    def _reserve(self, n: int) -> int:
-        """Ring offset of ``n`` contiguous free bytes (``n <= PIECE_MAX``)."""
-        start = self._alloc
-        pos = start % RING_SIZE
-        if pos + n > RING_SIZE:  # not before the end of the ring: start over at 0
-            start += RING_SIZE - pos
-            pos = 0
-        if start + n - self._low() > RING_SIZE:
-            self._flush()  # the child may be waiting for it
-            while start + n - self._low() > RING_SIZE:
-                self._read_status(block=True)
-        self._alloc = start + n
-        return pos
-
-    def _place(self, payload: Payload, size: int) -> int:
-        """Put a payload in the ring as one piece; its offset, or -1 if that cannot be
-        done (then nothing was consumed)."""
-        regions = payload.regions()
-        region = next(regions, None)
-        if region is None:
-            return -1
-        buf, start, n = region
-        if n != size:
-            raise _Split(region, regions)
-        if buf is self._block:  # already in the ring
-            self._batch_bytes += n
+    def _ref(self, buf: Any, start: int, n: int) -> int | bytes:
+        """How a record refers to ``buf[start:start + n]``: its ring offset if it is
+        in the decoder's current ring block, else a copy."""
+        if buf is self._block:
             return (self._block_start + start) % RING_SIZE
-        if n > PIECE_MAX:
-            raise _Split(region, regions)
-        off = self._reserve(n)
-        self._ring[off:off + n] = buf[start:start + n]  # type: ignore[index]
-        self._batch_bytes += n
-        return off
+        return bytes(buf[start:start + n])
 
-    def _pieces(self, first: tuple[Any, int, int] | None,
-                regions: Iterator[tuple[Any, int, int]], size: int, path: bytes) -> None:
-        """Append a payload as ``(offset, length)`` records."""
+    def _pieces(self, regions: Iterator[tuple[Any, int, int]], size: int,
+                path: bytes) -> None:
+        """Append a content as piece records."""
         got = 0
-        region = first
-        while region is not None:
-            buf, start, n = region
+        for buf, start, n in regions:
             got += n
-            while n:
-                if buf is self._block:
-                    off = (self._block_start + start) % RING_SIZE
-                    k = n
-                else:
-                    k = min(n, PIECE_MAX)
-                    off = self._reserve(k)
-                    self._ring[off:off + k] = buf[start:start + k]  # type: ignore[index]
-                self._batch.append((off, k))
-                self._batch_bytes += k
-                start += k
-                n -= k
-                if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_RECORDS:
-                    self._flush()
-            region = next(regions, None)
+            ref = self._ref(buf, start, n)
+            self._batch.append(ref if type(ref) is bytes else (ref, n))
+            self._batch_bytes += n
+            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_RECORDS:
+                self._flush()
         if got != size:
             raise DesyncError(f"{path.decode('utf-8', 'backslashreplace')}: content has "
                               f"{got} bytes instead of {size}")
 
     def _add(self, node: Node | DirEnd | PlainFile) -> None:
         """Append one node (and its content) to the open batch."""
+        batch = self._batch
         if type(node) is tuple:
             name, path, mode, uid, gid, mtime, buf, start, size = node
-            if not size:
-                off = 0
-            elif buf is self._block:  # already in the ring
-                off = (self._block_start + start) % RING_SIZE
-            elif size <= PIECE_MAX:
-                off = self._reserve(size)
-                self._ring[off:off + size] = buf[start:start + size]  # type: ignore[index]
-            else:
-                self._batch.append((name, path, mode, uid, gid, mtime, size, -1))
-                self._pieces((buf, start, size), iter(()), size, path)
-                self._maybe_flush()
-                return
-            self._batch.append((name, path, mode, uid, gid, mtime, size, off))
+            batch.append((name, path, mode, uid, gid, mtime, size,
+                          self._ref(buf, start, size) if size else b""))
             self._batch_bytes += size
-            if len(self._batch) >= self._batch_limit or self._batch_bytes >= BATCH_BYTES:
-                self._flush()
-            return
-        if node is DIR_END:
-            self._batch.append(None)
+        elif node is DIR_END:
+            batch.append(None)
         else:
             assert isinstance(node, Node)
             kind = node.mode & _S_IFMT
@@ -535,43 +778,44 @@ class ForkedWriter:
                     and node.fcaps is None and node.user is None and node.group is None
                     and not node.flags and not node.quota_projid
                     and kind in (_S_IFREG, _S_IFDIR)):
-                off = -1
-                if size:
-                    try:
-                        off = self._place(payload, size)  # type: ignore[arg-type]
-                    except _Split as split:
-                        self._batch.append((node.name, node.path, node.mode, node.uid,
-                                            node.gid, node.mtime, size, -1))
-                        self._pieces(split.first, split.rest, size, node.path)
-                        self._maybe_flush()
-                        return
-                self._batch.append((node.name, node.path, node.mode, node.uid, node.gid,
-                                    node.mtime, size, off))
+                batch.append((node.name, node.path, node.mode, node.uid, node.gid,
+                              node.mtime, size, None if kind == _S_IFDIR else b""
+                              if not size else None))
             else:
                 copy = Node(**{f: getattr(node, f) for f in _NODE_FIELDS})
                 copy.payload = None
                 copy.size = size
-                self._batch.append(copy)
-                if size:
-                    regions = payload.regions()  # type: ignore[union-attr]
-                    self._pieces(next(regions, None), regions, size, node.path)
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
+                batch.append(copy)
+            if size:
+                self._pieces(payload.regions(), size, node.path)  # type: ignore[union-attr]
         if len(self._batch) >= self._batch_limit or self._batch_bytes >= BATCH_BYTES:
             self._flush()
 
-    # -- reading into the ring ---------------------------------------------------------
+    # -- reading into the ring here ------------------------------------------------------
+
+    def _reserve(self, n: int) -> int:
+        """Ring offset of ``n`` contiguous free bytes (``n <= BLOCK_MAX``)."""
+        start = self._alloc
+        pos = start % RING_SIZE
+        if pos + n > RING_SIZE:  # not before the end of the ring: start over at 0
+            start += RING_SIZE - pos
+            pos = 0
+        if start + n - self._low() > RING_SIZE:
+            self._flush()  # the writer may be waiting for it
+            while start + n - self._low() > RING_SIZE:
+                self._wait(writer=True)
+        self._alloc = start + n
+        return pos
 
     def reader(self, readinto: Callable[[memoryview], int | None]) -> Callable[[int], Any]:
         """A ``read(n)`` that reads with ``readinto`` straight into the ring.
 
-        For a producer that holds on to the last block it read only (like the catar
-        decoder): contents it hands out as regions of that block are then sent by
-        offset, without a copy. Needs :meth:`start` first.
+        For a decoder that holds on to the last block it read only (like the catar
+        decoder): contents it hands out as regions of that block are sent by offset,
+        without a copy. Needs :meth:`start` first.
         """
         def read(n: int) -> memoryview:
-            n = min(max(n, 1), PIECE_MAX)
+            n = min(max(n, 1), BLOCK_MAX)
             off = self._reserve(n)
             view = self._ring[off:off + n]  # type: ignore[index]
             got = readinto(view) or 0
@@ -582,14 +826,102 @@ class ForkedWriter:
 
         return read
 
+    # -- the fetcher ---------------------------------------------------------------------
 
-class _Split(Exception):  # noqa: N818 - control flow, not an error
-    """A payload does not come as one region: send it in pieces."""
+    def fetcher(self, index: Any, source: Any, concurrency: int) -> Callable[[int], Any]:
+        """Fork a process that fetches ``index``'s chunks from ``source`` into the ring;
+        returns the ``read(n)`` of the stream for the decoder.
 
-    def __init__(self, first: tuple[Any, int, int], rest: Iterator[tuple[Any, int, int]]) -> None:
-        super().__init__()
-        self.first = first
-        self.rest = rest
+        ``-n`` (``concurrency``) requests are in flight; every chunk is verified by the
+        store chain and size-checked against the index. A failure is raised by ``read``
+        when the decoder reaches the chunk. Needs :meth:`start` first.
+        """
+        credit_r, credit_w = os.pipe()
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            # Only the writer may hold the writer's pipes, or it would not see them end.
+            os.close(self._data_fd)
+            if self._status is not None:
+                os.close(self._status.fd)
+            os.close(credit_w)
+            os.close(report_r)
+            _fetcher_main(index, source, self._ring, concurrency,  # type: ignore[arg-type]
+                          credit_r, report_w)
+        os.close(credit_r)
+        os.close(report_w)
+        self._fetch_pid = pid
+        self._credit_fd = credit_w
+        self._credit_sent = RING_SIZE
+        self._fetched = _Messages(report_r)
+        total = int(index.length)
+        pos = 0
+
+        def read(n: int) -> memoryview | bytes:
+            nonlocal pos
+            if pos >= total:
+                return b""
+            want = min(max(n, 1), BLOCK_MAX, total - pos, RING_SIZE - pos % RING_SIZE)
+            while self._produced < pos + want:
+                if self._fetch_error is not None:
+                    if self._produced > pos:
+                        break  # hand out what was fetched before the failure
+                    raise self._fetch_error
+                if self._fetch_done:
+                    if self._produced > pos:
+                        break
+                    raise DesyncError("the fetching process ended unexpectedly")
+                self._flush()  # the writer may be waiting for it
+                self._give_credit(force=True)
+                try:
+                    self._wait(writer=True, fetcher=True)
+                except _ChildError:
+                    raise  # the writer failed: run() raises its error
+            k = min(want, self._produced - pos)
+            off = pos % RING_SIZE
+            block = self._ring[off:off + k]  # type: ignore[index]
+            self._block = block
+            self._block_start = pos
+            pos += k
+            self._give_credit()
+            return block
+
+        return read
+
+    def _give_credit(self, *, force: bool = False) -> None:
+        """Tell the fetcher how far it may fill the ring (when that moved enough)."""
+        if self._credit_fd < 0:
+            return
+        credit = self._low() + RING_SIZE
+        if credit > self._credit_sent and (force or credit - self._credit_sent >= RING_SIZE // 16):
+            try:
+                os.write(self._credit_fd, _LEN.pack(credit))
+            except BrokenPipeError:
+                return  # the fetcher is done (or failed: its report says so)
+            self._credit_sent = credit
 
 
-__all__ = ["PIECE_MAX", "RING_SIZE", "ForkedWriter", "can_fork"]
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    """Wait a little for a child that was told to stop, then kill it."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return
+        if time.monotonic() > deadline:
+            _kill(pid)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.002)
+
+
+__all__ = ["BLOCK_MAX", "RING_SIZE", "ForkedWriter", "can_fork"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
@@ -39,8 +39,6 @@ if TYPE_CHECKING:  # numpy comes with these; untar of a catar file does not need
     from desync_core.chunker import ChunkerParams
     from desync_core.index import Index
 
-#: ``read(n)`` made from a ``readinto(view)`` (see ``ForkedWriter.reader``).
-ReaderFactory = Callable[[Callable[[memoryview], Any]], Callable[[int], Any]]
 
 
 def archive_flags(digest: Digest, base: int = DEFAULT_FEATURE_FLAGS) -> int:
@@ -231,8 +229,7 @@ class IndexStream:
 @contextmanager
 def open_archive(ctx: Any, location: str, *, index: bool = False,
                  stores: list[str] | None = None, cache: str | None = None,
-                 reader: ReaderFactory | None = None,
-                 plain_files: bool = False) -> Iterator[NodeStream]:
+                 ring: Any = None, plain_files: bool = False) -> Iterator[NodeStream]:
     """The node stream of a catar file, or of a ``.caidx`` whose chunks are in ``stores``.
 
     Args:
@@ -240,17 +237,18 @@ def open_archive(ctx: Any, location: str, *, index: bool = False,
         location: catar path, or index location (``-`` = stdin for either).
         index: ``location`` is an archive index.
         stores, cache: ``-s``/``-c`` locations for an index.
-        reader: makes the decoder's ``read(n)`` from the input's ``readinto`` (the
-            forked writer's ring reader); None: plain reads.
+        ring: a started :class:`~desync_core.archive.pipeline.ForkedWriter`: the
+            archive is read into its shared ring (an index's chunks are fetched there by
+            a forked process where that is safe), so it can send contents by offset.
         plain_files: the stream may contain :data:`~desync_core.archive.base.PlainFile`
             tuples (for consumers that accept them).
 
     Everything opened (file, stores, fetch threads) is closed when the block exits.
     """
     if not index:
-        read, close = open_input(location, readinto=reader is not None)
-        if reader is not None:
-            read = reader(read)
+        read, close = open_input(location, readinto=ring is not None)
+        if ring is not None:
+            read = ring.reader(read)
         nodes = CatarDecoder(read, name=location).nodes(plain_files=plain_files)
         try:
             yield nodes
@@ -260,14 +258,25 @@ def open_archive(ctx: Any, location: str, *, index: bool = False,
         return
     idx = ctx.read_index(location)
     source = ctx.open_source(stores or [], cache or None, idx.digest)
-    stream = IndexStream(idx, source, ctx.concurrency)
-    read = stream.read if reader is None else reader(stream.readinto)
+    stream = None
+    if ring is None:
+        stream = IndexStream(idx, source, ctx.concurrency)
+        read = stream.read
+    else:
+        from desync_core.archive.pipeline import can_fork
+
+        if can_fork():
+            read = ring.fetcher(idx, source, ctx.concurrency)
+        else:
+            stream = IndexStream(idx, source, ctx.concurrency)
+            read = ring.reader(stream.readinto)
     nodes = CatarDecoder(read, name=location).nodes(plain_files=plain_files)
     try:
         yield nodes
     finally:
         nodes.close()
-        stream.close()
+        if stream is not None:
+            stream.close()
         source.close()
 
 
@@ -297,7 +306,7 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
     writer.start()  # before any thread exists (index fetching starts threads)
     try:
         with open_archive(ctx, location, index=index, stores=stores, cache=cache,
-                          reader=writer.reader, plain_files=True) as nodes:
+                          ring=writer, plain_files=True) as nodes:
             writer.run(nodes)
     finally:
         writer.close()

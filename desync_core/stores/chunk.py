@@ -118,6 +118,35 @@ class Chunk:
             self._data = self._codec.decode(self._encoded, self.id)
         return self._data
 
+    def data_into(self, out: memoryview) -> int:
+        """Decode the plain data into ``out``; returns its size.
+
+        zstd-compressed chunks are decoded straight into ``out`` (no intermediate
+        copy). Data that does not fit raises, so an ``out`` one byte longer than the
+        expected size both bounds the work and reveals data that is too long.
+
+        Raises:
+            ChunkInvalidError: the stored bytes cannot be decoded, or do not fit.
+        """
+        capacity = len(out)
+        encoded = self._encoded
+        if (self._data is None and self._codec is not None and self._codec.compressed
+                and encoded is not None and bytes(encoded[:4]) == ZSTD_MAGIC):
+            try:
+                return zstd.decompress_into(encoded, out, capacity)  # type: ignore[arg-type]
+            except zstd.ZstdDecodeError as exc:
+                if "too small" in str(exc):  # libzstd: "Destination buffer is too small"
+                    raise ChunkInvalidError(self.id, cause=f"decompresses to more than "
+                                            f"{capacity - 1} bytes") from exc
+                raise ChunkInvalidError(self.id, cause=str(exc)) from exc
+        data = self.data()
+        n = len(data)
+        if n > capacity:
+            raise ChunkInvalidError(self.id, cause=f"decompresses to more than "
+                                    f"{capacity - 1} bytes")
+        out[:n] = data
+        return n
+
     def encoded(self, codec: ChunkCodec) -> bytes | bytearray | memoryview:
         """The chunk in ``codec``'s encoding, reusing stored bytes when they match."""
         if self._encoded is not None and self._codec == codec:

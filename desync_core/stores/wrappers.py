@@ -129,6 +129,27 @@ class VerifyingStore(_Wrapper):
             raise
         return chunk
 
+    def get_chunk_into(self, chunk_id: bytes, out: memoryview) -> int:
+        """Like :meth:`get_chunk`, but decode the data straight into ``out`` (see
+        :meth:`Chunk.data_into`) and verify it there; returns the size.
+
+        For readers that know the size from an index: with ``out`` one byte longer than
+        that, no copy is made and oversized data is an error.
+        """
+        chunk = self.inner.get_chunk(chunk_id)
+        try:
+            n = chunk.data_into(out)
+            if not self.skip_verify:
+                actual = self.digest.sum(out[:n])
+                if actual != chunk_id:
+                    raise ChunkInvalidError(chunk_id, actual, store=self.inner)
+        except ChunkInvalidError as exc:
+            if exc.store is None:
+                raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
+                                        store=self.inner) from exc
+            raise
+        return n
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self.inner.has_chunk(chunk_id))
 
