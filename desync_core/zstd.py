@@ -257,6 +257,12 @@ class RawDecoder:
         # A success is at most ``capacity``; error codes are near 2**64.
         return size if size <= capacity else -1
 
+    def raw_function(self) -> tuple[Any, int]:
+        """``(fn, dctx)``: ``fn(dctx, dst, capacity, src, src_len)`` is libzstd's
+        ``ZSTD_decompressDCtx``, for loops that cannot afford a method call per chunk.
+        It returns the size, or an error code (greater than any ``capacity``)."""
+        return self._decode, self._dctx
+
     def __del__(self) -> None:
         if _LIB is not None and getattr(self, "_dctx", None):
             _LIB.ZSTD_freeDCtx(self._dctx)

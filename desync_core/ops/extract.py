@@ -389,36 +389,42 @@ class StoreBatches:
         """Decode chunk ``k`` (its id is ``hexids[64 k : 64 k + 64]``) into
         ``buf[starts[k] : stops[k]]``, for each; False at the first problem."""
         compressed = self.codec.compressed
-        decode = state.decoder.decode
         base = state.address(buf)
         if self.local_base is not None:
+            # The loop runs once per chunk: no method calls, few temporary objects.
             prefix = self.local_base + "/"
             ext = self.extension
-            raw_view = state.raw_view
+            raw_view = [state.raw_view]
+            magic = state.raw_view[:4]
             raw_addr = state.raw_addr
-            raw_cap = len(raw_view)
+            raw_cap = len(state.raw_view)
+            zstd_decode, dctx = state.decoder.raw_function()
             flags = os.O_RDONLY | os.O_CLOEXEC
             out = memoryview(buf)
+            open_, readv, close = os.open, os.readv, os.close
             for k, (a, b) in enumerate(zip(starts, stops)):
                 h = hexids[64 * k : 64 * k + 64]
                 try:
-                    fd = os.open(f"{prefix}{h[:4]}/{h}{ext}", flags)
+                    fd = open_(prefix + h[:4] + "/" + h + ext, flags)
                 except OSError:
                     return False
                 try:
-                    if compressed:
-                        n = os.readv(fd, [raw_view])
-                        if n >= raw_cap or raw_view[:4] != ZSTD_MAGIC:
-                            return False  # larger than any valid chunk file, or not zstd
-                        if decode(raw_addr, n, base + a, b - a + 1) != b - a:
-                            return False
-                    elif os.readv(fd, [out[a : b + 1]]) != b - a:
-                        return False  # a short read could mean a short file: be careful
+                    n = readv(fd, raw_view if compressed else [out[a : b + 1]])
                 except OSError:
                     return False
                 finally:
-                    os.close(fd)
+                    close(fd)
+                if compressed:
+                    # A file filling the buffer is larger than any valid chunk file;
+                    # other formats (xz, gzip) are left to the careful path. Success
+                    # returns the size, errors are huge numbers.
+                    if n >= raw_cap or magic != ZSTD_MAGIC or zstd_decode(
+                            dctx, base + a, b - a + 1, raw_addr, n) != b - a:
+                        return False
+                elif n != b - a:
+                    return False  # a short read could mean a short file: be careful
             return True
+        decode = state.decoder.decode
         raw = self.direct.raw
         codec = self.codec
         view = memoryview(buf)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -165,12 +164,17 @@ def clone_or_copy(src_fd: int, src_off: int, length: int, dst_fd: int, dst_off: 
 
 @cache
 def _fallocate() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
+    # The C library this process already uses; find_library (which runs ``ldconfig``
+    # in a subprocess, ~20 ms) only if that fails.
     try:
-        libc = ctypes.CDLL(name or "libc.so.6", use_errno=True)
-        fn = libc.fallocate
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
     except (OSError, AttributeError):
-        return None
+        from ctypes.util import find_library
+
+        try:
+            fn = ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True).fallocate
+        except (OSError, AttributeError):
+            return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
     fn.restype = ctypes.c_int
     return fn  # type: ignore[no-any-return]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -162,6 +161,8 @@ class IndexedSeed(Seed):
         if workers <= 1 or len(tasks) <= 1:
             results = [check(t) for t in tasks]
         else:
+            from concurrent.futures import ThreadPoolExecutor
+
             pool = ThreadPoolExecutor(min(workers, len(tasks)))
             try:
                 results = list(pool.map(check, tasks))
