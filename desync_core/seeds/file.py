@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 from desync_core.errors import SeedInvalidError, UsageError
 from desync_core.seeds.base import Seed, SeedSegment, SeedType, SegmentResult, Warn, WriteTarget
 from desync_core.seeds.fileio import Moved, clone_or_copy, pread_exact, pwrite_all
-from desync_core.seeds.indexed import IndexedSeed, iter_segment_chunks, mismatched_chunks
+from desync_core.seeds.indexed import (
+    IndexedSeed,
+    bad_chunks,
+    iter_segment_pieces,
+    mismatched_chunks,
+)
 
 if TYPE_CHECKING:
     from desync_core.index import Index
@@ -95,16 +100,28 @@ class FileSeed(IndexedSeed):
 
     def _copy_checked(self, segment: SeedSegment, offset: int,
                       target: WriteTarget) -> SegmentResult:
-        """Copy through memory, hashing each chunk on the way; bad chunks are not written."""
-        digest = target.index.digest.sum
-        ids = target.index.ids
+        """Copy through memory, hashing the chunks on the way (a piece at a time); bad
+        chunks are not written."""
+        index = target.index
+        ends = index.ends
         result = SegmentResult(moved=Moved())
-        for k, pos, data in iter_segment_chunks(self.fd, offset, segment, target.index):
-            if data is None or digest(data) != ids[32 * k : 32 * k + 32]:
-                result.bad.append(k)
+        for first, stop, pos, data in iter_segment_pieces(self.fd, offset, segment, index):
+            if data is None:
+                result.bad.extend(range(first, stop))
                 continue
-            pwrite_all(target.fd, data, pos)
-            result.moved.copied += len(data)
+            bad = bad_chunks(data, first, stop, pos, index)
+            if not bad:
+                pwrite_all(target.fd, data, pos)
+                result.moved.copied += len(data)
+                continue
+            result.bad.extend(bad)
+            skip = set(bad)
+            for k in range(first, stop):
+                if k not in skip:
+                    a = (int(ends[k - 1]) if k else 0) - pos
+                    b = int(ends[k]) - pos
+                    pwrite_all(target.fd, data[a:b], pos + a)
+                    result.moved.copied += b - a
         return result
 
     def verify_segments(self, segments: list[SeedSegment], target: Index, *, workers: int,

@@ -12,6 +12,7 @@ confirmed by comparing full ids and sizes.
 
 from __future__ import annotations
 
+import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ import numpy as np
 from desync_core.seeds.base import MAX_CANDIDATES, Matcher, Seed, SeedSegment
 
 if TYPE_CHECKING:
+    from desync_core.digest import Digest
     from desync_core.index import Index
     from desync_core.progress import Progress
 
@@ -132,7 +134,7 @@ class IndexedSeed(Seed):
                 stop = min(max(stop, first + 1), last)
                 tasks.append((first, stop - first))
                 first = stop
-        digest = target.digest.sum
+        digest = target.digest
         ids = self.index.ids
         failed = False
 
@@ -147,12 +149,10 @@ class IndexedSeed(Seed):
             view = memoryview(buf)
             ok = self.read_into(view, base)
             if ok:
-                for k in range(first, first + count):
-                    lo = int(starts[k]) - base
-                    hi = int(ends[k]) - base
-                    if digest(view[lo:hi]) != ids[32 * k : 32 * k + 32]:
-                        ok = False
-                        break
+                rel = starts[first : first + count] - base
+                sums = chunk_digests(buf, rel, ends[first : first + count] - base - rel,
+                                     digest)
+                ok = sums == ids[32 * first : 32 * (first + count)]
             if not ok:
                 failed = True
             progress.update(count)
@@ -177,22 +177,58 @@ class IndexedSeed(Seed):
 #: Bytes read at once when streaming a segment's chunks.
 PIECE_BYTES = 4 * 1024 * 1024
 
+_hashers = threading.local()
 
-def iter_segment_chunks(fd: int, offset: int, segment: SeedSegment, target: Index
-                        ) -> Iterator[tuple[int, int, memoryview | None]]:
-    """Read a segment's bytes from ``fd`` (starting at ``offset``) chunk by chunk.
 
-    Yields ``(k, target_offset, data)`` for each target chunk ``k`` of the segment, with
-    chunk boundaries taken from the target index; ``data`` is None if ``fd`` ends
-    first. Memory is bounded (pieces of about :data:`PIECE_BYTES`); each view is valid
+def chunk_digests(buf: bytearray | memoryview, starts: np.ndarray, lengths: np.ndarray,
+                  digest: Digest) -> bytes:
+    """The digests of ``buf[starts[i] : starts[i] + lengths[i]]``, concatenated.
+
+    SHA-512/256 goes through the 8-lane kernel (:mod:`desync_core.batchhash`), one
+    hasher per thread; other digests through hashlib.
+    """
+    if digest.hashlib_name == "sha512_256":
+        from desync_core.batchhash import BatchHasher
+
+        hasher = getattr(_hashers, "hasher", None)
+        if hasher is None:
+            hasher = _hashers.hasher = BatchHasher()
+        return hasher.sums(np.frombuffer(buf, dtype=np.uint8), starts, lengths)
+    view = memoryview(buf)
+    return b"".join(digest.sum(view[a : a + n])
+                    for a, n in zip(starts.tolist(), lengths.tolist()))
+
+
+def bad_chunks(buf: bytearray | memoryview, first: int, stop: int, base: int,
+               target: Index) -> list[int]:
+    """Target chunks ``first..stop-1``, held in ``buf`` from target offset ``base`` on,
+    whose bytes do not hash to their id."""
+    ends = target.ends[first:stop] - base
+    starts = np.empty_like(ends)
+    starts[0] = int(target.ends[first - 1]) - base if first else -base
+    starts[1:] = ends[:-1]
+    want = target.ids[32 * first : 32 * stop]
+    got = chunk_digests(buf, starts, ends - starts, target.digest)
+    if got == want:
+        return []
+    return [first + i for i in range(stop - first)
+            if got[32 * i : 32 * i + 32] != want[32 * i : 32 * i + 32]]
+
+
+def iter_segment_pieces(fd: int, offset: int, segment: SeedSegment, target: Index
+                        ) -> Iterator[tuple[int, int, int, memoryview | None]]:
+    """Read a segment's bytes from ``fd`` (starting at ``offset``) in pieces of whole
+    chunks (about :data:`PIECE_BYTES`, at least one chunk).
+
+    Yields ``(first, stop, target_offset, data)``: target chunks ``first..stop-1`` and
+    their bytes, or None if ``fd`` ends first. Memory is bounded; each view is valid
     until the next item.
     """
     from desync_core.seeds.fileio import pread_exact
 
     ends = target.ends
     first, last = segment.first, segment.first + segment.count
-    biggest = target.chunk_size_max
-    buf = bytearray(max(PIECE_BYTES, biggest))
+    buf = bytearray(max(PIECE_BYTES, target.chunk_size_max))
     view = memoryview(buf)
     k = first
     pos = segment.start
@@ -202,16 +238,26 @@ def iter_segment_chunks(fd: int, offset: int, segment: SeedSegment, target: Inde
         total = int(ends[stop - 1]) - pos
         try:
             pread_exact(fd, view[:total], offset + (pos - segment.start))
-            data_ok = True
+            data: memoryview | None = view[:total]
         except EOFError:
-            data_ok = False
-        lo = 0
-        for j, end in zip(range(k, stop), ends[k:stop].tolist()):
-            hi = end - pos
-            yield j, pos + lo, (view[lo:hi] if data_ok else None)
-            lo = hi
+            data = None
+        yield k, stop, pos, data
         pos = int(ends[stop - 1])
         k = stop
+
+
+def iter_segment_chunks(fd: int, offset: int, segment: SeedSegment, target: Index
+                        ) -> Iterator[tuple[int, int, memoryview | None]]:
+    """Like :func:`iter_segment_pieces`, chunk by chunk: yields ``(k, target_offset,
+    data)`` for each target chunk ``k`` of the segment (``data`` None if ``fd`` ends
+    first)."""
+    ends = target.ends
+    for first, stop, pos, data in iter_segment_pieces(fd, offset, segment, target):
+        lo = 0
+        for j, end in zip(range(first, stop), ends[first:stop].tolist()):
+            hi = end - pos
+            yield j, pos + lo, (data[lo:hi] if data is not None else None)
+            lo = hi
 
 
 def mismatched_chunks(fd: int, segment: SeedSegment, target: Index) -> list[int]:
@@ -220,16 +266,20 @@ def mismatched_chunks(fd: int, segment: SeedSegment, target: Index) -> list[int]
     ``fd`` is read at the segment's target offsets: it is the target itself, to check
     data just written or already in place.
     """
-    digest = target.digest.sum
-    ids = target.ids
-    return [k for k, _off, data in iter_segment_chunks(fd, segment.start, segment, target)
-            if data is None or digest(data) != ids[32 * k : 32 * k + 32]]
+    bad: list[int] = []
+    for first, stop, pos, data in iter_segment_pieces(fd, segment.start, segment, target):
+        bad.extend(range(first, stop) if data is None
+                   else bad_chunks(data, first, stop, pos, target))
+    return bad
 
 
 __all__ = [
     "IndexMatcher",
     "IndexedSeed",
+    "bad_chunks",
+    "chunk_digests",
     "id_keys",
     "iter_segment_chunks",
+    "iter_segment_pieces",
     "mismatched_chunks",
 ]

@@ -282,3 +282,26 @@ def _opening(pid: int, path: Path) -> bool:
     except OSError:
         return False
     return wchan in ("wait_for_partner", "fifo_open")
+
+
+@pytest.mark.parametrize("mode", ["fail", "skip", "regenerate", "in-place"])
+def test_seed_with_one_wrong_byte(big_blob, tmp_path: Path, cli, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """Seed data is checked a piece at a time; one changed byte in the middle of a piece
+    is found wherever it is."""
+    index_path, store, data = big_blob
+    seed_data = bytearray(data)
+    _seed, seed_index, _ = make_blob(tmp_path, "seed", bytes(seed_data), None)
+    seed_data[3_000_001] ^= 0x40  # after indexing: the index no longer matches
+    (tmp_path / "seed").write_bytes(bytes(seed_data))
+    out = tmp_path / "out"
+    flags = {"fail": [], "skip": ["--skip-invalid-seeds"],
+             "regenerate": ["--regenerate-invalid-seeds"], "in-place": ["-k"]}[mode]
+    result = cli("extract", "-n", "2", *flags, "--seed", seed_index, "-s", store,
+                 index_path, out)
+    if mode in ("fail", "in-place"):
+        assert_error(result, 5, "doesn't match its data")
+        if mode == "fail":
+            assert not out.exists()
+    else:
+        assert result.code == 0, result.err
+        assert out.read_bytes() == data
