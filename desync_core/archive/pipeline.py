@@ -362,19 +362,26 @@ class _Fetcher:
             _fetch_into(self.source, chunk_id, size, out)
 
     def _fetch_group(self, group: list[Any]) -> None:
-        """Decode a group into its place in the ring (credit covers it, plus a byte)."""
+        """Decode a group into its place in the ring (credit covers it, plus a byte).
+
+        Raises:
+            _GroupError: a chunk failed; the chunks before it are in place.
+        """
         ring = self.ring
         for chunk in group:
             start, size, _ = chunk
             pos = start % RING_SIZE
-            if pos + size + 1 <= RING_SIZE:
-                self._fetch(chunk, ring[pos:pos + size + 1])
-            else:  # across the end of the ring
-                out = memoryview(bytearray(size + 1))
-                self._fetch(chunk, out)
-                k = RING_SIZE - pos
-                ring[pos:] = out[:k]
-                ring[:size - k] = out[k:size]
+            try:
+                if pos + size + 1 <= RING_SIZE:
+                    self._fetch(chunk, ring[pos:pos + size + 1])
+                else:  # across the end of the ring
+                    out = memoryview(bytearray(size + 1))
+                    self._fetch(chunk, out)
+                    k = RING_SIZE - pos
+                    ring[pos:] = out[:k]
+                    ring[:size - k] = out[k:size]
+            except Exception as exc:
+                raise _GroupError(start, exc) from exc
 
     def _fetch_large(self, chunk: Any) -> memoryview:
         out = memoryview(bytearray(chunk.size + 1))
@@ -413,7 +420,11 @@ class _Fetcher:
                         self._take_credit(block=True)
                         continue
                     group, direct, future = inflight.popleft()
-                    self._done(group, direct, future.result())
+                    try:
+                        data = future.result()
+                    except _GroupError as failed:
+                        self._failed(failed)
+                    self._done(group, direct, data)
             except BaseException:
                 for _, _, future in inflight:
                     future.cancel()
@@ -428,10 +439,18 @@ class _Fetcher:
             if direct:
                 while last.start + last.size + 1 > self.credit:
                     self._take_credit(block=True)
-                self._fetch_group(group)
+                try:
+                    self._fetch_group(group)
+                except _GroupError as failed:
+                    self._failed(failed)
                 self._done(group, direct, None)
             else:
                 self._done(group, direct, self._fetch_large(last))
+
+    def _failed(self, failed: _GroupError) -> None:
+        """Report the chunks of a group before the one that failed, raise its error."""
+        self._produced(failed.done)
+        raise failed.error
 
     def _done(self, group: list[Any], direct: bool, data: memoryview | None) -> None:
         """A group is fetched: copy it into the ring if it is not there, report it."""
@@ -453,6 +472,15 @@ class _Fetcher:
         else:
             self._produced(last.start + last.size)
         self._take_credit(block=False)
+
+
+class _GroupError(Exception):
+    """A chunk of a group failed with ``error``; the stream is complete up to ``done``."""
+
+    def __init__(self, done: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.done = done
+        self.error = error
 
 
 def _fetcher_main(index: Any, source: Any, ring: memoryview, concurrency: int,
@@ -604,7 +632,10 @@ class ForkedWriter:
             except _ChildError as failed:
                 raise failed.error from None
             except BaseException:
+                # What was produced before the failure is written, as it would be by
+                # the consumer alone (a content cut short by the failure in part).
                 try:
+                    self._flush()
                     self._send(_LEN.pack(_ABORT))
                 except _ChildError:
                     pass
@@ -873,10 +904,8 @@ class ForkedWriter:
                     raise DesyncError("the fetching process ended unexpectedly")
                 self._flush()  # the writer may be waiting for it
                 self._give_credit(force=True)
-                try:
+                if self._produced < pos + want:  # (flushing reads what the children said)
                     self._wait(writer=True, fetcher=True)
-                except _ChildError:
-                    raise  # the writer failed: run() raises its error
             k = min(want, self._produced - pos)
             off = pos % RING_SIZE
             block = self._ring[off:off + k]  # type: ignore[index]
