@@ -960,8 +960,11 @@ class ForkedWorkers:
 
     _RECORD = struct.Struct("<ii" + "q" * len(_COUNTERS))
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, *, pipe_size: int = 1 << 20) -> None:
         self.processes = processes
+        #: Capacity asked for the task pipe; numbers that do not fit are written as
+        #: workers take the others.
+        self.pipe_size = pipe_size
 
     def run(self, count: int, run: Callable[[int, ExtractStats], None],
             finished: Callable[[int, ExtractStats], None]) -> list[int]:
@@ -974,8 +977,8 @@ class ForkedWorkers:
         res_r, res_w = os.pipe2(os.O_CLOEXEC)
         pids: list[int] = []
         try:
-            with contextlib.suppress(OSError):  # room for every number at once
-                fcntl.fcntl(task_w, fcntl.F_SETPIPE_SZ, min(max(len(numbers), 65536), 1 << 20))
+            with contextlib.suppress(OSError):  # room for every number at once, ideally
+                fcntl.fcntl(task_w, fcntl.F_SETPIPE_SZ, min(len(numbers), self.pipe_size))
             os.set_blocking(task_w, False)
             sent = _write_some(task_w, numbers, 0)
             prctl = _prctl()

@@ -305,3 +305,43 @@ def test_seed_with_one_wrong_byte(big_blob, tmp_path: Path, cli, mode: str) -> N
     else:
         assert result.code == 0, result.err
         assert out.read_bytes() == data
+
+
+# -- worker processes ---------------------------------------------------------------
+
+
+def test_forked_workers_run_every_task_once() -> None:
+    """More task numbers than the pipe holds: they are fed as workers take them."""
+    from desync_core.ops.extract import ExtractStats, ForkedWorkers
+
+    seen: list[tuple[int, int, int]] = []
+
+    def run(i: int, counters: ExtractStats) -> None:  # in a worker
+        counters.chunks_from_store = i * 3
+        counters.bytes_from_store = os.getpid()
+
+    def finished(i: int, counters: ExtractStats) -> None:
+        seen.append((i, counters.chunks_from_store, counters.bytes_from_store))
+
+    left = ForkedWorkers(2, pipe_size=4096).run(5000, run, finished)
+    assert left == []
+    assert sorted(i for i, _, _ in seen) == list(range(5000))
+    assert all(value == 3 * i for i, value, _ in seen)
+    workers = {pid for _, _, pid in seen}
+    assert 1 <= len(workers) <= 2  # (one may take all if the other starts late)
+    assert os.getpid() not in workers
+
+
+def test_forked_workers_report_unfinished_tasks_after_a_failure() -> None:
+    from desync_core.ops.extract import ExtractStats, ForkedWorkers
+
+    done: list[int] = []
+
+    def run(i: int, counters: ExtractStats) -> None:
+        if i == 10:
+            raise OSError("disk full")
+        time.sleep(0.001)
+
+    left = ForkedWorkers(2).run(100, run, lambda i, _c: done.append(i))
+    assert 10 in left
+    assert sorted(done + left) == list(range(100))
