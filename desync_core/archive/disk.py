@@ -419,11 +419,12 @@ class DiskWriter:
         # permission bits a file cannot be created with (they need a chmod)
         self._special_or_masked = 0o7000 | self.umask
 
-    def write(self, nodes: Iterable[Node | DirEnd | PlainFile]) -> None:
+    def write(self, nodes: Iterable[Node | DirEnd | PlainFile | MadeDir]) -> None:
         """Create every node of the stream; the root maps to the target.
 
         A directory's own metadata is applied once everything in it is written. The
-        stream may contain :data:`~desync_core.archive.base.PlainFile` tuples.
+        stream may contain :data:`~desync_core.archive.base.PlainFile` tuples and
+        :class:`MadeDir` items (directories a :class:`DiskDirector` created).
         """
         it = iter(nodes)
         root = next(it, None)
@@ -434,14 +435,7 @@ class DiskWriter:
         if not root.is_dir:
             self._write_single(root, it)
             return
-        try:
-            os.makedirs(self.target, exist_ok=True)
-            root_fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileExistsError:
-            raise DesyncError(f"{self.target} exists and is not a directory") from None
-        except OSError as exc:
-            raise DesyncError(f"{self.target}: {exc.strerror}") from None
-        stack = [_OpenDir(root_fd, root, fresh=False, mode_done=False)]
+        stack = [_OpenDir(self.open_root(), root, fresh=False, mode_done=False)]
         try:
             # Read the stream to its end even after the root is complete: the decoder
             # checks for trailing data only when asked for more.
@@ -456,18 +450,15 @@ class DiskWriter:
                         raise ArchiveFormatError("archive closes more directories than it "
                                                  "opens")
                     d = stack.pop()
-                    try:
-                        self._apply(d.fd, d.node, stack[-1].fresh if stack else False,
-                                    d.mode_done)
-                    except OSError as exc:
-                        raise _os_error(d.node.path, exc, "cannot set metadata of") from None
-                    finally:
-                        os.close(d.fd)
+                    self._finish_dir(d, stack[-1].fresh if stack else False)
                     continue
-                assert isinstance(node, Node)
                 if not stack:
                     raise ArchiveFormatError("archive has more than one root")
                 parent = stack[-1]
+                if type(node) is MadeDir:
+                    stack.append(self._open_made_dir(parent.fd, node))
+                    continue
+                assert isinstance(node, Node)
                 entry = self._create(parent.fd, node, parent.fresh)
                 if entry is not None:
                     stack.append(entry)
@@ -476,6 +467,38 @@ class DiskWriter:
         finally:
             for d in stack:
                 os.close(d.fd)
+
+    def open_root(self) -> int:
+        """Create the target directory if needed; its descriptor."""
+        try:
+            os.makedirs(self.target, exist_ok=True)
+            return os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileExistsError:
+            raise DesyncError(f"{self.target} exists and is not a directory") from None
+        except OSError as exc:
+            raise DesyncError(f"{self.target}: {exc.strerror}") from None
+
+    def _finish_dir(self, d: _OpenDir, parent_fresh: bool) -> None:
+        """Apply a complete directory's metadata and close it."""
+        try:
+            self._apply(d.fd, d.node, parent_fresh, d.mode_done)
+        except OSError as exc:
+            raise _os_error(d.node.path, exc, "cannot set metadata of") from None
+        finally:
+            os.close(d.fd)
+
+    def _open_made_dir(self, parent: int, made: MadeDir) -> _OpenDir:
+        """Open a directory a :class:`DiskDirector` created (never following a link)."""
+        node = made.node
+        _check_name(node)
+        try:
+            fd = os.open(node.name, _OPEN_DIR, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise DesyncError(f"{display(node.path)} exists and is not a directory") \
+                    from None
+            raise _os_error(node.path, exc, "cannot create") from None
+        return _OpenDir(fd, node, fresh=made.fresh, mode_done=made.mode_done)
 
     def _write_single(self, node: Node, rest: Iterator[Node | DirEnd]) -> None:
         """An archive whose root is not a directory becomes the file ``target``."""
@@ -721,6 +744,76 @@ class DiskWriter:
                      follow_symlinks=False)
 
 
+class MadeDir:
+    """A directory a :class:`DiskDirector` created: the writer opens it, as it would
+    open the one it created (``fresh``, ``mode_done``: see :class:`_OpenDir`)."""
+
+    __slots__ = ("fresh", "mode_done", "node")
+
+    def __init__(self, node: Node, fresh: bool, mode_done: bool) -> None:
+        self.node = node
+        self.fresh = fresh
+        self.mode_done = mode_done
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MadeDir, (self.node, self.fresh, self.mode_done))
+
+
+class DiskDirector:
+    """The share of a two-process extraction done where the archive is decoded.
+
+    :class:`~desync_core.archive.pipeline.ForkedWriter` passes every item here before
+    sending it to the writing process (a :class:`DiskWriter`). Directories are created
+    here (and sent as :class:`MadeDir`, which the writer opens), so that plain files
+    can be written by either process: :meth:`take` writes a plain file here when
+    ``busy()`` says the writer is behind, which keeps both processes working. The
+    checks and system calls are the writer's own (same object, same methods).
+
+    One difference to extraction in one process: if the writer fails, files this
+    process wrote after the failing element stay (the error is reported all the same).
+    """
+
+    def __init__(self, writer: DiskWriter) -> None:
+        self.writer = writer
+        self.stack: list[_OpenDir] = []
+        self.started = False
+
+    def take(self, item: Any, busy: bool) -> Any:
+        """Handle ``item`` here, in part or whole; what to send to the writer (None:
+        nothing)."""
+        writer = self.writer
+        stack = self.stack
+        if type(item) is tuple:
+            if busy and stack:
+                writer._plain_file(stack[-1], *item)
+                return None
+            return item
+        if item is DIR_END:
+            if stack:
+                os.close(stack.pop().fd)
+            return item
+        if not self.started:  # the root
+            self.started = True
+            if isinstance(item, Node) and item.is_dir:
+                stack.append(_OpenDir(writer.open_root(), item, fresh=False,
+                                      mode_done=False))
+            return item
+        if isinstance(item, Node) and item.is_dir and stack:
+            _check_name(item)
+            try:
+                made = writer._make_dir(stack[-1].fd, item)
+            except OSError as exc:
+                raise _os_error(item.path, exc, "cannot create") from None
+            stack.append(made)
+            return MadeDir(item, made.fresh, made.mode_done)
+        return item
+
+    def close(self) -> None:
+        """Close the directories still open here."""
+        while self.stack:
+            os.close(self.stack.pop().fd)
+
+
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -744,9 +837,11 @@ class DiskFormat(ArchiveFormat):
 
 __all__ = [
     "CHATTR_BITS",
+    "DiskDirector",
     "DiskFormat",
     "DiskReader",
     "DiskWriter",
+    "MadeDir",
     "chattr_to_flags",
     "flags_to_chattr",
 ]

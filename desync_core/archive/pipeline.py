@@ -59,6 +59,9 @@ BATCH_RECORDS = 128
 BATCH_BYTES = 2 << 20
 #: ... and the first batches are smaller, so that the writer starts early.
 FIRST_BATCH_RECORDS = 8
+#: With a director, plain files are written here while the writer has this many batches
+#: to do (the one it works on included).
+BUSY_BATCHES = 3
 #: Chunks larger than this are fetched into a private buffer and copied into the ring.
 DIRECT_MAX = RING_SIZE // 4
 #: The fetcher hands this many bytes of consecutive chunks to a thread at once.
@@ -238,7 +241,8 @@ class _Receiver:
                         payload = node.payload = _RingPayload(self, size)
                 else:
                     node = record
-                    if node.size and node.mode & _S_IFMT == _S_IFREG:
+                    if (isinstance(node, Node) and node.size
+                            and node.mode & _S_IFMT == _S_IFREG):
                         payload = node.payload = _RingPayload(self, node.size)
                 yield node
                 if payload is not None and payload.remaining:
@@ -316,6 +320,10 @@ class _Fetcher:
 
         members = list(iter_members(source))
         self.local = bool(members) and all(getattr(m, "is_local", False) for m in members)
+        #: chunk id -> (position, size) of its latest copy in the stream, to copy a
+        #: chunk that comes again from the ring instead of fetching it again (only
+        #: without threads: then nothing else writes the ring meanwhile).
+        self.recent: dict[bytes, tuple[int, int]] | None = {} if self.local else None
 
     def _take_credit(self, *, block: bool) -> None:
         """Read credit updates; with ``block``, wait for one."""
@@ -368,9 +376,18 @@ class _Fetcher:
             _GroupError: a chunk failed; the chunks before it are in place.
         """
         ring = self.ring
+        recent = self.recent
         for chunk in group:
-            start, size, _ = chunk
+            start, size, chunk_id = chunk
             pos = start % RING_SIZE
+            if recent is not None:
+                seen = recent.get(chunk_id)
+                # Fetched before, same size, and still in the ring (this chunk, and the
+                # byte after it, end before that copy would be overwritten): copy it.
+                if seen is not None and seen[1] == size and seen[0] + RING_SIZE > start + size:
+                    self._copy_within(seen[0], start, size)
+                    recent[chunk_id] = (start, size)
+                    continue
             try:
                 if pos + size + 1 <= RING_SIZE:
                     self._fetch(chunk, ring[pos:pos + size + 1])
@@ -382,6 +399,21 @@ class _Fetcher:
                     ring[:size - k] = out[k:size]
             except Exception as exc:
                 raise _GroupError(start, exc) from exc
+            if recent is not None:
+                recent[chunk_id] = (start, size)
+
+    def _copy_within(self, src: int, dst: int, size: int) -> None:
+        """Copy ``size`` bytes of the stream from position ``src`` to ``dst`` (both in
+        the ring, either may wrap around its end)."""
+        ring = self.ring
+        while size:
+            s = src % RING_SIZE
+            d = dst % RING_SIZE
+            k = min(size, RING_SIZE - s, RING_SIZE - d)
+            ring[d:d + k] = ring[s:s + k]
+            src += k
+            dst += k
+            size -= k
 
     def _fetch_large(self, chunk: Any) -> memoryview:
         out = memoryview(bytearray(chunk.size + 1))
@@ -562,8 +594,11 @@ class ForkedWriter:
     index, fetched by another process); :meth:`run`; :meth:`close`.
     """
 
-    def __init__(self, consume: Callable[[Iterable[Any]], None]) -> None:
+    def __init__(self, consume: Callable[[Iterable[Any]], None],
+                 director: Callable[[Any, bool], Any] | None = None) -> None:
         self.consume = consume
+        self.director = director
+        self._taken = 0  # items the director handled
         self._map: mmap.mmap | None = None
         self._ring: memoryview | None = None
         self._pid = 0
@@ -573,7 +608,8 @@ class ForkedWriter:
         self._writer_error: BaseException | None = None
         # ring positions are virtual (ever increasing); ring offset = virtual % size
         self._alloc = 0  # reading here: the next free byte
-        self._sent: deque[tuple[int, int]] = deque()  # unacknowledged (seq, lowest use)
+        # unacknowledged batches: (seq, lowest ring position used)
+        self._sent: deque[tuple[int, int]] = deque()
         self._seq = 0
         self._batch: list[Any] = []
         self._batch_low = 0  # lowest position the open batch may refer to
@@ -792,6 +828,13 @@ class ForkedWriter:
 
     def _add(self, node: Node | DirEnd | PlainFile) -> None:
         """Append one node (and its content) to the open batch."""
+        if self.director is not None:
+            node = self.director(node, len(self._sent) >= BUSY_BATCHES)
+            if node is None:  # written here: meanwhile the writer may have caught up
+                self._taken += 1
+                if not self._taken % 4:
+                    self._poll()
+                return
         batch = self._batch
         if type(node) is tuple:
             name, path, mode, uid, gid, mtime, buf, start, size = node
@@ -800,8 +843,9 @@ class ForkedWriter:
             self._batch_bytes += size
         elif node is DIR_END:
             batch.append(None)
+        elif not isinstance(node, Node):  # something of the consumer's (see director)
+            batch.append(node)
         else:
-            assert isinstance(node, Node)
             kind = node.mode & _S_IFMT
             payload = node.payload
             size = node.size if payload is not None and kind == _S_IFREG else 0

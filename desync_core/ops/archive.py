@@ -290,7 +290,7 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
     straight into the memory it shares with it; other formats, or where forking is not
     safe (other threads running) or not wanted (``fork=False``), run in this process.
     """
-    from desync_core.archive.disk import DiskFormat, DiskWriter
+    from desync_core.archive.disk import DiskDirector, DiskFormat, DiskWriter
     from desync_core.archive.pipeline import ForkedWriter, can_fork
 
     disk = type(fmt) is DiskFormat
@@ -302,7 +302,9 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
             else:
                 fmt.write(nodes, target, options)
         return
-    writer = ForkedWriter(DiskWriter(target, options).write)
+    disk_writer = DiskWriter(target, options)
+    director = DiskDirector(disk_writer)
+    writer = ForkedWriter(disk_writer.write, director=director.take)
     writer.start()  # before any thread exists (index fetching starts threads)
     try:
         with open_archive(ctx, location, index=index, stores=stores, cache=cache,
@@ -310,6 +312,7 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
             writer.run(nodes)
     finally:
         writer.close()
+        director.close()
 
 
 def mtree(nodes: NodeStream, digest: Digest, out: TextIO | None = None) -> int:

@@ -237,6 +237,51 @@ def test_invalid_chunk(ok, cli, small_ring, tmp_path: Path) -> None:  # type: ig
     assert diff(written(tmp_path / "ref"), written(tmp_path / "out")) == []
 
 
+def test_repeated_chunks(ok, small_ring, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Identical files make identical chunks: the fetcher copies the ones still in the
+    # ring instead of fetching them again (and fetches those that are not).
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(5)
+    same = rng.randbytes(50_000)
+    for i in range(60):
+        (src / f"same{i:02d}").write_bytes(same)
+        (src / f"other{i:02d}").write_bytes(rng.randbytes(rng.choice([100, 9000, 30_000])))
+    store = tmp_path / "store"
+    store.mkdir()
+    ok("tar", "-i", "-s", store, "-m", "2:8:32", tmp_path / "a.caidx", src)
+    from desync_core.index import Index
+
+    ids = [c.id for c in Index.from_bytes((tmp_path / "a.caidx").read_bytes(), "a")]
+    assert len(set(ids)) < len(ids) * 0.7  # many repeats, some beyond the ring
+    ok("untar", "-i", "-s", store, tmp_path / "a.caidx", tmp_path / "out")
+    assert diff(snapshot(src), snapshot(tmp_path / "out")) == []
+
+
+def test_repeated_chunk_id_with_another_size_is_invalid(ok, cli, small_ring,  # type: ignore[no-untyped-def]
+                                                        tmp_path: Path) -> None:
+    # A hostile index names a chunk it listed before, with a different size: the
+    # copy from the ring must not be taken for it.
+    from desync_core.index import Index
+
+    src = many_files(tmp_path / "src", count=40)
+    store = tmp_path / "store"
+    store.mkdir()
+    ok("tar", "-i", "-s", store, "-m", "2:8:32", tmp_path / "a.caidx", src)
+    idx = Index.from_bytes((tmp_path / "a.caidx").read_bytes(), "a")
+    chunks = list(idx)
+    first = chunks[1]
+    later = next(c for c in chunks[3:] if c.size != first.size)
+    k = chunks.index(later)
+    ids = bytearray(idx.ids)
+    ids[32 * k:32 * k + 32] = first.id
+    idx.ids = bytes(ids)
+    (tmp_path / "bad.caidx").write_bytes(idx.to_bytes())
+    result = cli("untar", "-i", "-s", store, tmp_path / "bad.caidx", tmp_path / "out")
+    assert result.code == ChunkInvalidError.exit_code, result.err
+    assert first.id.hex() in result.err
+
+
 # -- the pieces ---------------------------------------------------------------------------------
 
 
