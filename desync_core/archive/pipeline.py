@@ -76,6 +76,8 @@ _END = 0
 _ABORT = (1 << 64) - 1
 # writer -> here: batch acknowledged, done, error; fetcher -> here: produced, error
 _ACK, _DONE, _ERROR, _PRODUCED = b"A", b"D", b"E", b"P"
+# chunk worker -> here: the ids of a run (payload: seq + ids)
+_RESULT = b"R"
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _NODE_FIELDS = tuple(Node.__dataclass_fields__)  # type: ignore[attr-defined]
 
@@ -565,13 +567,14 @@ class _Messages:
         head = _MSG.size
         while len(buf) - pos >= head:
             tag, value = _MSG.unpack_from(buf, pos)
-            if tag == _ERROR:
+            if tag in (_ERROR, _RESULT):  # a payload follows
                 if len(buf) - pos < head + value:
                     if self.eof:
-                        out.append((_ERROR, DesyncError("an extraction process failed")))
+                        out.append((_ERROR, DesyncError("a worker process failed")))
                         pos = len(buf)
                     break
-                out.append((_ERROR, _unpack_error(buf[pos + head:pos + head + value])))
+                body = buf[pos + head:pos + head + value]
+                out.append((tag, _unpack_error(body) if tag == _ERROR else body))
                 pos += head + value
             else:
                 out.append((tag, value))
@@ -974,6 +977,213 @@ class ForkedWriter:
             self._credit_sent = credit
 
 
+# -- tar -i: hashing and storing chunks in forked processes -------------------------------
+
+
+def _chunk_worker_main(make_sink: Callable[[], Any], ring: memoryview, task_fd: int,
+                       result_fd: int) -> None:
+    """A chunk worker: hash (and store) the runs of chunks it is sent (never returns)."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        import numpy as np
+
+        sink = make_sink()
+        tasks = os.fdopen(task_fd, "rb", buffering=1 << 16)
+        while True:
+            head = tasks.read(8)
+            if len(head) < 8:
+                break  # the chunking process is done (or gone)
+            (n,) = _LEN.unpack(head)
+            seq, run = pickle.loads(tasks.read(n))
+            ids = b"".join([sink.process(ring[off:off + size], 0, 0,
+                                         np.array([size], dtype=np.int64))
+                            for off, size in run])
+            payload = _LEN.pack(seq) + ids
+            os.write(result_fd, _MSG.pack(_RESULT, len(payload)) + payload)
+    except BaseException as exc:
+        code = 1
+        try:
+            _send_error(result_fd, exc)
+        except BaseException:  # nothing left to tell it with
+            pass
+    finally:
+        os._exit(code)
+
+
+class ChunkWorkers:
+    """Chunk a stream here, hash and store the chunks in forked worker processes.
+
+    ``tar -i`` does three kinds of work: producing the archive stream (walking the tree,
+    encoding), cutting it into chunks, and hashing, compressing and storing the chunks.
+    In threads of one process they keep taking the GIL from each other; here the stream
+    is cut into blocks of a shared ring, and runs of chunks (about :data:`RUN_BYTES`)
+    go to ``processes`` workers as ring offsets, which reply with the chunk ids.
+
+    Args:
+        make_sink: called in each worker to make its ``ChunkSink`` (for remote stores
+            with its own I/O threads).
+        processes: number of workers.
+
+    Fork only where :func:`can_fork` says so.
+    """
+
+    def __init__(self, make_sink: Callable[[], Any], processes: int, params: Any) -> None:
+        self.make_sink = make_sink
+        self.processes = max(1, processes)
+        self.params = params
+        # a block is BLOCK_MAX bytes plus the longest chunk; four blocks fit in the ring
+        self.block_size = BLOCK_MAX
+        self.ring_size = max(RING_SIZE, 4 * (BLOCK_MAX + params.longest_chunk))
+        self._ring: memoryview | None = None
+        self._map: mmap.mmap | None = None
+        self._pids: list[int] = []
+        self._task_fds: list[int] = []
+        self._results: list[_Messages] = []
+
+    def start(self) -> None:
+        """Make the ring and fork the workers."""
+        self._map = mmap.mmap(-1, self.ring_size)
+        self._ring = memoryview(self._map)
+        for _ in range(self.processes):
+            task_r, task_w = os.pipe()
+            result_r, result_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(task_w)
+                os.close(result_r)
+                for fd in self._task_fds:  # other workers' pipes
+                    os.close(fd)
+                for messages in self._results:
+                    os.close(messages.fd)
+                _chunk_worker_main(self.make_sink, self._ring, task_r, result_w)
+            os.close(task_r)
+            os.close(result_w)
+            self._pids.append(pid)
+            self._task_fds.append(task_w)
+            self._results.append(_Messages(result_r))
+
+    def close(self) -> None:
+        """Stop the workers (they end when their task pipe closes) and reap them."""
+        for fd in self._task_fds:
+            os.close(fd)
+        self._task_fds = []
+        for messages in self._results:
+            os.close(messages.fd)
+        self._results = []
+        for pid in self._pids:
+            _reap(pid)
+        self._pids = []
+        self._ring = None
+        self._map = None
+
+    def run(self, readinto: Callable[[memoryview], int | None]) -> tuple[list[int], bytes,
+                                                                         bytes]:
+        """Chunk the stream ``readinto`` produces; ``(chunk ends, ids, first bytes)``.
+
+        The first bytes (up to 64) of the stream tell the index which kind of content
+        it holds. Errors of the workers (a store that fails) are raised here.
+        """
+        from desync_core.chunker import find_cuts
+
+        ring = self._ring
+        assert ring is not None
+        params = self.params
+        ring_size = self.ring_size
+        cap = self.block_size + params.longest_chunk
+        ends: list[int] = []
+        results: dict[int, bytes] = {}
+        ids: list[bytes] = []
+        first = b""
+        # ring space: virtual positions; what runs in flight use, and what is unread
+        inflight: deque[tuple[int, int]] = deque()  # (seq, lowest position) in order
+        alloc = 0
+        seq = 0
+        next_id_seq = 0
+        tail_pos, tail_len = 0, 0
+        offset = 0  # stream offset of the current block's first byte
+        eof = False
+
+        def collect(block: bool) -> None:
+            nonlocal next_id_seq
+            fds = [m.fd for m in self._results if not m.eof]
+            if block and fds:
+                select.select(fds, [], [])
+            for messages in self._results:
+                for tag, value in messages.read():
+                    if tag == _ERROR:
+                        raise value
+                    if tag == _RESULT:
+                        results[_LEN.unpack_from(value)[0]] = value[8:]
+                if messages.eof and inflight:
+                    raise DesyncError("a chunk worker ended unexpectedly")
+            while next_id_seq in results:
+                ids.append(results.pop(next_id_seq))
+                next_id_seq += 1
+            while inflight and inflight[0][0] < next_id_seq:
+                inflight.popleft()
+
+        def send(run: list[tuple[int, int]], low: int) -> None:
+            nonlocal seq
+            data = pickle.dumps((seq, run), protocol=pickle.HIGHEST_PROTOCOL)
+            fd = self._task_fds[seq % self.processes]
+            view = memoryview(_LEN.pack(len(data)) + data)
+            while view:
+                view = view[os.write(fd, view):]
+            inflight.append((seq, low))
+            seq += 1
+
+        while not eof:
+            # a block: the previous tail, then new data, contiguous in the ring
+            start = alloc
+            pos = start % ring_size
+            if pos + cap > ring_size:
+                start += ring_size - pos
+                pos = 0
+            while inflight and start + cap - inflight[0][1] > ring_size:
+                collect(block=True)
+            collect(block=False)
+            alloc = start + cap
+            view = ring[pos:pos + cap]
+            if tail_len:
+                t = tail_pos % ring_size
+                view[:tail_len] = ring[t:t + tail_len]
+            n = tail_len
+            while n < cap:
+                got = readinto(view[n:])
+                if not got:
+                    eof = True
+                    break
+                n += got
+            if n == 0:
+                break
+            if not first:
+                first = bytes(view[:64])
+            cuts = find_cuts(view, params, eof=eof, length=n).tolist()
+            prev = 0
+            run: list[tuple[int, int]] = []
+            run_bytes = 0
+            for cut in cuts:
+                run.append((pos + prev, cut - prev))
+                run_bytes += cut - prev
+                ends.append(offset + cut)
+                prev = cut
+                if run_bytes >= RUN_BYTES:
+                    send(run, start)
+                    run, run_bytes = [], 0
+            if run:
+                send(run, start)
+            offset += prev
+            tail_pos, tail_len = start + prev, n - prev
+        while inflight:
+            collect(block=True)
+        return ends, b"".join(ids), first
+
+
+#: ``tar -i`` hands a worker this many bytes of chunks at a time.
+RUN_BYTES = 1 << 20
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -997,4 +1207,4 @@ def _reap(pid: int) -> None:
         time.sleep(0.002)
 
 
-__all__ = ["BLOCK_MAX", "RING_SIZE", "ForkedWriter", "can_fork"]
+__all__ = ["BLOCK_MAX", "RING_SIZE", "ChunkWorkers", "ForkedWriter", "can_fork"]

@@ -99,6 +99,20 @@ class BlockReader:
         return n
 
 
+#: ``tar -i`` hands the hashing threads this many bytes of chunks at a time.
+RUN_BYTES = 1 << 20
+
+
+def _counting(readinto: Any, progress: Progress) -> Any:
+    """``readinto`` that reports the bytes it reads to ``progress``."""
+    def read(view: memoryview) -> int:
+        n = readinto(view)
+        progress.update(n)
+        return n  # type: ignore[no-any-return]
+
+    return read
+
+
 def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
                  digest: Digest, store: Any, *, workers: int, io_threads: int = 10,
                  store_is_local: bool = True, progress: Progress | None = None) -> Index:
@@ -112,12 +126,27 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
     """
     import numpy as np
 
+    from desync_core.archive.pipeline import ChunkWorkers, can_fork
     from desync_core.chunker import iter_chunks
     from desync_core.index import Index
     from desync_core.ops.make import ChunkSink, index_flags_for
 
     progress = progress or Progress()
     stream = BlockReader(CatarEncoder(feature_flags).encode(nodes))
+    if can_fork():
+        def make_sink() -> ChunkSink:
+            pool = None
+            if store is not None and not store_is_local:
+                pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
+            return ChunkSink(store, digest, pool)
+
+        chunk_workers = ChunkWorkers(make_sink, workers, params)
+        chunk_workers.start()
+        try:
+            ends, joined, first = chunk_workers.run(_counting(stream.readinto, progress))
+        finally:
+            chunk_workers.close()
+        return Index.from_chunks(ends, joined, params, index_flags_for(first, digest))
     io_pool = None
     if store is not None and not store_is_local:
         io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
@@ -126,19 +155,35 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
     ids: list[bytes] = []
     first = b""
     pending: deque[Future[bytes]] = deque()
+
+    def process(run: list[tuple[int, memoryview]]) -> bytes:
+        return b"".join([sink.process(data, offset, offset,
+                                      np.array([offset + len(data)], dtype=np.int64))
+                         for offset, data in run])
+
     try:
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="desync-hash") as pool:
             try:
+                # Chunks go to the threads in runs of about RUN_BYTES: handing over
+                # every chunk costs more than hashing it (thread wake-ups).
+                run: list[tuple[int, memoryview]] = []
+                run_bytes = 0
                 for offset, data in iter_chunks(stream.readinto, params):
                     if not first:
                         first = bytes(data[:64])
-                    end = offset + len(data)
-                    ends.append(end)
-                    pending.append(pool.submit(sink.process, data, offset, offset,
-                                               np.array([end], dtype=np.int64)))
-                    progress.update(len(data))
-                    while len(pending) > 4 * max(1, workers):
-                        ids.append(pending.popleft().result())
+                    ends.append(offset + len(data))
+                    run.append((offset, data))
+                    run_bytes += len(data)
+                    if run_bytes >= RUN_BYTES:
+                        pending.append(pool.submit(process, run))
+                        progress.update(run_bytes)
+                        run = []
+                        run_bytes = 0
+                        while len(pending) > 2 * max(1, workers):
+                            ids.append(pending.popleft().result())
+                if run:
+                    pending.append(pool.submit(process, run))
+                    progress.update(run_bytes)
                 while pending:
                     ids.append(pending.popleft().result())
             except BaseException:

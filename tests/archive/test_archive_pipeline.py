@@ -15,6 +15,7 @@ import errno
 import os
 import random
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -350,3 +351,52 @@ def test_disk_writer_takes_plain_files(tmp_path: Path) -> None:
         DiskWriter(str(tmp_path / "bad"), ArchiveOptions()).write([
             Node(0o40755), (b"../x", b"../x", 0o100644, *ids, 0, b"", 0, 0), DIR_END])
     assert not (tmp_path / "x").exists()
+
+
+# -- tar -i: chunks hashed and stored in worker processes ---------------------------------
+
+
+def test_tar_index_workers_and_threads_agree(ok, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = many_files(tmp_path / "src", count=150)
+    for name, spec in (("a", "2:8:32"), ("b", "16:64:256"), ("c", "64:1024:8192")):
+        (tmp_path / f"s-{name}").mkdir()
+        ok("tar", "-i", "-s", tmp_path / f"s-{name}", "-m", spec, tmp_path / f"{name}.caidx",
+           src)
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        try:  # a thread runs: tar -i hashes in threads instead
+            (tmp_path / f"t-{name}").mkdir()
+            ok("tar", "-i", "-s", tmp_path / f"t-{name}", "-m", spec,
+               tmp_path / f"{name}-threads.caidx", src)
+        finally:
+            stop.set()
+            thread.join()
+        assert (tmp_path / f"{name}.caidx").read_bytes() == \
+            (tmp_path / f"{name}-threads.caidx").read_bytes()
+        stored = sorted(p.name for p in (tmp_path / f"s-{name}").rglob("*.cacnk"))
+        assert stored == sorted(p.name for p in (tmp_path / f"t-{name}").rglob("*.cacnk"))
+        ok("untar", "-i", "-s", tmp_path / f"s-{name}", tmp_path / f"{name}.caidx",
+           tmp_path / f"out-{name}")
+        assert diff(snapshot(src), snapshot(tmp_path / f"out-{name}")) == []
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts a small tmpfs)")
+def test_tar_index_store_error_from_a_worker(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = many_files(tmp_path / "src", count=100)
+    store = tmp_path / "store"
+    store.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(store)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        result = cli("tar", "-i", "-s", store, tmp_path / "a.caidx", src)
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
+    assert result.code == StoreError.exit_code, result.err
+    assert "Traceback" not in result.err
+    assert "No space left on device" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "a.caidx").exists()
