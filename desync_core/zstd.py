@@ -125,6 +125,10 @@ def _input(data: bytes | bytearray | memoryview) -> tuple[Any, int, int]:
 class _Scratch:
     """A per-thread output buffer and libzstd contexts."""
 
+    # Defaults for __del__ when __init__ was interrupted (e.g. by a signal handler).
+    cstream: Any = None
+    dctx: Any = None
+
     def __init__(self) -> None:
         self.buf = bytearray(_STEP)
         self.cbuf = (ctypes.c_char * _STEP).from_buffer(self.buf)
@@ -135,8 +139,10 @@ class _Scratch:
 
     def __del__(self) -> None:
         if _LIB is not None:
-            _LIB.ZSTD_freeCStream(self.cstream)
-            _LIB.ZSTD_freeDCtx(self.dctx)
+            if self.cstream:
+                _LIB.ZSTD_freeCStream(self.cstream)
+            if self.dctx:
+                _LIB.ZSTD_freeDCtx(self.dctx)
 
 
 def _scratch() -> _Scratch:
@@ -239,6 +245,8 @@ class RawDecoder:
     careful way" (:func:`decompress` reports what is wrong).
     """
 
+    _dctx: Any = None  # (for __del__ if __init__ did not finish)
+
     def __init__(self) -> None:
         if _LIB is None:
             raise RuntimeError("no system libzstd")
@@ -264,7 +272,7 @@ class RawDecoder:
         return self._decode, self._dctx
 
     def __del__(self) -> None:
-        if _LIB is not None and getattr(self, "_dctx", None):
+        if _LIB is not None and self._dctx:
             _LIB.ZSTD_freeDCtx(self._dctx)
 
 

@@ -990,10 +990,18 @@ class ForkedWorkers:
             prctl = _prctl()
             parent = os.getpid()
             for _ in range(min(self.processes, count)):
-                pid = os.fork()
-                if pid == 0:  # the worker; it never returns
-                    self._worker(task_r, task_w, res_r, res_w, run, prctl, parent)
-                pids.append(pid)
+                # An interrupt must not be handled during the fork: CPython would run
+                # the handler inside an at-fork callback (logging registers some) and
+                # discard its exception. The worker inherits the mask and ignores the
+                # signals before releasing them.
+                held = _hold_interrupts()
+                try:
+                    pid = os.fork()
+                    if pid == 0:  # the worker; it never returns
+                        self._worker(task_r, task_w, res_r, res_w, run, prctl, parent, held)
+                    pids.append(pid)
+                finally:
+                    _release_interrupts(held)
             os.close(task_r)
             task_r = -1
             os.close(res_w)
@@ -1042,11 +1050,13 @@ class ForkedWorkers:
         return [i for i in range(count) if not done[i]]
 
     def _worker(self, task_r: int, task_w: int, res_r: int, res_w: int,
-                run: Callable[[int, ExtractStats], None], prctl: Any, parent: int) -> None:
+                run: Callable[[int, ExtractStats], None], prctl: Any, parent: int,
+                held: Any) -> None:
         code = 1
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _release_interrupts(held)
             if prctl is not None:
                 prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != parent:
@@ -1246,37 +1256,63 @@ def extract(
         raise UsageError(f"{output} is a device: extracting to a device requires -k (--in-place)")
     stats = ExtractStats(bytes_total=index.length, chunks_total=len(index))
     path = output if in_place else temp_name(output)
-    target = open_target(index, path, in_place=in_place, create_new=not in_place)
-    target.display = output
-    stats.blocksize = target.blocksize
+    target: Target | None = None
     ok = False
     assemblers: list[Assembler] = []
+    # SIGINT/SIGTERM wait while the output is created: once it exists, the clean-up
+    # below must know about it, or an interrupt right then would leave it behind.
+    held = _hold_interrupts()
     try:
+        target = open_target(index, path, in_place=in_place, create_new=not in_place)
+        _release_interrupts(held)
+        held = None
+        target.display = output
+        stats.blocksize = target.blocksize
         if len(index):
             _assemble(index, target, source, stats, list(seeds), in_place=in_place,
                       workers=workers, invalid_seeds=invalid_seeds, progress=progress,
                       progress_factory=progress_factory, warn=warn, started=assemblers)
         else:
             target.size_to_blob()
+        if not in_place:
+            try:
+                os.replace(path, output)
+            except OSError as exc:
+                raise StoreError(f"renaming {path} to {output}: {exc.strerror}") from exc
         ok = True
     finally:
-        if not ok and not in_place:
-            # Remove the temporary file first: a second interrupt during the rest of the
-            # clean-up must not leave it behind.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        # Workers left behind by an interruption may still use the descriptor; closing
-        # it could let a new file reuse the number under their writes.
-        if not any(a.abandoned for a in assemblers):
-            os.close(target.fd)
-    if not in_place:
-        try:
-            os.replace(path, output)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise StoreError(f"renaming {path} to {output}: {exc.strerror}") from exc
+        if target is not None:
+            if not ok and not in_place:
+                # Remove the temporary file first: a second interrupt during the rest of
+                # the clean-up must not leave it behind. (After an interrupt that came
+                # just after the rename, there is nothing left to remove.)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            # Workers left behind by an interruption may still use the descriptor;
+            # closing it could let a new file reuse the number under their writes.
+            if not any(a.abandoned for a in assemblers):
+                os.close(target.fd)
+        if held is not None:
+            _release_interrupts(held)
     return stats
+
+
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _hold_interrupts() -> Any:
+    """Block SIGINT and SIGTERM for this thread; returns what :func:`_release_interrupts`
+    needs (None where signals cannot be blocked). Signals that arrive meanwhile are
+    delivered when they are released."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+
+
+def _release_interrupts(held: Any) -> None:
+    """Restore the signal mask saved by :func:`_hold_interrupts`."""
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
