@@ -759,6 +759,12 @@ class Assembler:
         gc.disable()
         try:
             if processes > 1:
+                if self.index.digest.hashlib_name == "sha512_256":
+                    # Seed checks hash with the kernel too: load (or build) it once,
+                    # here, rather than in every worker.
+                    from desync_core.batchhash import native_kernel
+
+                    native_kernel()
                 first = self._run_forked(list(first), processes, all_counters)
             if not isinstance(first, list) or first:
                 self._run_threads(first, workers, make_worker_state)
