@@ -1,7 +1,9 @@
 """Worker processes for CPU-bound work (``chop`` and ``verify-index`` hashing).
 
 ``make`` does not use them: its chunking kernel, hashlib and zstandard release the GIL,
-so it runs in threads (see :mod:`desync_core.ops.make`).
+so it runs in threads (see :mod:`desync_core.ops.make`). ``extract`` forks its own
+lighter workers (:class:`desync_core.ops.extract.ForkedWorkers`: task numbers over a
+pipe, no pickling, no executor threads).
 
 On Linux the pool forks: children inherit the imported modules and start in
 milliseconds, where ``spawn`` would re-import numpy (and the store plugins) in every
