@@ -31,11 +31,14 @@ import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from desync_core.errors import UsageError
+
+if TYPE_CHECKING:
+    from desync_core.digest import Digest
 
 _log = logging.getLogger(__name__)
 
@@ -166,6 +169,26 @@ class BatchHasher:
         return self._out[: 32 * count].tobytes()
 
 
+_hashers = threading.local()
+
+
+def chunk_digests(buf: bytes | bytearray | memoryview | np.ndarray, starts: np.ndarray,
+                  lengths: np.ndarray, digest: Digest) -> bytes:
+    """The digests of ``buf[starts[i] : starts[i] + lengths[i]]``, concatenated.
+
+    SHA-512/256 goes through the 8-lane kernel, with one :class:`BatchHasher` per
+    calling thread; other digests (and a missing kernel) through hashlib.
+    """
+    if digest.hashlib_name == "sha512_256":
+        hasher = getattr(_hashers, "hasher", None)
+        if hasher is None:
+            hasher = _hashers.hasher = BatchHasher()
+        return hasher.sums(np.frombuffer(buf, dtype=np.uint8), starts, lengths)
+    view = memoryview(buf)
+    return b"".join(digest.sum(view[a : a + n])
+                    for a, n in zip(starts.tolist(), lengths.tolist()))
+
+
 def _address(arr: np.ndarray) -> int:
     return arr.__array_interface__["data"][0]  # type: ignore[no-any-return]
 
@@ -218,4 +241,11 @@ def _writable_dir() -> Path | None:
     return None
 
 
-__all__ = ["MIN_MESSAGES", "BatchHasher", "cache_key", "kernel_name", "native_kernel"]
+__all__ = [
+    "MIN_MESSAGES",
+    "BatchHasher",
+    "cache_key",
+    "chunk_digests",
+    "kernel_name",
+    "native_kernel",
+]

@@ -12,17 +12,16 @@ confirmed by comparing full ids and sizes.
 
 from __future__ import annotations
 
-import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from desync_core.batchhash import chunk_digests
 from desync_core.seeds.base import MAX_CANDIDATES, Matcher, Seed, SeedSegment
 
 if TYPE_CHECKING:
-    from desync_core.digest import Digest
     from desync_core.index import Index
     from desync_core.progress import Progress
 
@@ -177,28 +176,6 @@ class IndexedSeed(Seed):
 #: Bytes read at once when streaming a segment's chunks.
 PIECE_BYTES = 4 * 1024 * 1024
 
-_hashers = threading.local()
-
-
-def chunk_digests(buf: bytearray | memoryview, starts: np.ndarray, lengths: np.ndarray,
-                  digest: Digest) -> bytes:
-    """The digests of ``buf[starts[i] : starts[i] + lengths[i]]``, concatenated.
-
-    SHA-512/256 goes through the 8-lane kernel (:mod:`desync_core.batchhash`), one
-    hasher per thread; other digests through hashlib.
-    """
-    if digest.hashlib_name == "sha512_256":
-        from desync_core.batchhash import BatchHasher
-
-        hasher = getattr(_hashers, "hasher", None)
-        if hasher is None:
-            hasher = _hashers.hasher = BatchHasher()
-        return hasher.sums(np.frombuffer(buf, dtype=np.uint8), starts, lengths)
-    view = memoryview(buf)
-    return b"".join(digest.sum(view[a : a + n])
-                    for a, n in zip(starts.tolist(), lengths.tolist()))
-
-
 def bad_chunks(buf: bytearray | memoryview, first: int, stop: int, base: int,
                target: Index) -> list[int]:
     """Target chunks ``first..stop-1``, held in ``buf`` from target offset ``base`` on,
@@ -277,7 +254,6 @@ __all__ = [
     "IndexMatcher",
     "IndexedSeed",
     "bad_chunks",
-    "chunk_digests",
     "id_keys",
     "iter_segment_chunks",
     "iter_segment_pieces",

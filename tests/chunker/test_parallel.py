@@ -212,10 +212,11 @@ def test_memory_stays_bounded_for_large_inputs(tmp_path: Path) -> None:
         f.truncate(512 << 20)  # sparse zeros: no disk use, still to be read and hashed
         f.seek(123_456_789)
         f.write(os.urandom(5_000_000))
-    # The first chunking on a machine compiles the kernel with numba (a one-time cost of
-    # a few hundred MB); make sure the cache exists so the steady state is measured.
+    # The first make on a machine compiles the chunking and hashing kernels with numba (a
+    # one-time cost of a few hundred MB); make sure they are cached so the steady state is
+    # measured (enough chunks per part that the batch hash kernel is used).
     small = tmp_path / "small"
-    small.write_bytes(os.urandom(100_000))
+    small.write_bytes(os.urandom(2_000_000))
     subprocess.run([sys.executable, "-c", PEAK_RSS, str(small), "1", str(tmp_path / "s0")],
                    capture_output=True, check=True)
     proc = subprocess.run([sys.executable, "-c", PEAK_RSS, str(blob), "4",
