@@ -5,6 +5,8 @@ copied into the repository."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,24 @@ from desync_core.testing.fixtures import (  # noqa: F401 - fixtures used by the 
 )
 
 REPO = Path(__file__).resolve().parent.parent
+
+WARM_UP = """
+from desync_core.chunker import warm_up
+from desync_core.batchhash import native_kernel
+warm_up()
+native_kernel()
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """Compile and cache the numba kernels once, before any test runs a command.
+
+    The first use on a machine compiles them (several seconds); without this, whichever
+    test comes first pays that inside its own time limits. A subprocess does it, so
+    numba is never loaded into the test process.
+    """
+    subprocess.run([sys.executable, "-c", WARM_UP], check=True, timeout=600)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from desync_core.errors import UsageError
+from desync_core.kernelcache import cache_dirs, cpu_identity, writable_dir
 
 if TYPE_CHECKING:
     from desync_core.digest import Digest
@@ -87,7 +88,7 @@ def _load() -> KernelFn | None:
             except (OSError, ValueError, AttributeError) as exc:
                 _log.debug("cached hash kernel %s unusable: %s", path, exc)
     try:
-        directory = _writable_dir()
+        directory = writable_dir(_cache_dirs())
         if directory is None:
             return None
         from desync_core.batchhash._kernel import build_shared_library
@@ -200,45 +201,14 @@ def cache_key() -> str:
     still correct code for this CPU, and the self-test checks it on every load.
     """
     h = hashlib.sha256((_HERE / "_kernel.py").read_bytes())
-    for part in (sys.platform, os.uname().machine, _cpu_identity()):
+    for part in (sys.platform, os.uname().machine, cpu_identity()):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:32]
 
 
-def _cpu_identity() -> str:
-    """Model and feature flags of the first CPU (Linux), else the machine name."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            first = f.read(16384).split("\n\n", 1)[0]
-    except OSError:
-        return os.uname().machine
-    wanted = ("vendor_id", "cpu family", "model", "model name", "flags", "Features",
-              "CPU implementer", "CPU part")
-    return "\n".join(line for line in first.splitlines()
-                     if line.split(":", 1)[0].strip() in wanted)
-
-
 def _cache_dirs() -> list[Path]:
-    """Where the library is looked for (the first writable one gets a new build)."""
-    dirs = []
-    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
-    if numba_dir:
-        dirs.append(Path(numba_dir) / "desync")
-    dirs.append(_HERE / "__pycache__")
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    dirs.append(Path(xdg) / "desync")
-    return dirs
-
-
-def _writable_dir() -> Path | None:
-    for directory in _cache_dirs():
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(directory, os.W_OK):
-            return directory
-    return None
+    """Where the library is looked for (see :func:`desync_core.kernelcache.cache_dirs`)."""
+    return cache_dirs(_HERE)
 
 
 __all__ = [

@@ -21,11 +21,7 @@ before use.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -258,13 +254,8 @@ def build_shared_library(path: Path) -> bool:
     Returns False when no linker is available or linking fails.
     """
     from desync_core.chunker._native import _llvm, _self_contained_ir, _target_machine
+    from desync_core.kernelcache import link_shared_library
 
-    linkers = [[cc, "-shared", "-nostdlib"] for cc in
-               (os.environ.get("CC"), "cc", "gcc", "clang") if cc and shutil.which(cc)]
-    if shutil.which("ld"):
-        linkers.append(["ld", "-shared"])
-    if not linkers:
-        return False
     llvm = _llvm()
     ir_text, symbol = _quiet_compile()
     signature = "i64 (ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr)"
@@ -275,21 +266,7 @@ def build_shared_library(path: Path) -> bool:
                 if f.is_declaration and not f.name.startswith("llvm.")]
     if external:
         raise RuntimeError(f"kernel still references external symbols: {external}")
-    obj = _target_machine(llvm, shared=True).emit_object(module)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
-        src, out = Path(tmp) / "kernel.o", Path(tmp) / "kernel.so"
-        src.write_bytes(obj)
-        for cmd in linkers:
-            try:
-                done = subprocess.run([*cmd, "-o", str(out), str(src)], capture_output=True,
-                                      timeout=60)
-            except (OSError, subprocess.SubprocessError):
-                continue
-            if done.returncode == 0 and out.exists():
-                os.replace(out, path)
-                return True
-    return False
+    return link_shared_library(_target_machine(llvm, shared=True).emit_object(module), path)
 
 
 def _quiet_compile() -> tuple[str, str]:

@@ -41,13 +41,12 @@ import json
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from desync_core.kernelcache import cache_dirs, cpu_identity, link_shared_library, writable_dir
 
 #: ``int64 f(uint8 *buf, uint64 n, bool eof, uint64 min, uint64 max, uint64 mult,
 #: bool fixed, int64 *out, uint64 out_len)``
@@ -74,20 +73,8 @@ _keep: list[Any] = []
 
 
 def _cache_dirs() -> list[Path]:
-    """Where cache files are looked for, in order; the first writable one gets new files.
-
-    ``NUMBA_CACHE_DIR`` (the user's choice for numba's compiled code) comes first,
-    then this package's ``__pycache__`` (where numba caches the dispatcher), then the
-    user's cache directory.
-    """
-    dirs = []
-    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
-    if numba_dir:
-        dirs.append(Path(numba_dir) / "desync")
-    dirs.append(Path(__file__).resolve().parent / "__pycache__")
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    dirs.append(Path(xdg) / "desync")
-    return dirs
+    """Where cache files are looked for (see :func:`desync_core.kernelcache.cache_dirs`)."""
+    return cache_dirs(Path(__file__).resolve().parent)
 
 
 def _file_identity(module: str) -> str:
@@ -103,22 +90,6 @@ def _file_identity(module: str) -> str:
     return f"{path}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _cpu_identity() -> str:
-    """CPU model and feature flags, without importing llvmlite (Linux: /proc/cpuinfo)."""
-    try:
-        # Only the first processor's block: generating the whole file can take tens of
-        # milliseconds on machines with many CPUs.
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            text = f.read(16384)
-    except OSError:
-        return platform.processor() or platform.machine()
-    first = text.split("\n\n", 1)[0]
-    wanted = ("vendor_id", "cpu family", "model", "model name", "flags", "Features",
-              "CPU implementer", "CPU part")
-    return "\n".join(line for line in first.splitlines()
-                     if line.split(":", 1)[0].strip() in wanted)
-
-
 def cache_key() -> str:
     """Hex digest identifying the kernel source, toolchain, platform and CPU."""
     here = Path(__file__).resolve().parent
@@ -126,7 +97,7 @@ def cache_key() -> str:
     for name in ("_numba.py", "_native.py", "_table.py"):
         h.update((here / name).read_bytes())
     for part in (_file_identity("numba"), _file_identity("llvmlite"), sys.platform,
-                 platform.machine(), _cpu_identity()):
+                 platform.machine(), cpu_identity()):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:32]
 
@@ -204,27 +175,8 @@ def build_shared_library(llvm: Any, path: Path) -> bool:
 
     Returns False when no linker is available or linking fails.
     """
-    linkers = [[cc, "-shared", "-nostdlib"] for cc in
-               (os.environ.get("CC"), "cc", "gcc", "clang") if cc and shutil.which(cc)]
-    if shutil.which("ld"):
-        linkers.append(["ld", "-shared"])
-    if not linkers:
-        return False
     obj = _target_machine(llvm, shared=True).emit_object(_kernel_module(llvm))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
-        src, out = Path(tmp) / "kernel.o", Path(tmp) / "kernel.so"
-        src.write_bytes(obj)
-        for cmd in linkers:
-            try:
-                done = subprocess.run([*cmd, "-o", str(out), str(src)], capture_output=True,
-                                      timeout=60)
-            except (OSError, subprocess.SubprocessError):
-                continue
-            if done.returncode == 0 and out.exists():
-                os.replace(out, path)
-                return True
-    return False
+    return link_shared_library(obj, path)
 
 
 def load_object(llvm: Any, blob: bytes) -> KernelFn:
@@ -298,17 +250,6 @@ def _save(data: bytes, name: str) -> None:
     # No writable cache directory: the kernel works, later runs just compile again.
 
 
-def _writable_dir() -> Path | None:
-    for directory in _cache_dirs():
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(directory, os.W_OK):
-            return directory
-    return None
-
-
 def load_kernel() -> KernelFn:
     """The kernel: from the cache (shared library first), or compiled now and cached."""
     key = cache_key()
@@ -344,7 +285,7 @@ def load_kernel() -> KernelFn:
 
 def _try_shared_library(llvm: Any, name: str) -> Path | None:
     """Build the shared library into the first writable cache directory, if possible."""
-    directory = _writable_dir()
+    directory = writable_dir(_cache_dirs())
     if directory is None:
         return None
     try:
