@@ -45,7 +45,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from desync_core.archive.base import DIR_END, DirEnd, Node, Payload, PlainFile
 from desync_core.errors import ChunkInvalidError, DesyncError
@@ -157,6 +157,35 @@ def _send_error(fd: int, exc: BaseException) -> None:
     os.write(fd, _MSG.pack(_ERROR, len(data)) + data)
 
 
+def _child_main(report_fd: int, body: Callable[[], None], done: bytes = b"") -> NoReturn:
+    """Run a forked child's ``body`` and exit; never returns.
+
+    The parent decides about interrupts (SIGINT is ignored here). ``done`` is written to
+    ``report_fd`` when ``body`` returns or is aborted by the parent; an error is sent
+    there (exit status 1), as far as the pipe still takes it.
+    """
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        body()
+        if done:
+            os.write(report_fd, done)
+    except _Aborted:
+        if done:
+            try:
+                os.write(report_fd, done)
+            except OSError:
+                pass  # the parent is gone
+    except BaseException as exc:  # everything goes to the parent
+        code = 1
+        try:
+            _send_error(report_fd, exc)
+        except BaseException:  # nothing left to tell it with
+            pass
+    finally:
+        os._exit(code)
+
+
 # -- the writer ------------------------------------------------------------------------
 
 
@@ -258,26 +287,10 @@ class _Receiver:
 
 
 def _writer_main(consume: Callable[[Iterable[Any]], None], data_fd: int, status_fd: int,
-                 ring: memoryview) -> None:
+                 ring: memoryview) -> NoReturn:
     """The writer process: consume what arrives, report, exit (never returns)."""
-    code = 0
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the decoding process decides
-        consume(_Receiver(data_fd, status_fd, ring).nodes())
-        os.write(status_fd, _MSG.pack(_DONE, 0))
-    except _Aborted:
-        try:
-            os.write(status_fd, _MSG.pack(_DONE, 0))
-        except OSError:
-            pass  # the decoding process is gone
-    except BaseException as exc:  # everything goes to the decoding process
-        code = 1
-        try:
-            _send_error(status_fd, exc)
-        except BaseException:  # nothing left to tell it with
-            pass
-    finally:
-        os._exit(code)
+    _child_main(status_fd, lambda: consume(_Receiver(data_fd, status_fd, ring).nodes()),
+                done=_MSG.pack(_DONE, 0))
 
 
 # -- the fetcher -----------------------------------------------------------------------
@@ -518,22 +531,10 @@ class _GroupError(Exception):
 
 
 def _fetcher_main(index: Any, source: Any, ring: memoryview, concurrency: int,
-                  credit_fd: int, report_fd: int) -> None:
+                  credit_fd: int, report_fd: int) -> NoReturn:
     """The fetcher process (never returns)."""
-    code = 0
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _Fetcher(index, source, ring, concurrency, credit_fd, report_fd).run()
-    except _Aborted:
-        pass
-    except BaseException as exc:
-        code = 1
-        try:
-            _send_error(report_fd, exc)
-        except BaseException:  # nothing left to tell it with
-            pass
-    finally:
-        os._exit(code)
+    _child_main(report_fd,
+                lambda: _Fetcher(index, source, ring, concurrency, credit_fd, report_fd).run())
 
 
 # -- the decoding process ----------------------------------------------------------------
@@ -981,11 +982,10 @@ class ForkedWriter:
 
 
 def _chunk_worker_main(make_sink: Callable[[], Any], ring: memoryview, task_fd: int,
-                       result_fd: int) -> None:
+                       result_fd: int) -> NoReturn:
     """A chunk worker: hash (and store) the runs of chunks it is sent (never returns)."""
-    code = 0
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def work() -> None:
         import numpy as np
 
         sink = make_sink()
@@ -993,22 +993,16 @@ def _chunk_worker_main(make_sink: Callable[[], Any], ring: memoryview, task_fd: 
         while True:
             head = tasks.read(8)
             if len(head) < 8:
-                break  # the chunking process is done (or gone)
+                return  # the chunking process is done (or gone)
             (n,) = _LEN.unpack(head)
             seq, run = pickle.loads(tasks.read(n))
-            ids = b"".join([sink.process(ring[off:off + size], 0, 0,
-                                         np.array([size], dtype=np.int64))
-                            for off, size in run])
+            spans = np.array(run, dtype=np.int64).reshape(-1, 2)
+            ids = sink.process_spans(ring, np.ascontiguousarray(spans[:, 0]),
+                                     np.ascontiguousarray(spans[:, 1]))
             payload = _LEN.pack(seq) + ids
             os.write(result_fd, _MSG.pack(_RESULT, len(payload)) + payload)
-    except BaseException as exc:
-        code = 1
-        try:
-            _send_error(result_fd, exc)
-        except BaseException:  # nothing left to tell it with
-            pass
-    finally:
-        os._exit(code)
+
+    _child_main(result_fd, work)
 
 
 class ChunkWorkers:
@@ -1128,8 +1122,14 @@ class ChunkWorkers:
             data = pickle.dumps((seq, run), protocol=pickle.HIGHEST_PROTOCOL)
             fd = self._task_fds[seq % self.processes]
             view = memoryview(_LEN.pack(len(data)) + data)
-            while view:
-                view = view[os.write(fd, view):]
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            except BrokenPipeError:
+                # The worker is gone (a store error ends it): its report says why.
+                while not all(m.eof for m in self._results):
+                    collect(block=True)
+                raise DesyncError("a chunk worker ended unexpectedly") from None
             inflight.append((seq, low))
             seq += 1
 

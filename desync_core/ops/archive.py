@@ -140,6 +140,10 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
                 pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
             return ChunkSink(store, digest, pool)
 
+        if digest.hashlib_name == "sha512_256":
+            from desync_core.batchhash import native_kernel
+
+            native_kernel()  # loaded (or built) once, before the workers are forked
         chunk_workers = ChunkWorkers(make_sink, workers, params)
         chunk_workers.start()
         try:

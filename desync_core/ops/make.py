@@ -31,13 +31,12 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from desync_core import flags as ff
-from desync_core.batchhash import MIN_MESSAGES, chunk_digests
+from desync_core.batchhash import chunk_digests
 from desync_core.chunker import ChunkerParams, find_cuts, input_size
 from desync_core.chunker.parallel import PART_BYTES, PartPipeline, longest_chunk, part_size
 from desync_core.digest import Digest
@@ -103,7 +102,6 @@ class ChunkSink:
     def __init__(self, store: Any, digest: Digest, io_pool: ThreadPoolExecutor | None) -> None:
         self.store = store
         self.digest = digest
-        self.sum = digest.sum
         self.io_pool = io_pool
         self._lock = threading.Lock()
         self._seen: set[bytes] = set()
@@ -133,26 +131,28 @@ class ChunkSink:
 
         ``data`` holds the input from offset ``base``. Returns the concatenated ids.
         """
-        if len(ends) < MIN_MESSAGES:  # (single chunks from tar -i): no array set-up
-            bounds = [entry - base, *(ends - base).tolist()]
-            ids = b"".join([self.sum(data[a:b]) for a, b in pairwise(bounds)])
-        else:
-            # The part's digests in one call: 8 chunks at a time on the SHA-512/256 kernel.
-            rel = ends - base
-            starts = np.empty_like(rel)
-            starts[0] = entry - base
-            starts[1:] = rel[:-1]
-            ids = chunk_digests(data, starts, rel - starts, self.digest)
-            bounds = [entry - base, *rel.tolist()]
+        rel = ends - base
+        starts = np.empty_like(rel)
+        starts[0] = entry - base
+        starts[1:] = rel[:-1]
+        return self.process_spans(data, starts, rel - starts)
+
+    def process_spans(self, data: memoryview | np.ndarray, starts: np.ndarray,
+                      lengths: np.ndarray) -> bytes:
+        """Hash (and store) the chunks ``data[starts[i] : starts[i] + lengths[i]]``
+        (int64 arrays). Returns the concatenated ids."""
+        # All digests in one call: 8 chunks at a time on the SHA-512/256 kernel.
+        ids = chunk_digests(data, starts, lengths, self.digest)
         if self.store is None:
             return ids
+        view = memoryview(data)
         pending: list[Future[None]] = []
         try:
-            for i, (start, end) in enumerate(pairwise(bounds)):
+            for i, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
                 chunk_id = ids[32 * i: 32 * i + 32]
                 if not self._claim(chunk_id):
                     continue
-                chunk = data[start:end]
+                chunk = view[start:start + length]
                 if self.io_pool is None:
                     self._store(chunk_id, chunk)
                 else:
