@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchutil import compile_bytecode
+
 #: casync options giving ``desync tar``'s default feature set (0x...f0001e22).
 CASYNC_WITH = ["--with=32bit-uids", "--with=nsec-time", "--with=symlinks",
                "--with=device-nodes", "--with=fifos", "--with=sockets", "--with=xattrs",
@@ -122,6 +124,7 @@ def median(timings: list[Timing]) -> Timing:
 
 
 def main() -> None:
+    compile_bytecode()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=30_000)
     parser.add_argument("--repeat", type=int, default=3)

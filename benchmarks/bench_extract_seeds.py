@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchutil import compile_bytecode
+
 WORK = Path("/dev/shm/desync-bench-extract")
 SOURCES = ("usr/lib", "usr/share")
 
@@ -192,6 +194,7 @@ def report(results: list[Case], n: int) -> None:
 
 def main() -> None:
     """Parse arguments, prepare inputs, run, report."""
+    compile_bytecode()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=400, help="tarball size (default 400)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case and tool")

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import compile_bytecode
+
 
 def desync(*args: str) -> None:
     """Run the CLI, failing loudly."""
@@ -75,6 +77,7 @@ def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> None:
     """Run the benchmark and print the results."""
+    compile_bytecode()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=128, help="blob size (default 128)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per source (default 3)")

@@ -28,3 +28,6 @@ for d in plugins/*/ examples/*/; do
     [ -f "$d/pyproject.toml" ] && specs+=(-e "$d")
 done
 $PIP install -q "${specs[@]}" -r requirements-test.txt
+# Bytecode for the editable checkout: where PYTHONDONTWRITEBYTECODE is set (containers
+# often set it), every `desync` process would otherwise compile its modules again.
+.venv/bin/python -m compileall -q desync_core plugins examples >/dev/null
