@@ -212,3 +212,43 @@ def test_help_does_not_load_kernels() -> None:
                           timeout=60)
     assert proc.stderr.strip() == "[]"
     assert "make" in proc.stdout
+
+
+@pytest.mark.parametrize("group", ["desync", "console_scripts", "pytest11"])
+def test_entry_point_scan_matches_importlib_metadata(group: str) -> None:
+    """The fast scan finds what importlib.metadata finds, in the same order."""
+    from desync_core.plugins import _entry_points_from_metadata, find_entry_points
+
+    assert find_entry_points(group) == _entry_points_from_metadata(group)
+
+
+def test_entry_point_scan_reads_dist_info_on_the_path(tmp_path: Path) -> None:
+    """A plugin on sys.path is found with its distribution's name and version; a second
+    distribution of the same name later on the path is shadowed, as by pip."""
+    for where, version, module in [("first", "1.2.3", "shiny_plugin"),
+                                   ("second", "9.9", "stale_plugin")]:
+        dist = tmp_path / where / f"shiny_plugin-{version}.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: Shiny.Plugin\nVersion: {version}\n\nbody: x\n")
+        (dist / "entry_points.txt").write_text(
+            f"[console_scripts]\nshiny = {module}:main\n\n"
+            f"[desync]\n# a comment\nshiny = {module}.plugin:hooks [extra]\n")
+    code = (
+        "import sys, json\n"
+        f"sys.path[:0] = [{str(tmp_path / 'first')!r}, {str(tmp_path / 'second')!r}]\n"
+        "from desync_core.plugins import find_entry_points\n"
+        "print(json.dumps([vars(e) for e in find_entry_points('desync')"
+        " if e.name == 'shiny']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == [{"name": "shiny", "value": "shiny_plugin.plugin:hooks [extra]",
+                                "distribution": "Shiny.Plugin", "version": "1.2.3"}]
+
+
+def test_entry_point_load_resolves_module_and_attribute() -> None:
+    from desync_core.plugins import PluginEntryPoint
+
+    assert PluginEntryPoint("x", "os.path").load() is os.path
+    assert PluginEntryPoint("x", "os:path.join [extra]").load() is os.path.join
