@@ -9,6 +9,7 @@ prints a traceback (exit 70).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -116,6 +117,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     desync_core.running_cli = True
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Loading plugins and building the parser allocate many objects and no cyclic
+    # garbage: the collector is paused until the command runs.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         registries = get_plugin_manager().registries()
         command = _first_command(argv)
@@ -132,6 +137,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         ctx = make_context(args)
+        if collecting:
+            gc.enable()
+            collecting = False
         rc = cmd.run(args, ctx)
         return int(rc or 0)
     except DesyncError as exc:
@@ -145,6 +153,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception:  # a bug: show everything
         traceback.print_exc()
         return BUG_EXIT_CODE
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _print_error(message: str) -> None:
