@@ -197,7 +197,7 @@ def machine() -> dict[str, str]:
                                         text=True).stdout.strip().replace("\n", " ")
     except OSError:
         info["casync"] = "not installed"
-    info["python"] = platform.python_version()
+    info["python"] = f"{platform.python_version()} ({sys.executable})"
     # Versions from package metadata: importing numba here would inflate this process's
     # RSS, which wait4 reports as part of every child's peak RSS.
     from importlib.metadata import PackageNotFoundError, version
