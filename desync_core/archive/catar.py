@@ -494,18 +494,8 @@ class _StreamPayload(Payload):
         self.remaining = size
 
     def blocks(self) -> Iterator[bytes | memoryview]:
-        inp = self.decoder._in
-        while self.remaining:
-            avail = len(inp.buf) - inp.pos
-            if not avail:
-                if not inp.fill(1):
-                    raise self.decoder._truncated()
-                avail = len(inp.buf) - inp.pos
-            k = min(avail, self.remaining)
-            view = memoryview(inp.buf)[inp.pos:inp.pos + k]
-            inp.pos += k
-            self.remaining -= k
-            yield view
+        for buf, start, length in self.regions():
+            yield memoryview(buf)[start:start + length]
 
     def regions(self) -> Iterator[tuple[bytes | bytearray | memoryview, int, int]]:
         inp = self.decoder._in
