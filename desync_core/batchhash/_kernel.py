@@ -159,6 +159,21 @@ def _start(lane, m, buf, offsets, lengths, state, tail, full, total, iv):  # typ
 
 
 @njit(nogil=True, boundscheck=False)
+def _next_message(lane, taken, count, order, msg, block, buf, offsets, lengths, state, tail,
+                  full, total, iv):  # type: ignore[no-untyped-def]
+    """Give ``lane`` the next message in ``order`` (it stays idle, ``msg[lane] ==
+    count``, when none is left); returns the number of messages taken."""
+    msg[lane] = count
+    block[lane] = 0
+    if taken == count:
+        return taken
+    m = order[taken]
+    msg[lane] = m
+    _start(lane, m, buf, offsets, lengths, state, tail, full, total, iv)
+    return taken + 1
+
+
+@njit(nogil=True, boundscheck=False)
 def sha512_256_many(buf, offsets, lengths, order, count, out, vectors, lanes, tail,
                     iv):  # type: ignore[no-untyped-def]
     """SHA-512/256 of ``buf[offsets[m] : offsets[m] + lengths[m]]`` for every message,
@@ -175,17 +190,11 @@ def sha512_256_many(buf, offsets, lengths, order, count, out, vectors, lanes, ta
     full = lanes[2 * LANES : 3 * LANES]
     total = lanes[3 * LANES : 4 * LANES]
     taken = 0
-    busy = 0
     for lane in range(LANES):
-        msg[lane] = count
-        block[lane] = 0
-        if taken < count:
-            m = order[taken]
-            taken += 1
-            msg[lane] = m
-            _start(lane, m, buf, offsets, lengths, state, tail, full, total, iv)
-            busy += 1
-    while busy:
+        taken = _next_message(lane, taken, count, order, msg, block, buf, offsets, lengths,
+                              state, tail, full, total, iv)
+    done = 0
+    while done < taken:
         for lane in range(LANES):
             m = msg[lane]
             if m == count:
@@ -211,15 +220,9 @@ def sha512_256_many(buf, offsets, lengths, order, count, out, vectors, lanes, ta
                 v = state[j * LANES + lane]
                 for i in range(8):
                     out[32 * m + 8 * j + i] = (v >> np.uint64(56 - 8 * i)) & np.uint64(0xFF)
-            busy -= 1
-            msg[lane] = count
-            block[lane] = 0
-            if taken < count:
-                m = order[taken]
-                taken += 1
-                msg[lane] = m
-                _start(lane, m, buf, offsets, lengths, state, tail, full, total, iv)
-                busy += 1
+            done += 1
+            taken = _next_message(lane, taken, count, order, msg, block, buf, offsets,
+                                  lengths, state, tail, full, total, iv)
     return 0
 
 
