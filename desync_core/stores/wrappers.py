@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from desync_core.digest import Digest
 from desync_core.errors import (
@@ -119,14 +119,9 @@ class VerifyingStore(_Wrapper):
         if self.skip_verify:
             return chunk  # decoded lazily, only if someone needs the plain data
         try:
-            actual = self.digest.sum(chunk.data())
-            if actual != chunk_id:
-                raise ChunkInvalidError(chunk_id, actual, store=self.inner)
+            self._check(chunk_id, chunk.data())
         except ChunkInvalidError as exc:
-            if exc.store is None:
-                raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
-                                        store=self.inner) from exc
-            raise
+            self._raise_named(chunk_id, exc)
         return chunk
 
     def get_chunk_into(self, chunk_id: bytes, out: memoryview) -> int:
@@ -140,15 +135,23 @@ class VerifyingStore(_Wrapper):
         try:
             n = chunk.data_into(out)
             if not self.skip_verify:
-                actual = self.digest.sum(out[:n])
-                if actual != chunk_id:
-                    raise ChunkInvalidError(chunk_id, actual, store=self.inner)
+                self._check(chunk_id, out[:n])
         except ChunkInvalidError as exc:
-            if exc.store is None:
-                raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
-                                        store=self.inner) from exc
-            raise
+            self._raise_named(chunk_id, exc)
         return n
+
+    def _check(self, chunk_id: bytes, data: bytes | bytearray | memoryview) -> None:
+        actual = self.digest.sum(data)
+        if actual != chunk_id:
+            raise ChunkInvalidError(chunk_id, actual, store=self.inner)
+
+    def _raise_named(self, chunk_id: bytes, exc: ChunkInvalidError) -> NoReturn:
+        """Raise ``exc``, naming this store if it names none (a chunk that failed to
+        decode)."""
+        if exc.store is not None:
+            raise exc
+        raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
+                                store=self.inner) from exc
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self.inner.has_chunk(chunk_id))
