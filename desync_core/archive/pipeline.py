@@ -1078,7 +1078,7 @@ class ChunkWorkers:
         The first bytes (up to 64) of the stream tell the index which kind of content
         it holds. Errors of the workers (a store that fails) are raised here.
         """
-        from desync_core.chunker import find_cuts
+        from desync_core.chunker import fill_from, find_cuts
 
         ring = self._ring
         assert ring is not None
@@ -1148,13 +1148,7 @@ class ChunkWorkers:
             if tail_len:
                 t = tail_pos % ring_size
                 view[:tail_len] = ring[t:t + tail_len]
-            n = tail_len
-            while n < cap:
-                got = readinto(view[n:])
-                if not got:
-                    eof = True
-                    break
-                n += got
+            n, eof = fill_from(readinto, view, tail_len)
             if n == 0:
                 break
             if not first:

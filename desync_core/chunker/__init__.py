@@ -157,6 +157,18 @@ def warm_up() -> None:
     find_cuts(np.zeros(256, dtype=np.uint8), ChunkerParams(64, 128, 256))
 
 
+def fill_from(readinto: Callable[[memoryview], int | None], view: memoryview,
+              n: int = 0) -> tuple[int, bool]:
+    """Read into ``view[n:]`` until ``view`` is full or the stream ends (short reads
+    are fine); returns ``(bytes now in view, whether the stream ended)``."""
+    while n < len(view):
+        got = readinto(view[n:])
+        if not got:
+            return n, True
+        n += got
+    return n, False
+
+
 def iter_chunks(
     readinto: Callable[[memoryview], int | None],
     params: ChunkerParams = DEFAULT_PARAMS,
@@ -181,15 +193,9 @@ def iter_chunks(
     eof = False
     while not eof:
         buf = np.empty(cap, dtype=np.uint8)
-        n = len(tail)
-        buf[:n] = tail
+        buf[:len(tail)] = tail
         view = memoryview(buf)
-        while n < cap:
-            got = readinto(view[n:])
-            if not got:
-                eof = True
-                break
-            n += got
+        n, eof = fill_from(readinto, view, len(tail))
         if n == 0:
             return
         cuts = find_cuts(buf, params, eof=eof, length=n)
@@ -245,6 +251,7 @@ __all__ = [
     "DEFAULT_PARAMS",
     "ChunkerParams",
     "chunk_file",
+    "fill_from",
     "find_cuts",
     "input_size",
     "iter_chunks",

@@ -37,7 +37,7 @@ import numpy as np
 
 from desync_core import flags as ff
 from desync_core.batchhash import chunk_digests
-from desync_core.chunker import ChunkerParams, find_cuts, input_size
+from desync_core.chunker import ChunkerParams, fill_from, find_cuts, input_size
 from desync_core.chunker.parallel import PART_BYTES, PartPipeline, longest_chunk, part_size
 from desync_core.digest import Digest
 from desync_core.errors import DesyncError, UsageError
@@ -284,12 +284,7 @@ def _make_stream(stream: BinaryIO, params: ChunkerParams, digest: Digest, sink: 
                     n = len(carry)
                     buf[:n] = carry
                     carry = None
-                while n < cap:
-                    got = stream.readinto(view[n:])
-                    if not got:
-                        eof = True
-                        break
-                    n += got
+                n, eof = fill_from(stream.readinto, view, n)
                 if n == 0:
                     break
                 if not first:
