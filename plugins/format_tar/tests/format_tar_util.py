@@ -1,12 +1,10 @@
-"""Helpers of desync-format-tar's tests: trees and their snapshots."""
+"""Helpers of desync-format-tar's tests: trees with everything tar can hold."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 #: u::rw-, u:1000:rw-, g::r--, m::rw-, o::r--
 ACL_USER_1000_RW = bytes.fromhex(
@@ -50,29 +48,3 @@ def make_tree(root: Path, *, devices: bool = True, whole_seconds: bool = False) 
         ns = 1_700_000_000_000_000_000 + i * (1_000_000_000 if whole_seconds else 1_000_000_007)
         os.utime(path, ns=(ns, ns), follow_symlinks=False)
     return root
-
-
-def snapshot(root: Path, *, times: bool = True, xattrs: bool = True) -> dict[str, Any]:
-    """Type, mode, owner, mtime, content hash, target, device and xattrs by path."""
-    out: dict[str, Any] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        paths = [dirpath] if dirpath == str(root) else []
-        paths += [os.path.join(dirpath, n) for n in dirnames + filenames]
-        for path in paths:
-            st = os.lstat(path)
-            info: dict[str, Any] = {"mode": st.st_mode, "owner": (st.st_uid, st.st_gid)}
-            if times:
-                info["mtime"] = st.st_mtime_ns
-            if stat.S_ISREG(st.st_mode):
-                info["sha"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                info["target"] = os.readlink(path)
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                info["rdev"] = st.st_rdev
-            if xattrs:
-                info["xattrs"] = {n: os.getxattr(path, n, follow_symlinks=False).rstrip(b"\0")
-                                  if n == "security.selinux" else
-                                  os.getxattr(path, n, follow_symlinks=False)
-                                  for n in os.listxattr(path, follow_symlinks=False)}
-            out[os.path.relpath(path, root)] = info
-    return out

@@ -12,7 +12,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from format_tar_util import make_tree, snapshot
+from format_tar_util import make_tree
+
+from desync_core.testing.trees import snapshot
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown)")
 
