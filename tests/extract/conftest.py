@@ -1,49 +1,18 @@
-"""Fixtures of the extract tests: in-process CLI, desync's vectors with real symlinks,
-loop-mounted btrfs/XFS filesystems and loop block devices (both need root)."""
+"""Fixtures of the extract tests: desync's vectors with real symlinks, loop-mounted
+btrfs/XFS filesystems and loop block devices (both need root). The in-process CLI
+(``cli``, ``ok``) comes from :mod:`desync_core.testing.fixtures` (root conftest)."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from extract_util import Result, pseudo_symlink_tree, run
-
-
-@pytest.fixture
-def cli(capsysbinary: pytest.CaptureFixture[bytes],
-        monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
-    """``cli("extract", ...)`` runs a command in this process (same parsing, errors and
-    exit codes as the program, without interpreter start-up) and returns its Result."""
-    from desync_core.cli import run as run_cli
-
-    def call(*args: str | os.PathLike[str], input: bytes | None = None) -> Result:
-        if input is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(input)))
-        capsysbinary.readouterr()
-        code = run_cli([str(a) for a in args])
-        out, err = capsysbinary.readouterr()
-        return Result(code, out, err.decode(errors="replace"))
-
-    return call
-
-
-@pytest.fixture
-def ok(cli: Callable[..., Result]) -> Callable[..., Result]:
-    """Like ``cli`` but the command must succeed."""
-
-    def call(*args: str | os.PathLike[str], input: bytes | None = None) -> Result:
-        result = cli(*args, input=input)
-        assert result.code == 0, f"desync {' '.join(map(str, args))}: {result.err}"
-        return result
-
-    return call
+from extract_util import pseudo_symlink_tree, run
 
 
 @pytest.fixture(scope="session")

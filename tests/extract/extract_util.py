@@ -1,38 +1,23 @@
-"""Helpers of the extract tests: an in-process CLI runner, blobs, stores, seed trees."""
+"""Helpers of the extract tests: error checks, blobs, stores, seed trees."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from desync_core.index import Index
+from desync_core.testing.fixtures import CliResult
 
 #: Small chunks keep the test blobs small: min 1 KiB, avg 4 KiB, max 16 KiB.
 SMALL = "1:4:16"
 MAX = 16 * 1024
 
 
-@dataclass
-class Result:
-    """What one CLI run produced."""
-
-    code: int
-    out: bytes
-    err: str
-
-    @property
-    def stats(self) -> dict[str, int]:
-        """``--print-stats`` output."""
-        return json.loads(self.out)  # type: ignore[no-any-return]
-
-
-def assert_error(result: Result, code: int, *fragments: str) -> str:
+def assert_error(result: CliResult, code: int, *fragments: str) -> str:
     """The run failed with ``code`` and one ``Error:`` line containing the fragments."""
     assert "Traceback" not in result.err, result.err
     assert result.code == code, result.err
