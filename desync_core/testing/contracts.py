@@ -15,6 +15,10 @@ A store package subclasses the classes here and provides fixtures::
         def get_raw(self, store, key):            # None if the object does not exist
             ...
 
+A store whose objects are files in a local directory (a local store, or a server in
+front of one) can list :class:`LocalDirectoryRaw` before the contract instead of
+writing ``put_raw``/``get_raw``.
+
 Keys are casync layout keys relative to the store's base (``abcd/abcd….cacnk``).
 Stores should be opened through the registry (:func:`open_chunk_store`) so that the
 plugin's entry point is exercised too.
@@ -425,10 +429,28 @@ def local_get_raw(base: str, key: str) -> bytes | None:
         return None
 
 
+class LocalDirectoryRaw:
+    """``put_raw``/``get_raw`` for stores whose objects are files in a local directory:
+    list it before the contract, ``class TestMine(LocalDirectoryRaw,
+    WritableChunkStoreContract)``, and override :meth:`raw_base` if that directory is
+    not the store's own location (a server's upstream store, say)."""
+
+    def raw_base(self, store: ChunkStore) -> str:
+        """The directory holding the store's objects."""
+        return store.location.path  # type: ignore[attr-defined, no-any-return]
+
+    def put_raw(self, store: ChunkStore, key: str, data: bytes) -> None:
+        local_put_raw(self.raw_base(store), key, data)
+
+    def get_raw(self, store: ChunkStore, key: str) -> bytes | None:
+        return local_get_raw(self.raw_base(store), key)
+
+
 __all__ = [
     "ArchiveFormatContract",
     "ChunkStoreContract",
     "IndexStoreContract",
+    "LocalDirectoryRaw",
     "PrunableChunkStoreContract",
     "WritableChunkStoreContract",
     "local_get_raw",

@@ -13,24 +13,17 @@ from desync_core.stores.base import ChunkStore, IndexStore
 from desync_core.stores.local import LocalChunkStore
 from desync_core.testing import (
     IndexStoreContract,
+    LocalDirectoryRaw,
     PrunableChunkStoreContract,
-    local_get_raw,
-    local_put_raw,
     open_chunk_store,
     open_index_store,
 )
 
 
-class TestLocalChunkStore(PrunableChunkStoreContract):
+class TestLocalChunkStore(LocalDirectoryRaw, PrunableChunkStoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> ChunkStore:
         return open_chunk_store(str(tmp_path / "store"))
-
-    def put_raw(self, store: ChunkStore, key: str, data: bytes) -> None:
-        local_put_raw(store.location.path, key, data)
-
-    def get_raw(self, store: ChunkStore, key: str) -> bytes | None:
-        return local_get_raw(store.location.path, key)
 
     def test_no_temp_files_left(self, store: LocalChunkStore) -> None:
         from desync_core.stores.chunk import Chunk
@@ -42,19 +35,13 @@ class TestLocalChunkStore(PrunableChunkStoreContract):
         assert names == [chunk_id.hex() + ".cacnk"]
 
 
-class TestUncompressedLocalChunkStore(PrunableChunkStoreContract):
+class TestUncompressedLocalChunkStore(LocalDirectoryRaw, PrunableChunkStoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> ChunkStore:
         base = tmp_path / "raw"
         cfg = tmp_path / "config.json"
         cfg.write_text(json.dumps({"store-options": {str(base): {"uncompressed": True}}}))
         return open_chunk_store(str(base), Context(config=load_config(str(cfg))))
-
-    def put_raw(self, store: ChunkStore, key: str, data: bytes) -> None:
-        local_put_raw(store.location.path, key, data)
-
-    def get_raw(self, store: ChunkStore, key: str) -> bytes | None:
-        return local_get_raw(store.location.path, key)
 
     def test_reopen_from_str(self, store: ChunkStore) -> None:
         # Reopening by name alone would lose the config file; check the codec instead.

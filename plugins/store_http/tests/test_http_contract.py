@@ -19,16 +19,15 @@ from desync_core.context import Context
 from desync_core.stores.base import ChunkStore, IndexStore
 from desync_core.testing import (
     IndexStoreContract,
+    LocalDirectoryRaw,
     WritableChunkStoreContract,
-    local_get_raw,
-    local_put_raw,
     open_chunk_store,
     open_index_store,
 )
 from desync_store_http.client import HTTPChunkStore, HTTPIndexStore
 
 
-class TestHTTPChunkStore(WritableChunkStoreContract):
+class TestHTTPChunkStore(LocalDirectoryRaw, WritableChunkStoreContract):
     """Compressed chunks through ``chunk-server -w`` over a local store."""
 
     @pytest.fixture
@@ -41,11 +40,8 @@ class TestHTTPChunkStore(WritableChunkStoreContract):
             yield store
             store.close()
 
-    def put_raw(self, store: ChunkStore, key: str, data: bytes) -> None:
-        local_put_raw(str(self.base), key, data)
-
-    def get_raw(self, store: ChunkStore, key: str) -> bytes | None:
-        return local_get_raw(str(self.base), key)
+    def raw_base(self, store: ChunkStore) -> str:
+        return str(self.base)  # the server's upstream store
 
     def test_prune_is_not_supported(self, store: ChunkStore) -> None:
         """HTTP stores cannot list chunks, so prune names the store and refuses."""
@@ -55,7 +51,7 @@ class TestHTTPChunkStore(WritableChunkStoreContract):
             Context().open_prunable(str(store))
 
 
-class TestUncompressedHTTPChunkStore(WritableChunkStoreContract):
+class TestUncompressedHTTPChunkStore(LocalDirectoryRaw, WritableChunkStoreContract):
     """Uncompressed chunks: ``chunk-server -w -u`` over an ``uncompressed`` local store,
     read by a client whose store options say ``uncompressed: true``."""
 
@@ -77,11 +73,8 @@ class TestUncompressedHTTPChunkStore(WritableChunkStoreContract):
             yield store
             store.close()
 
-    def put_raw(self, store: ChunkStore, key: str, data: bytes) -> None:
-        local_put_raw(str(self.base), key, data)
-
-    def get_raw(self, store: ChunkStore, key: str) -> bytes | None:
-        return local_get_raw(str(self.base), key)
+    def raw_base(self, store: ChunkStore) -> str:
+        return str(self.base)  # the server's upstream store
 
     def test_reopen_from_str(self, store: ChunkStore) -> None:
         # Reopening by name alone would lose the config file; check the codec instead.
