@@ -28,7 +28,6 @@ so they are not much slower than one thread.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from desync_core.chunker.params import ChunkerParams
+from desync_core.fileio import pread_exact
 
 R = TypeVar("R")
 
@@ -82,19 +82,15 @@ class PartResult(Generic[R]):
 
 
 def read_exact(fd: int, view: memoryview, offset: int) -> None:
-    """Fill ``view`` from ``fd`` at ``offset``.
+    """Fill ``view`` from the input ``fd`` at ``offset``.
 
     Raises:
         OSError: the input ended early (it shrank while being read).
     """
-    got = 0
-    total = len(view)
-    while got < total:
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise OSError(f"unexpected end of input at offset {offset + got} "
-                          "(did the file shrink while it was read?)")
-        got += n
+    try:
+        pread_exact(fd, view, offset)
+    except EOFError as exc:
+        raise OSError(f"{exc} (did the file shrink while it was read?)") from None
 
 
 class _Entries:

@@ -21,6 +21,7 @@ import numpy as np
 
 from desync_core.digest import Digest, get_digest
 from desync_core.errors import ChunkInvalidError, SeedInvalidError, StoreError
+from desync_core.fileio import pread_exact
 from desync_core.stores.chunk import Chunk
 
 #: Bytes of chunks per worker task (load balancing vs. overhead).
@@ -75,15 +76,10 @@ def iter_ranges(fd: int, starts: np.ndarray, ends: np.ndarray,
             j += 1
         j = max(j, i + 1)
         total = int(ends[j - 1]) - base
-        got = 0
-        while got < total:
-            r = os.preadv(fd, [view[got:total]], base + got)
-            if r <= 0:
-                raise SeedInvalidError(
-                    f"unexpected end of file at offset {base + got} "
-                    "(the file is shorter than the index)"
-                )
-            got += r
+        try:
+            pread_exact(fd, view[:total], base)
+        except EOFError as exc:
+            raise SeedInvalidError(f"{exc} (the file is shorter than the index)") from None
         for k in range(i, j):
             yield k, view[int(starts[k]) - base : int(ends[k]) - base]
         i = j

@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass
 from functools import cache
 
+from desync_core.fileio import pread_exact, pwrite_all
+
 #: ``_IOW(0x94, 13, struct file_clone_range)``.
 FICLONERANGE = 0x4020940D
 #: ``fallocate`` modes.
@@ -76,30 +78,6 @@ def probe_clone(dst_dir: str, src_dir: str) -> bool:
         for path in made:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-
-
-def pread_exact(fd: int, view: memoryview, offset: int) -> None:
-    """Fill ``view`` from ``fd`` at ``offset``.
-
-    Raises:
-        EOFError: the file ends first.
-    """
-    got = 0
-    total = len(view)
-    while got < total:
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise EOFError(f"unexpected end of file at offset {offset + got}")
-        got += n
-
-
-def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (``pwrite`` may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
 
 
 def copy_range(src_fd: int, src_off: int, length: int, dst_fd: int, dst_off: int) -> None:
