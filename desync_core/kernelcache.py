@@ -9,11 +9,17 @@ llvmlite.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
+
+# Keeps loaded libraries alive for the process (their functions are called through
+# ctypes pointers only).
+_loaded: list[ctypes.CDLL] = []
 
 
 def cpu_identity() -> str:
@@ -90,4 +96,21 @@ def link_shared_library(obj: bytes, path: Path) -> bool:
     return False
 
 
-__all__ = ["cache_dirs", "cpu_identity", "link_shared_library", "writable_dir"]
+def load_function(path: Path, symbol: str, restype: Any, argtypes: list[Any]) -> Any:
+    """``dlopen`` the shared library ``path`` (kept loaded) and return ``symbol`` as a
+    ctypes function; calls release the interpreter lock.
+
+    Raises:
+        OSError: the library cannot be loaded.
+        AttributeError: it does not export ``symbol``.
+    """
+    lib = ctypes.CDLL(str(path))
+    fn = lib[symbol]
+    fn.restype = restype
+    fn.argtypes = argtypes
+    _loaded.append(lib)
+    return fn
+
+
+__all__ = ["cache_dirs", "cpu_identity", "link_shared_library", "load_function",
+           "writable_dir"]

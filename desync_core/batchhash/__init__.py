@@ -31,12 +31,12 @@ import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from desync_core.errors import UsageError
-from desync_core.kernelcache import cache_dirs, cpu_identity, writable_dir
+from desync_core.kernelcache import cache_dirs, cpu_identity, load_function, writable_dir
 
 if TYPE_CHECKING:
     from desync_core.digest import Digest
@@ -54,7 +54,6 @@ _SYMBOL = "desync_sha512_256_many"
 _P = ctypes.c_void_p
 _ARGTYPES = [_P, ctypes.c_uint64, _P, _P, _P, ctypes.c_int64, _P, _P, _P, _P]
 _HERE = Path(__file__).resolve().parent
-_keep: list[Any] = []
 _lock = threading.Lock()
 
 KernelFn = Callable[..., int]
@@ -102,11 +101,7 @@ def _load() -> KernelFn | None:
 
 def _open(path: Path) -> KernelFn:
     """``dlopen`` the library; its kernel must pass the self-test."""
-    lib = ctypes.CDLL(str(path))
-    fn = lib[_SYMBOL]
-    fn.restype = ctypes.c_int64
-    fn.argtypes = _ARGTYPES
-    _keep.append(lib)
+    fn = load_function(path, _SYMBOL, ctypes.c_int64, _ARGTYPES)
     _self_test(fn)
     return fn  # type: ignore[no-any-return]
 

@@ -256,19 +256,12 @@ def build_shared_library(path: Path) -> bool:
 
     Returns False when no linker is available or linking fails.
     """
-    from desync_core.chunker._native import _llvm, _self_contained_ir, _target_machine
+    from desync_core.chunker._native import _llvm, _target_machine, self_contained_module
     from desync_core.kernelcache import link_shared_library
 
     llvm = _llvm()
-    ir_text, symbol = _quiet_compile()
     signature = "i64 (ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr)"
-    ir_text = _self_contained_ir(ir_text) + f'@{SYMBOL} = alias {signature}, ptr @"{symbol}"\n'
-    module = llvm.parse_assembly(ir_text)
-    module.verify()
-    external = [f.name for f in module.functions
-                if f.is_declaration and not f.name.startswith("llvm.")]
-    if external:
-        raise RuntimeError(f"kernel still references external symbols: {external}")
+    module = self_contained_module(llvm, *_quiet_compile(), SYMBOL, signature)
     return link_shared_library(_target_machine(llvm, shared=True).emit_object(module), path)
 
 

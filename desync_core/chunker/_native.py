@@ -46,7 +46,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from desync_core.kernelcache import cache_dirs, cpu_identity, link_shared_library, writable_dir
+from desync_core.kernelcache import (
+    cache_dirs,
+    cpu_identity,
+    link_shared_library,
+    load_function,
+    writable_dir,
+)
 
 #: ``int64 f(uint8 *buf, uint64 n, bool eof, uint64 min, uint64 max, uint64 mult,
 #: bool fixed, int64 *out, uint64 out_len)``
@@ -68,7 +74,7 @@ _SELFTEST_SEED = 0
 _SELFTEST_CUTS = [129, 379, 527, 684, 814, 1050, 1119, 1192, 1419, 1561, 1707, 1864, 1934,
                   2095, 2217, 2347, 2469, 2714, 3093, 3181, 3663, 3738, 3985, 4061, 4096]
 
-# Keeps the loaded code (shared library or execution engine) alive for the process.
+# Keeps MCJIT execution engines (see load_object) alive for the process.
 _keep: list[Any] = []
 
 
@@ -147,12 +153,16 @@ def _self_contained_ir(ir: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _kernel_module(llvm: Any) -> Any:
-    """numba's kernel as a verified, self-contained LLVM module exporting SYMBOL."""
-    from desync_core.chunker._numba import c_kernel_ir
+def self_contained_module(llvm: Any, ir: str, symbol: str, export: str,
+                          signature: str) -> Any:
+    """A numba function's LLVM IR as a verified module that references nothing outside
+    itself and exports the function ``symbol`` as ``export`` (of LLVM type
+    ``signature``).
 
-    ir, symbol = c_kernel_ir()
-    ir = _self_contained_ir(ir) + f'@{SYMBOL} = alias {_LLVM_SIGNATURE}, ptr @"{symbol}"\n'
+    Raises:
+        RuntimeError: external references remain.
+    """
+    ir = _self_contained_ir(ir) + f'@{export} = alias {signature}, ptr @"{symbol}"\n'
     module = llvm.parse_assembly(ir)
     module.verify()
     external = [f.name for f in module.functions
@@ -161,6 +171,13 @@ def _kernel_module(llvm: Any) -> Any:
     if external:
         raise RuntimeError(f"kernel still references external symbols: {external}")
     return module
+
+
+def _kernel_module(llvm: Any) -> Any:
+    """numba's kernel as a verified, self-contained LLVM module exporting SYMBOL."""
+    from desync_core.chunker._numba import c_kernel_ir
+
+    return self_contained_module(llvm, *c_kernel_ir(), SYMBOL, _LLVM_SIGNATURE)
 
 
 def build_object(llvm: Any) -> bytes:
@@ -210,12 +227,7 @@ def load_shared_library(path: Path) -> KernelFn:
         OSError: the library cannot be loaded.
         ValueError: it does not compute the expected chunks.
     """
-    lib = ctypes.CDLL(str(path))
-    fn = lib[SYMBOL]
-    fn.restype = ctypes.c_int64
-    fn.argtypes = _ARGTYPES
-    _keep.append(lib)
-    return _checked(fn)
+    return _checked(load_function(path, SYMBOL, ctypes.c_int64, _ARGTYPES))
 
 
 def _checked(fn: KernelFn) -> KernelFn:
