@@ -203,8 +203,13 @@ def decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
                 if total > limit:
                     raise ZstdDecodeError(f"decompresses to more than {limit} bytes")
                 parts.append(ctypes.string_at(ctypes.addressof(s.cbuf), outb.pos))
-            if inb.pos == inb.size and outb.pos < outb.size:
-                break  # all input consumed and the decoder has nothing more to flush
+            if inb.pos == inb.size and (pending == 0 or outb.pos < outb.size):
+                # All input consumed, and either the last frame is complete and flushed
+                # (0) or the decoder has nothing more to give. Calling again after a
+                # complete frame would not do: with no input, libzstd answers the size
+                # of the next frame's header, which looks like a truncated frame when
+                # the output happened to fill the scratch buffer exactly.
+                break
         if pending:
             raise ZstdDecodeError("zstd: truncated frame")
     except ZstdDecodeError:

@@ -53,3 +53,16 @@ def test_no_ctypes_types_created_per_size() -> None:
         stored = zstd.compress(memoryview(data))
         zstd.decompress_into(stored, bytearray(size + 1), size + 1)
     assert array_types() - before < 5
+
+
+@pytest.mark.parametrize("size", [1 << 20, 2 << 20, 3 << 20])
+def test_output_that_fills_the_scratch_buffer_exactly(size: int) -> None:
+    """Regression (data loss): a chunk of exactly N MiB ended on a full scratch buffer,
+    the decoder was asked once more with no input, and its 'next header' hint was read
+    as a truncated frame (``verify -r`` then deleted valid chunks)."""
+    data = os.urandom(size)
+    stored = zstd.compress(data)
+    assert zstd.decompress(stored, size) == data
+    assert zstd.decompress(stored + stored, 2 * size) == data + data
+    with pytest.raises(zstd.ZstdDecodeError, match="truncated"):
+        zstd.decompress(stored[:-3], 2 * size)

@@ -3,6 +3,7 @@ TestChopCommand, TestCacheCommand, TestPruneCommand and more)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -189,3 +190,17 @@ def test_prune_errors(store1: Path, cmd_testdata: Path, tmp_path: Path, cli) -> 
     assert_one_line_error(cli("prune", "-y", "-s", store1, tmp_path / "missing.caibx"), 4,
                           "missing.caibx")
     assert len(chunk_files(store1)) == 131
+
+
+def test_chunks_of_whole_mebibytes_are_valid(tmp_path: Path, ok, cli) -> None:  # type: ignore[no-untyped-def]
+    """Regression (data loss): chunks of exactly 1 MiB were reported as truncated by
+    verify and cat, and ``verify -r`` deleted them."""
+    data = os.urandom(3 << 20)
+    (tmp_path / "in.bin").write_bytes(data)
+    store, index = tmp_path / "st", tmp_path / "x.caibx"
+    ok("make", "-m", "1024:1024:1024", "-s", store, index, tmp_path / "in.bin")
+    before = sorted(p.name for p in store.rglob("*.cacnk"))
+    assert len(before) == 3
+    ok("verify", "-r", "-s", store)
+    assert sorted(p.name for p in store.rglob("*.cacnk")) == before
+    assert ok("cat", "-s", store, index).out == data
