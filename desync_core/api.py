@@ -71,7 +71,9 @@ def make(source: str, index: str | None = None, *, store: str | None = None,
         ctx: settings (config file, digest); default :func:`context`.
     """
     from desync_core.ops.make import make_index
+    from desync_core.outputs import refuse_output_over_inputs
 
+    refuse_output_over_inputs(index, [source])
     ctx = ctx or context()
     params = chunk_size if isinstance(chunk_size, ChunkerParams) else \
         ChunkerParams.from_kib(chunk_size)
@@ -105,8 +107,10 @@ def extract(index: str | Index, output: str, *, stores: Sequence[str],
         ctx: settings; default :func:`context`.
     """
     from desync_core.ops.extract import extract as run_extract
+    from desync_core.outputs import refuse_output_over_inputs
     from desync_core.seeds import open_seeds
 
+    refuse_output_over_inputs(output, [index if isinstance(index, str) else None])
     ctx = ctx or context()
     idx = index if isinstance(index, Index) else ctx.read_index(index)
     opened = open_seeds(ctx, idx, seeds, seed_dirs,

@@ -6,6 +6,8 @@ import io
 import os
 from pathlib import Path
 
+import pytest
+
 from desync_core import api
 from desync_core.chunker import ChunkerParams
 
@@ -54,3 +56,13 @@ def test_extract_with_a_seed(tmp_path: Path) -> None:
     assert (tmp_path / "out").read_bytes() == new.read_bytes()
     assert stats.chunks_from_seeds > 0
     assert stats.chunks_from_store < stats.chunks_total
+
+
+def test_api_refuses_output_over_input(tmp_path: Path) -> None:
+    from desync_core.errors import UsageError
+
+    blob = tmp_path / "disk.img"
+    blob.write_bytes(b"x" * 100_000)
+    with pytest.raises(UsageError, match="input and output filenames match"):
+        api.make(str(blob), str(blob))
+    assert blob.read_bytes() == b"x" * 100_000

@@ -204,3 +204,43 @@ def test_chunks_of_whole_mebibytes_are_valid(tmp_path: Path, ok, cli) -> None:  
     ok("verify", "-r", "-s", store)
     assert sorted(p.name for p in store.rglob("*.cacnk")) == before
     assert ok("cat", "-s", store, index).out == data
+
+
+@pytest.mark.parametrize("how", ["same name", "dot path", "hard link", "symlink"])
+def test_no_command_writes_its_output_over_an_input(tmp_path: Path, cmd_testdata: Path,
+                                                    how: str, cli, ok) -> None:  # type: ignore[no-untyped-def]
+    """Regression (data loss): ``desync make disk.img disk.img`` replaced the input with
+    its index. Every command refuses an output that is one of its inputs, under any name."""
+    blob = tmp_path / "disk.img"
+    original = (cmd_testdata / "blob1").read_bytes()
+    blob.write_bytes(original)
+    index = tmp_path / "blob1.caibx"
+    shutil.copy(cmd_testdata / "blob1.caibx", index)
+    index_bytes = index.read_bytes()
+
+    def alias(path: Path) -> str:
+        if how == "same name":
+            return str(path)
+        if how == "dot path":
+            return str(path.parent / "." / path.name)
+        other = tmp_path / f"alias-{path.name}"
+        other.unlink(missing_ok=True)
+        if how == "hard link":
+            os.link(path, other)
+        else:
+            other.symlink_to(path)
+        return str(other)
+
+    store = cmd_testdata / "blob1.store"
+    runs = [
+        ("make", alias(blob), blob),
+        ("make", "-s", tmp_path / "st", alias(blob), blob),
+        ("extract", "-s", store, index, alias(index)),
+        ("cat", "-s", store, index, alias(index)),
+        ("inspect-chunks", index, alias(index)),
+        ("tar", "--input-format", "disk", alias(blob), blob),
+    ]
+    for args in runs:
+        assert_one_line_error(cli(*args), 2, "input and output filenames match")
+        assert blob.read_bytes() == original, args
+        assert index.read_bytes() == index_bytes, args

@@ -25,9 +25,11 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     """Run ``cat``."""
     from desync_core.errors import UsageError
     from desync_core.ops.read import cat, cat_to_path
+    from desync_core.outputs import refuse_output_over_inputs
 
     if not args.store:
         raise UsageError("no store provided")
+    refuse_output_over_inputs(args.output, [args.index])
     index = ctx.read_index(args.index)
     source = ctx.open_source(args.store, args.cache or None, index.digest)
     try:

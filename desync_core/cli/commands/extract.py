@@ -71,11 +71,11 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
 def _run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     from desync_core.errors import UsageError
     from desync_core.ops.extract import check_output, extract
+    from desync_core.outputs import refuse_output_over_inputs
     from desync_core.progress import new_progress
     from desync_core.seeds import open_seeds
 
-    if args.index != "-" and os.path.abspath(args.index) == os.path.abspath(args.output):
-        raise UsageError("input and output filenames match")
+    refuse_output_over_inputs(args.output, [args.index])
     if not args.store:
         raise UsageError("no store provided")
     if args.skip_invalid_seeds and args.regenerate_invalid_seeds:

@@ -22,7 +22,9 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     from desync_core.errors import UsageError
     from desync_core.location import parse_location
     from desync_core.ops.read import inspect_chunks
+    from desync_core.outputs import refuse_output_over_inputs
 
+    refuse_output_over_inputs(args.output, [args.index])
     ext = None
     if args.store:
         if not parse_location(args.store).is_local:

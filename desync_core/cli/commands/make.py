@@ -30,9 +30,11 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     from desync_core.chunker import ChunkerParams
     from desync_core.errors import UsageError
     from desync_core.ops.make import MakeStats, make_index
+    from desync_core.outputs import refuse_output_over_inputs
     from desync_core.progress import new_progress
     from desync_core.workers import default_workers
 
+    refuse_output_over_inputs(args.index, [args.file])
     params = ChunkerParams.from_kib(args.chunk_size)
     store = ctx.open_writable(args.store) if args.store else None
     workers = args.concurrency or default_workers()

@@ -32,7 +32,9 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     from desync_core.archive.base import ArchiveOptions
     from desync_core.errors import UsageError
     from desync_core.ops.archive import archive_flags, get_format, tar_to_index
+    from desync_core.outputs import refuse_output_over_inputs
 
+    refuse_output_over_inputs(args.output, [args.source])
     if args.index and not args.store:
         raise UsageError("-i requires a store (-s <location>)")
     if args.tar_add_root and args.input_format != "tar":

@@ -30,7 +30,9 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     from desync_core.archive.base import ArchiveOptions
     from desync_core.errors import UsageError
     from desync_core.ops.archive import archive_flags, get_format, untar
+    from desync_core.outputs import refuse_output_over_inputs
 
+    refuse_output_over_inputs(args.target, [args.input])
     if args.index and not args.store:
         raise UsageError("-i requires at least one store (-s <location>)")
     fmt = get_format(args.output_format, direction="output")
