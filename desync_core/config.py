@@ -1,8 +1,12 @@
 """The configuration file (``store.md`` §5): store options and credentials by location.
 
-Keys of ``store-options`` (and ``oci-credentials``, ``s3-credentials``) are shell-glob
-patterns with Go's ``path.Match`` rules: ``*`` and ``?`` never match ``/``. A location
-matched by more than one key is an error.
+Keys of ``store-options`` (and of location sections such as ``oci-credentials`` and
+``s3-credentials``) are shell-glob patterns with Go's ``path.Match`` rules: ``*`` and
+``?`` never match ``/``. A location matched by more than one key is an error.
+
+The core owns the file and ``store-options``; what a credentials section *means*
+belongs to the plugin that registers it (``desync_register_config_sections``) and
+reads its entries with :meth:`Config.section_entry`.
 """
 
 from __future__ import annotations
@@ -96,15 +100,40 @@ def _strip_slash(s: str) -> str:
     return s[:-1] if s.endswith("/") else s
 
 
+#: Location sections of desync's config file, printed by ``desync config`` even when
+#: empty (desync's output); plugins register what they mean and may add others.
+DESYNC_SECTIONS = ("s3-credentials", "oci-credentials")
+
+
 @dataclass
 class Config:
     """The parsed configuration file."""
 
     path: str = ""
-    s3_credentials: dict[str, dict[str, Any]] | None = None
-    oci_credentials: dict[str, dict[str, Any]] | None = None
     store_options: dict[str, StoreOptions] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, dict[str, Any]] | None:
+        """A location section (``{"<glob>": {...}}``) of the file, or None.
+
+        Raises:
+            ConfigError: it is not an object of objects.
+        """
+        section = self.raw.get(name)
+        if section is None:
+            return None
+        if not isinstance(section, dict) or not all(isinstance(v, dict)
+                                                    for v in section.values()):
+            raise ConfigError(f"reading {self.path}: {name!r} must map locations to objects")
+        return section
+
+    def section_entry(self, name: str, location: str) -> dict[str, Any] | None:
+        """The entry of section ``name`` whose glob key matches ``location``.
+
+        Raises:
+            ConfigError: the section is malformed, or several keys match.
+        """
+        return self._match(self.section(name), location, name)  # type: ignore[no-any-return]
 
     def _match(self, table: dict[str, Any] | None, location: str, what: str) -> Any:
         if not table:
@@ -119,27 +148,16 @@ class Config:
         found = self._match(self.store_options, location, "store-options")
         return found if found is not None else StoreOptions()
 
-    def s3_credentials_for(self, location: str) -> dict[str, Any] | None:
-        """``s3-credentials`` entry for an ``s3+http(s)://host[:port]/…`` location."""
-        loc = parse_location(location)
-        parts = loc.url
-        key = f"{loc.scheme.removeprefix('s3+')}://{parts.netloc}"
-        return self._match(self.s3_credentials, key, "s3-credentials")
-
-    def oci_credentials_for(self, location: str) -> dict[str, Any] | None:
-        """``oci-credentials`` entry for a location."""
-        return self._match(self.oci_credentials, location, "oci-credentials")
-
-    def to_json(self) -> str:
-        """The effective configuration as ``desync config`` prints it."""
-        doc = {
-            "s3-credentials": self.s3_credentials,
-            "oci-credentials": self.oci_credentials,
-            "store-options": (
-                None if self.store_options is None
-                else {k: v.to_json() for k, v in self.store_options.items()}
-            ),
-        }
+    def to_json(self, sections: tuple[str, ...] = ()) -> str:
+        """The effective configuration as ``desync config`` prints it: desync's
+        sections, then ``sections`` (those plugins registered), then store options."""
+        doc: dict[str, Any] = {}
+        for name in dict.fromkeys((*DESYNC_SECTIONS, *sections)):
+            doc[name] = self.section(name)
+        doc["store-options"] = (
+            None if self.store_options is None
+            else {k: v.to_json() for k, v in self.store_options.items()}
+        )
         return json.dumps(doc, indent=2) + "\n"
 
 
@@ -152,13 +170,8 @@ def parse_config(text: str, path: str) -> Config:
     if not isinstance(doc, dict):
         raise ConfigError(f"reading {path}: the configuration must be a JSON object")
     cfg = Config(path=path, raw=doc)
-    for key, attr in (("s3-credentials", "s3_credentials"), ("oci-credentials", "oci_credentials")):
-        section = doc.get(key)
-        if section is None:
-            continue
-        if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
-            raise ConfigError(f"reading {path}: {key!r} must map locations to objects")
-        setattr(cfg, attr, section)
+    for name in DESYNC_SECTIONS:
+        cfg.section(name)  # malformed desync sections are reported at once
     opts = doc.get("store-options")
     if opts is not None:
         if not isinstance(opts, dict):
@@ -189,6 +202,7 @@ def load_config(path: str | None = None) -> Config:
 
 
 __all__ = [
+    "DESYNC_SECTIONS",
     "Config",
     "default_config_path",
     "glob_match",

@@ -95,6 +95,22 @@ class Context:
             )
         return opts
 
+    def config_entry(self, section: str, location: str) -> dict[str, Any] | None:
+        """The entry of a plugin's config section (``s3-credentials``…) whose glob key
+        matches ``location``, checked by the validator the plugin registered.
+
+        Raises:
+            ConfigError: the section is malformed, several keys match, or the entry
+                is invalid.
+        """
+        from desync_core.plugins import get_registries
+
+        entry = self.config.section_entry(section, location)
+        sections = get_registries().config_sections
+        if entry is not None and section in sections:
+            sections.get(section).load()(entry, f"{self.config.path}: {section}")
+        return entry
+
     # -- chunk stores -------------------------------------------------------------------
 
     def open_chunk_store(self, location: str | StoreLocation) -> ChunkStore:
@@ -165,10 +181,6 @@ class Context:
         from desync_core.plugins import get_registries
 
         loc = parse_location(location) if isinstance(location, str) else location
-        if loc.scheme == "ssh":
-            raise UsageError("Index storage is not supported by ssh remote stores")
-        if loc.scheme.startswith("oci+"):
-            raise UsageError("Index storage is not supported by oci registry stores")
         reg = get_registries().index_stores.get(loc.scheme, what=loc.raw)
         return _instantiate(reg.load(), loc, self.index_store_options(loc.raw))  # type: ignore[no-any-return]
 

@@ -63,6 +63,21 @@ def desync_register_seed_types(registry: Registry) -> None:
 
 
 @hookspec
+def desync_register_config_sections(registry: Registry) -> None:
+    """Register location sections of the config file that a plugin reads.
+
+    For example ``registry.add("s3-credentials", "pkg.creds:validate", "S3 keys")``.
+    ``desync config`` prints every registered section; the plugin reads entries with
+    ``ctx.config.section_entry(name, location)`` (glob keys, ``store.md`` §5.2).
+
+    Args:
+        registry: ``registry.add(names, validator, description)``; ``validator(entry,
+            where)`` (or ``"module:function"``) checks one entry and raises
+            :class:`~desync_core.errors.ConfigError` naming ``where`` when it is wrong.
+    """
+
+
+@hookspec
 def desync_add_commands(commands: CommandRegistry) -> None:
     """Add CLI subcommands (for example ``chunk-server``).
 

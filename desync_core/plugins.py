@@ -3,7 +3,13 @@
 Built-in features (the local store, catar, the core commands) are plugins registered
 through the same hooks as third-party ones. External plugins come from the ``desync``
 entry-point group. A plugin that fails to import is recorded, reported by
-``desync plugins`` and raised only when something it would provide is used.
+``desync plugins`` and raised only when something it would provide is used. A plugin
+whose hooks are invalid (a ``desync_*`` function that is no hook, a wrong signature, a
+hook that raises while registering) is disabled alone, with one warning line on
+stderr; every other plugin and command goes on working.
+
+Hooks are called through pluggy (one plugin at a time, so each registration knows its
+plugin), so pluggy's tracing (``DESYNC_TRACE_PLUGINS=1``) shows every call.
 
 Environment controls:
 
@@ -63,6 +69,7 @@ class Registries:
     archive_formats: Registry
     seed_types: Registry
     commands: CommandRegistry
+    config_sections: Registry = field(default_factory=lambda: Registry("config section"))
 
 
 class DesyncPluginManager(pluggy.PluginManager):
@@ -110,9 +117,37 @@ class DesyncPluginManager(pluggy.PluginManager):
     def _load_one(self, ep: PluginEntryPoint, info: PluginInfo) -> None:
         try:
             plugin = ep.load()
-            self.register(plugin, name=ep.name)
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
+            return
+        self.register_checked(plugin, ep.name)
+
+    def register_checked(self, plugin: object, name: str) -> bool:
+        """Register a plugin object unless its hooks are invalid (then disable it).
+
+        Invalid: a ``desync_``-prefixed attribute that names no hook (a misspelling
+        would otherwise be silently ignored, or fail every command at
+        ``check_pending``), or an implementation pluggy rejects (wrong arguments).
+        """
+        info = self.infos.setdefault(name, PluginInfo(name=name, module=repr(plugin)))
+        unknown = sorted(attr for attr in dir(plugin)
+                         if attr.startswith(f"{PROJECT}_") and callable(getattr(plugin, attr, None))
+                         and self.parse_hookimpl_opts(plugin, attr) is not None
+                         and not hasattr(self.hook, attr))
+        if unknown:
+            self._disable(info, f"unknown hook {', '.join(unknown)}")
+            return False
+        try:
+            self.register(plugin, name=name)
+        except Exception as exc:  # pluggy.PluginValidationError and anything odd
+            self._disable(info, f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def _disable(self, info: PluginInfo, reason: str) -> None:
+        reason = " ".join(reason.split())  # one line (pluggy's messages span several)
+        info.error = f"disabled: {reason}"
+        sys.stderr.write(f"Warning: plugin {info.name} disabled: {reason}\n")
 
     # -- registries ------------------------------------------------------------
 
@@ -132,44 +167,55 @@ class DesyncPluginManager(pluggy.PluginManager):
             commands=CommandRegistry(),
         )
         errors = {name: info.error for name, info in self.infos.items() if info.error}
-        pairs: list[tuple[str, Any]] = [
+        pairs: list[tuple[str, Registry | CommandRegistry]] = [
             ("desync_register_chunk_stores", regs.chunk_stores),
             ("desync_register_index_stores", regs.index_stores),
             ("desync_register_archive_formats", regs.archive_formats),
             ("desync_register_seed_types", regs.seed_types),
+            ("desync_register_config_sections", regs.config_sections),
             ("desync_add_commands", regs.commands),
         ]
-        for hook_name, registry in pairs:
+        for _, registry in pairs:
             if isinstance(registry, Registry):
                 registry.load_errors = errors
-            self._call_each(hook_name, registry)
+        for name, plugin in list(self.list_name_plugin()):
+            for hook_name, registry in pairs:
+                if not self._call_one(name, plugin, hook_name, registry):
+                    for _, reg in pairs:  # nothing of a disabled plugin stays
+                        reg.drop_plugin(name)
+                    errors[name] = self.infos[name].error
+                    break
         for name, info in self.infos.items():
             info.provides = {
                 "chunk stores": regs.chunk_stores.by_plugin(name),
                 "index stores": regs.index_stores.by_plugin(name),
                 "archive formats": regs.archive_formats.by_plugin(name),
                 "seed types": regs.seed_types.by_plugin(name),
+                "config sections": regs.config_sections.by_plugin(name),
                 "commands": regs.commands.by_plugin(name),
             }
         return regs
 
-    def _call_each(self, hook_name: str, registry: Registry | CommandRegistry) -> None:
-        """Call a register hook plugin by plugin, so each entry knows its plugin.
-
-        A plugin whose hook raises is reported like one that failed to import.
-        """
+    def _call_one(self, name: str, plugin: object, hook_name: str,
+                  registry: Registry | CommandRegistry) -> bool:
+        """Call one plugin's register hook through pluggy; False if it raised (the
+        plugin is then disabled)."""
         caller = getattr(self.hook, hook_name)
+        if not any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+            return True
+        others = [p for p in self.get_plugins() if p is not plugin]
         argname = caller.spec.argnames[0] if caller.spec else "registry"
-        for impl in reversed(caller.get_hookimpls()):  # registration order
-            registry.current_plugin = impl.plugin_name
-            kwargs = {argname: registry} if argname in impl.argnames else {}
-            try:
-                impl.function(**kwargs)
-            except Exception as exc:
-                info = self.infos.get(impl.plugin_name)
-                if info is not None:
-                    info.error = f"{hook_name} failed: {type(exc).__name__}: {exc}"
-        registry.current_plugin = "?"
+        registry.current_plugin = name
+        try:
+            self.subset_hook_caller(hook_name, remove_plugins=others)(**{argname: registry})
+        except Exception as exc:
+            info = self.infos.setdefault(name, PluginInfo(name=name, module=repr(plugin)))
+            self._disable(info, f"{hook_name} failed: {type(exc).__name__}: {exc}")
+            self.unregister(plugin)
+            return False
+        finally:
+            registry.current_plugin = "?"
+        return True
 
 
 @dataclass
@@ -300,7 +346,6 @@ def make_plugin_manager(*, load_entrypoints: bool = True) -> DesyncPluginManager
         pm.register_builtin(name, module)
     if load_entrypoints:
         pm.load_entrypoints()
-    pm.check_pending()
     if os.environ.get("DESYNC_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()

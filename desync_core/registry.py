@@ -14,9 +14,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from desync_core.errors import PluginConflictError, PluginLoadError, UnknownSchemeError
+from desync_core.errors import (
+    PluginConflictError,
+    PluginLoadError,
+    UnknownSchemeError,
+    UsageError,
+)
 
-#: Which distribution provides the well-known names when they are not installed.
+#: Which distribution of this repository provides the well-known names when they are
+#: not installed (each is the package in ``plugins/<name>``).
 KNOWN_PLUGINS: dict[str, dict[str, str]] = {
     "chunk store": {
         "gs": "desync-store-gcs",
@@ -36,6 +42,10 @@ KNOWN_PLUGINS: dict[str, dict[str, str]] = {
         "s3+http": "desync-store-s3",
         "s3+https": "desync-store-s3",
         "sftp": "desync-store-sftp",
+        # the plugins refuse these with desync's message; without them, the hint
+        "oci+http": "desync-store-oci",
+        "oci+https": "desync-store-oci",
+        "ssh": "desync-store-ssh",
     },
     "archive format": {
         "gnu-tar": "desync-format-tar",
@@ -92,6 +102,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Registration] = {}
         self._conflicts: dict[str, list[Registration]] = {}
+        self._refusals: dict[str, tuple[str, str]] = {}
         #: Name of the plugin whose hook is running; set by the plugin manager.
         self.current_plugin = "?"
         #: Plugin name -> load error, for "needs the X plugin, which failed to load".
@@ -115,6 +126,20 @@ class Registry:
                 self._conflicts.setdefault(name, [existing]).append(reg)
             self._entries[name] = reg
 
+    def refuse(self, names: str | Iterable[str], message: str) -> None:
+        """Declare that ``names`` are known but not supported in this registry.
+
+        Using one raises :class:`UsageError` with ``message`` (for example an ssh
+        plugin refusing index stores with desync's wording). A real registration of
+        the same name by another plugin wins.
+        """
+        for name in [names] if isinstance(names, str) else names:
+            self._refusals[name] = (message, self.current_plugin)
+
+    def refusals(self) -> dict[str, str]:
+        """Refused names and their messages."""
+        return {name: msg for name, (msg, _) in self._refusals.items()}
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -128,6 +153,19 @@ class Registry:
     def by_plugin(self, plugin: str) -> list[str]:
         """Names registered by one plugin."""
         return sorted(n for n, r in self._entries.items() if r.plugin == plugin)
+
+    def drop_plugin(self, plugin: str) -> None:
+        """Forget everything one plugin registered (it was disabled)."""
+        self._entries = {n: r for n, r in self._entries.items() if r.plugin != plugin}
+        self._refusals = {n: v for n, v in self._refusals.items() if v[1] != plugin}
+        for name in list(self._conflicts):
+            left = [r for r in self._conflicts[name] if r.plugin != plugin]
+            if len(left) > 1:
+                self._conflicts[name] = left
+            else:
+                del self._conflicts[name]
+                if left:
+                    self._entries[name] = left[0]
 
     def get(self, name: str, *, what: str | None = None) -> Registration:
         """Look up ``name``; unknown names raise an error naming the package to install.
@@ -146,6 +184,9 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
+            refusal = self._refusals.get(name)
+            if refusal is not None:
+                raise UsageError(refusal[0]) from None
             raise self.unknown(name, what) from None
 
     def unknown(self, name: str, what: str | None = None) -> UnknownSchemeError:
@@ -155,13 +196,21 @@ class Registry:
         if dist is None:
             known = ", ".join(self.names()) or "none"
             return UnknownSchemeError(f"unsupported {self.kind} {shown!r} (known: {known})")
-        plugin_name = dist.removeprefix("desync-").replace("-", "_")
-        error = self.load_errors.get(plugin_name)
-        if error:
-            return UnknownSchemeError(
-                f"{shown} needs the {dist} plugin, which failed to load: {error}"
-            )
-        return UnknownSchemeError(f"{shown} needs the {dist} plugin (pip install {dist})")
+        return UnknownSchemeError(missing_plugin_message(shown, dist, self.load_errors))
+
+
+def missing_plugin_message(what: str, dist: str, load_errors: dict[str, str]) -> str:
+    """"X needs the desync-store-s3 plugin (...)": failed to load, or how to install it.
+
+    The plugins are packages of this repository (``plugins/store_s3`` is
+    ``desync-store-s3``), so the hint names the directory to install from.
+    """
+    plugin_name = dist.removeprefix("desync-").replace("-", "_")
+    error = load_errors.get(plugin_name)
+    if error:
+        return f"{what} needs the {dist} plugin, which failed to load: {error}"
+    return (f"{what} needs the {dist} plugin "
+            f"(pip install ./plugins/{plugin_name} from the desync-py repository)")
 
 
 @dataclass
@@ -213,6 +262,10 @@ class CommandRegistry:
         """Names of the commands one plugin added."""
         return sorted(n for n, c in self.commands.items() if c.plugin == plugin)
 
+    def drop_plugin(self, plugin: str) -> None:
+        """Forget the commands of a plugin that was disabled."""
+        self.commands = {n: c for n, c in self.commands.items() if c.plugin != plugin}
+
 
 __all__ = [
     "KNOWN_PLUGINS",
@@ -221,4 +274,5 @@ __all__ = [
     "Registration",
     "Registry",
     "load_object",
+    "missing_plugin_message",
 ]

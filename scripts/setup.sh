@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES="casync fuse3 openssh-server btrfs-progs xfsprogs attr acl zstd python3-venv"
+# Each plugin names the Debian packages its tests need (servers, tools) in
+# plugins/<name>/system-packages.txt: one per line, '#' comments.
+for f in plugins/*/system-packages.txt; do
+    [ -f "$f" ] && PACKAGES="$PACKAGES $(sed 's/#.*//' "$f" | tr '\n' ' ')"
+done
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -25,7 +30,8 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip >/dev/null
 specs=(-e ".[testing]")
 for d in plugins/*/ examples/*/; do
-    [ -f "$d/pyproject.toml" ] && specs+=(-e "$d")
+    # with the plugin's [testing] extra: the PyPI servers and clients its tests use
+    [ -f "$d/pyproject.toml" ] && specs+=(-e "${d%/}[testing]")
 done
 $PIP install -q "${specs[@]}" -r requirements-test.txt
 # Bytecode for the editable checkout: where PYTHONDONTWRITEBYTECODE is set (containers

@@ -67,7 +67,7 @@ def test_unknown_scheme_names_the_package(fresh_manager) -> None:  # type: ignor
         Context().open_chunk_store("s3+https://s3.example.com/bucket/prefix")
     assert str(info.value) == (
         "s3+https://s3.example.com/bucket/prefix needs the desync-store-s3 plugin "
-        "(pip install desync-store-s3)"
+        "(pip install ./plugins/store_s3 from the desync-py repository)"
     )
     with pytest.raises(UnknownSchemeError, match="desync-store-sftp"):
         Context().read_index("sftp://host/dir/x.caibx")
@@ -175,7 +175,7 @@ def test_missing_plugin_command_hint() -> None:
     proc = cli("mount-index", "x.caibx", "/mnt", env={"DESYNC_LOAD_PLUGINS": ""})
     assert proc.returncode == 3
     assert proc.stderr == ("Error: the mount-index command needs the desync-mount-fuse plugin "
-                           "(pip install desync-mount-fuse)\n")
+                           "(pip install ./plugins/mount_fuse from the desync-py repository)\n")
 
 
 def test_entry_point_modules_import_nothing_heavy() -> None:
@@ -252,3 +252,137 @@ def test_entry_point_load_resolves_module_and_attribute() -> None:
 
     assert PluginEntryPoint("x", "os.path").load() is os.path
     assert PluginEntryPoint("x", "os:path.join [extra]").load() is os.path.join
+
+
+def test_plugins_import_only_the_public_surface() -> None:
+    """Plugin packages and the example import from ``desync_core.plugin_api`` and
+    ``desync_core.testing`` only: the core's layout is not their API."""
+    import ast
+
+    allowed = ("desync_core.plugin_api", "desync_core.testing")
+    offenders = []
+    for path in [*REPO.glob("plugins/*/**/*.py"), *REPO.glob("examples/*/**/*.py")]:
+        if "build" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            for module in modules:
+                if (module == "desync_core" or module.startswith("desync_core.")) and \
+                        not any(module == a or module.startswith(a + ".") for a in allowed):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {module}")
+    assert offenders == []
+
+
+def test_public_surface_names_resolve() -> None:
+    from desync_core import plugin_api
+
+    for name in plugin_api.__all__:
+        assert getattr(plugin_api, name) is not None, name
+
+
+class _Misspelled:
+    @hookimpl
+    def desync_register_chunk_store(self, registry):  # type: ignore[no-untyped-def]
+        """(the hook is desync_register_chunk_stores)"""
+
+
+class _WrongSignature:
+    @hookimpl
+    def desync_register_chunk_stores(self, registry, extra):  # type: ignore[no-untyped-def]
+        """(takes an argument the hook does not have)"""
+
+
+class _RaisesWhileRegistering:
+    @hookimpl
+    def desync_register_chunk_stores(self, registry):  # type: ignore[no-untyped-def]
+        registry.add("half", "x:y", "registered before the failure")
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(("plugin", "reason"), [
+    (_Misspelled(), "unknown hook desync_register_chunk_store"),
+    (_WrongSignature(), "PluginValidationError"),
+    (_RaisesWhileRegistering(), "desync_register_chunk_stores failed: RuntimeError: boom"),
+])
+def test_invalid_plugin_is_disabled_alone(fresh_manager, capsys, plugin,  # type: ignore[no-untyped-def]
+                                          reason) -> None:
+    fresh_manager.register_checked(plugin, "bad")
+    regs = fresh_manager.registries()
+    assert "make" in regs.commands.commands
+    assert "" in regs.chunk_stores
+    assert "half" not in regs.chunk_stores  # nothing of a disabled plugin stays
+    info = fresh_manager.infos["bad"]
+    assert info.error.startswith("disabled: ")
+    assert reason in info.error
+    warning = capsys.readouterr().err.splitlines()
+    assert len(warning) == 1
+    assert warning[0].startswith("Warning: plugin bad disabled: ")
+    assert reason in warning[0]
+
+
+def test_misspelled_hook_in_an_installed_plugin_leaves_every_command_working(
+        tmp_path: Path) -> None:
+    """A real installed distribution with a misspelled hook: --help, plugins and a real
+    command work, with one warning; ``desync plugins`` lists it as failed."""
+    pkg = tmp_path / "badplugin.py"
+    pkg.write_text("from desync_core.plugin_api import hookimpl\n\n"
+                   "@hookimpl\ndef desync_add_command(commands):\n    pass\n")
+    dist = tmp_path / "badplugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: badplugin\nVersion: 1.0\n\n")
+    (dist / "entry_points.txt").write_text("[desync]\nbad = badplugin\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    from desync_core.testing.fixtures import find_testdata
+
+    index = str(find_testdata() / "testdata" / "index.caibx")
+    for args in (["--help"], ["plugins", "--json"], ["list-chunks", index]):
+        proc = cli(*args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.splitlines() == [
+            "Warning: plugin bad disabled: unknown hook desync_add_command"]
+    infos = {i["name"]: i for i in json.loads(cli("plugins", "--json", env=env).stdout)}
+    assert "unknown hook" in infos["bad"]["error"]
+
+
+def test_hooks_are_called_through_pluggy(fresh_manager) -> None:  # type: ignore[no-untyped-def]
+    """pluggy's tracing sees the register hooks (they are not called around pluggy)."""
+    seen: list[str] = []
+    fresh_manager.add_hookcall_monitoring(lambda name, impls, kw: seen.append(name),
+                                          lambda *a: None)
+    fresh_manager.registries()
+    assert {"desync_register_chunk_stores", "desync_add_commands"} <= set(seen)
+
+
+def test_plugin_refusal_and_config_section(fresh_manager, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from desync_core.config import load_config
+    from desync_core.errors import ConfigError, UsageError
+
+    def validate(entry, where):  # type: ignore[no-untyped-def]
+        if "key" not in entry:
+            raise ConfigError(f"{where}: no key")
+
+    class Transport:
+        @hookimpl
+        def desync_register_index_stores(self, registry):  # type: ignore[no-untyped-def]
+            registry.refuse("xyz", "Index storage is not supported by xyz stores")
+
+        @hookimpl
+        def desync_register_config_sections(self, registry):  # type: ignore[no-untyped-def]
+            registry.add("xyz-credentials", validate, "keys")
+
+    fresh_manager.register_checked(Transport(), "xyz")
+    with pytest.raises(UsageError, match=r"^Index storage is not supported by xyz stores$"):
+        Context().read_index("xyz://host/dir/a.caibx")
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"xyz-credentials": {"xyz://h*": {"key": "k"},
+                                                   "xyz://bad": {}}}))
+    ctx = Context(config=load_config(str(cfg)))
+    assert ctx.config_entry("xyz-credentials", "xyz://host") == {"key": "k"}
+    assert ctx.config_entry("xyz-credentials", "xyz://other") is None
+    with pytest.raises(ConfigError, match="no key"):
+        ctx.config_entry("xyz-credentials", "xyz://bad")
+    assert '"xyz-credentials"' in ctx.config.to_json(("xyz-credentials",))

@@ -24,7 +24,7 @@ from desync_core.errors import (
     UnknownSchemeError,
     UsageError,
 )
-from desync_core.registry import KNOWN_PLUGINS, CommandRegistry
+from desync_core.registry import KNOWN_PLUGINS, CommandRegistry, missing_plugin_message
 
 
 class Parser(argparse.ArgumentParser):
@@ -127,9 +127,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if command and command not in registries.commands.commands:
             dist = KNOWN_PLUGINS["command"].get(command)
             if dist:
-                raise UnknownSchemeError(
-                    f"the {command} command needs the {dist} plugin (pip install {dist})"
-                )
+                raise UnknownSchemeError(missing_plugin_message(
+                    f"the {command} command", dist, registries.chunk_stores.load_errors))
         parser = build_parser(registries.commands, only=command)
         args = parser.parse_args(argv)
         cmd = getattr(args, "_command", None)

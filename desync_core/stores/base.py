@@ -5,7 +5,9 @@ Capabilities are subclasses: :class:`ChunkStore` (read) ⊂ :class:`WritableChun
 
 Transports deal in *stored* bytes and never retry, cache, fail over or verify: those
 live once, in :mod:`desync_core.stores.wrappers`. Most transports only need to
-subclass :class:`KeyValueChunkStore` and implement five byte-level primitives.
+subclass a key-value base by what they can do: :class:`ReadOnlyKeyValueChunkStore`
+(``_read``), :class:`WritableKeyValueChunkStore` (+ ``_write``) or
+:class:`KeyValueChunkStore` (+ ``_list``, ``_delete``; prune and ``verify -r``).
 
 Stores pickle as their configuration (location and options) and reconnect lazily, so
 they can be handed to worker processes.
@@ -18,7 +20,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from desync_core.errors import ChunkMissingError, IndexNotFoundError, UsageError
+from desync_core.errors import (
+    ChunkMissingError,
+    IndexNotFoundError,
+    StoreConnectionError,
+    StoreError,
+    StorePermissionError,
+    UsageError,
+)
 from desync_core.location import StoreLocation, parse_location
 from desync_core.stores.chunk import Chunk, ChunkCodec
 from desync_core.stores.options import StoreOptions
@@ -152,32 +161,41 @@ class PrunableChunkStore(WritableChunkStore):
         return len(doomed)
 
 
-class KeyValueChunkStore(PrunableChunkStore):
-    """Chunk semantics over five byte-level primitives on keys like ``abcd/abcd….cacnk``.
+def os_error(exc: OSError, store: object, action: str, chunk_id: bytes | None = None) -> StoreError:
+    """A core error for an OS error of a store (not-found is handled by the caller).
 
-    Subclasses implement :meth:`_read`, :meth:`_write`, :meth:`_exists`, :meth:`_list`
-    and :meth:`_delete`; keys are relative to the store's base.
+    The message names the store and the chunk, never just the errno text: "extracting
+    out: Is a directory" blamed the output for a directory inside the store.
+    """
+    what = f" chunk {chunk_id.hex()}" if chunk_id is not None else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    msg = f"store {store}: {action}{what}: {reason}"
+    if isinstance(exc, PermissionError):
+        return StorePermissionError(msg)
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return StoreConnectionError(msg)
+    return StoreError(msg)
+
+
+class ReadOnlyKeyValueChunkStore(ChunkStore):
+    """Chunk reads over byte-level primitives on keys like ``abcd/abcd….cacnk``.
+
+    A read-only transport implements :meth:`_read` (and, if it has a cheaper way
+    than reading, :meth:`_exists`). Keys are relative to the store's base. OS errors
+    other than not-found become :class:`StoreError` naming the store and the chunk.
     """
 
     @abstractmethod
     def _read(self, key: str) -> bytes:
         """The object's bytes; raise FileNotFoundError if it does not exist."""
 
-    @abstractmethod
-    def _write(self, key: str, data: bytes | bytearray | memoryview) -> None:
-        """Create or replace the object atomically."""
-
-    @abstractmethod
     def _exists(self, key: str) -> bool:
-        """Whether the object exists."""
-
-    @abstractmethod
-    def _list(self) -> Iterator[str]:
-        """Every key in the store (any shape; non-chunk keys are filtered out)."""
-
-    @abstractmethod
-    def _delete(self, key: str) -> None:
-        """Delete the object; raise FileNotFoundError if it does not exist."""
+        """Whether the object exists (default: read it)."""
+        try:
+            self._read(key)
+        except FileNotFoundError:
+            return False
+        return True
 
     def key(self, chunk_id: bytes) -> str:
         """The key of a chunk in this store's format."""
@@ -188,26 +206,64 @@ class KeyValueChunkStore(PrunableChunkStore):
             raw = self._read(self.key(chunk_id))
         except FileNotFoundError:
             raise ChunkMissingError(chunk_id, self) from None
+        except OSError as exc:
+            raise os_error(exc, self, "reading", chunk_id) from None
         return Chunk(chunk_id, encoded=raw, codec=self.codec)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
-        return self._exists(self.key(chunk_id))
+        try:
+            return self._exists(self.key(chunk_id))
+        except OSError as exc:
+            raise os_error(exc, self, "looking up", chunk_id) from None
+
+
+class WritableKeyValueChunkStore(ReadOnlyKeyValueChunkStore, WritableChunkStore):
+    """A key-value chunk store that also writes: adds :meth:`_write`."""
+
+    @abstractmethod
+    def _write(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Create or replace the object atomically (never a partial object under
+        ``key``: write a temporary object and rename, or use a conditional put)."""
 
     def store_chunk(self, chunk: Chunk) -> None:
-        self._write(self.key(chunk.id), chunk.encoded(self.codec))
+        try:
+            self._write(self.key(chunk.id), chunk.encoded(self.codec))
+        except OSError as exc:
+            raise os_error(exc, self, "storing", chunk.id) from None
+
+
+class KeyValueChunkStore(WritableKeyValueChunkStore, PrunableChunkStore):
+    """A key-value chunk store that also lists and deletes (``prune``, ``verify -r``).
+
+    Subclasses implement :meth:`_read`, :meth:`_write`, :meth:`_exists`, :meth:`_list`
+    and :meth:`_delete`; keys are relative to the store's base.
+    """
+
+    @abstractmethod
+    def _list(self) -> Iterator[str]:
+        """Every key in the store (any shape; non-chunk keys are filtered out)."""
+
+    @abstractmethod
+    def _delete(self, key: str) -> None:
+        """Delete the object; raise FileNotFoundError if it does not exist."""
 
     def iter_chunk_ids(self) -> Iterator[bytes]:
         ext = self.codec.extension
-        for key in self._list():
-            chunk_id = parse_chunk_key(key, ext)
-            if chunk_id is not None:
-                yield chunk_id
+        try:
+            for key in self._list():
+                chunk_id = parse_chunk_key(key, ext)
+                if chunk_id is not None:
+                    yield chunk_id
+        except OSError as exc:
+            raise os_error(exc, self, "listing") from None
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         try:
             self._delete(self.key(chunk_id))
         except FileNotFoundError:
             raise ChunkMissingError(chunk_id, self) from None
+        except OSError as exc:
+            raise os_error(exc, self, "removing", chunk_id) from None
 
 
 class IndexStore(ABC):
@@ -268,9 +324,12 @@ __all__ = [
     "IndexStore",
     "KeyValueChunkStore",
     "PrunableChunkStore",
+    "ReadOnlyKeyValueChunkStore",
     "WritableChunkStore",
     "WritableIndexStore",
+    "WritableKeyValueChunkStore",
     "check_index_name",
     "chunk_key",
+    "os_error",
     "parse_chunk_key",
 ]

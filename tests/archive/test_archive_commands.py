@@ -145,7 +145,7 @@ def test_tar_input_without_the_plugin_names_the_package(cmd_testdata: Path,
         err = proc.stderr.decode()
         assert proc.returncode == 3, err
         assert "desync-format-tar" in err
-        assert "pip install desync-format-tar" in err
+        assert "pip install ./plugins/format_tar" in err
 
 
 # -- untar ----------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
 
     from desync_core.config import default_config_path
     from desync_core.errors import ConfigError
+    from desync_core.plugins import get_registries
 
-    text = ctx.config.to_json()
+    text = ctx.config.to_json(tuple(get_registries().config_sections.names()))
     if not args.write:
         sys.stdout.write(text)
         return 0

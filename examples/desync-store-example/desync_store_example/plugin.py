@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from desync_core import hookimpl
+from desync_core.plugin_api import hookimpl
 
 
 @hookimpl

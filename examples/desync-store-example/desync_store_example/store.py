@@ -10,8 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from desync_core.location import StoreLocation
-from desync_core.stores import KeyValueChunkStore, StoreOptions
+from desync_core.plugin_api import KeyValueChunkStore, StoreLocation, StoreOptions
 
 
 class FlatChunkStore(KeyValueChunkStore):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from desync_core.stores import ChunkStore
+from desync_core.plugin_api import ChunkStore
 from desync_core.testing import PrunableChunkStoreContract, open_chunk_store
 
 

@@ -39,17 +39,20 @@ from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import IO, Any
 
-from desync_core.archive.base import (
+from desync_core.plugin_api import (
     DIR_END,
+    XATTR_ACL_ACCESS,
+    XATTR_ACL_DEFAULT,
     ArchiveFormat,
+    ArchiveFormatError,
     ArchiveOptions,
+    DesyncError,
     Node,
     NodeStream,
     Payload,
+    classify,
     display,
 )
-from desync_core.archive.xattrs import XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT, classify
-from desync_core.errors import ArchiveFormatError, DesyncError
 
 _BLOCK = 1 << 20
 _DIR_MODE = stat.S_IFDIR | 0o755

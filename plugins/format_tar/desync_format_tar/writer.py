@@ -20,18 +20,21 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterable, Iterator
 
-from desync_core.archive.base import ArchiveFormat, ArchiveOptions, DirEnd, Node
-from desync_core.archive.catar import write_blocks
-from desync_core.archive.xattrs import (
+from desync_core.plugin_api import (
     XATTR_ACL_ACCESS,
     XATTR_ACL_DEFAULT,
     XATTR_CAPABILITY,
     XATTR_SELINUX,
+    ArchiveFormat,
+    ArchiveOptions,
+    DesyncError,
+    DirEnd,
+    Node,
     acl_access_xattr,
     acl_default_xattr,
     parse_acl_xattr,
+    write_blocks,
 )
-from desync_core.errors import DesyncError
 
 BLOCK = 512
 _ZEROS = bytes(BLOCK)

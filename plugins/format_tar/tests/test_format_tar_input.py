@@ -200,7 +200,7 @@ def test_pax_metadata(ok, tmp_path: Path) -> None:  # type: ignore[no-untyped-de
     old.pax_headers = {"mtime": "-1.5"}
     data = tar_bytes([(info("./", tarfile.DIRTYPE), None), (f, b"abc"), (old, b"")])
     ok("tar", "--input-format=tar", tmp_path / "a.catar", "-", input=data)
-    from desync_core.archive.catar import CatarDecoder
+    from desync_core.plugin_api import CatarDecoder
 
     with open(tmp_path / "a.catar", "rb") as fh:
         nodes = [n for n in CatarDecoder(fh.read).nodes() if getattr(n, "name", None)]

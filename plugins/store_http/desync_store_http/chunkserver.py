@@ -25,18 +25,22 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from desync_core.cli.options import validate_server_flags
-from desync_core.context import Context, error_text
-from desync_core.digest import SHA256, SHA512_256, Digest
-from desync_core.errors import (
+from desync_core.plugin_api import (
+    SHA256,
+    SHA512_256,
+    Chunk,
+    ChunkCodec,
     ChunkInvalidError,
     ChunkMissingError,
     ConfigError,
+    Context,
     DesyncError,
+    Digest,
     UsageError,
+    VerifyingStore,
+    error_text,
+    validate_server_flags,
 )
-from desync_core.stores.chunk import Chunk, ChunkCodec
-from desync_core.stores.wrappers import VerifyingStore
 from desync_store_http.server import (
     RequestHandler,
     RequestLog,

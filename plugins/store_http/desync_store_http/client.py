@@ -31,24 +31,22 @@ import requests.adapters
 import requests.utils
 import urllib3
 
-from desync_core.errors import (
+from desync_core.plugin_api import (
+    Chunk,
     ChunkMissingError,
     ConfigError,
     IndexNotFoundError,
     StoreConnectionError,
     StoreError,
+    StoreLocation,
+    StoreOptions,
     StorePermissionError,
     StoreTimeoutError,
-)
-from desync_core.location import StoreLocation
-from desync_core.stores.base import (
     WritableChunkStore,
     WritableIndexStore,
     check_index_name,
     chunk_key,
 )
-from desync_core.stores.chunk import Chunk
-from desync_core.stores.options import StoreOptions
 from desync_store_http import __version__
 
 USER_AGENT = f"desync-store-http/{__version__}"

@@ -11,12 +11,20 @@ from __future__ import annotations
 import argparse
 import os
 
-from desync_core.cli.options import validate_server_flags
-from desync_core.context import Context, error_text
-from desync_core.errors import DesyncError, IndexNotFoundError, StoreError, UsageError
-from desync_core.index import Index
-from desync_core.location import parse_location
-from desync_core.stores.base import IndexStore, WritableIndexStore, check_index_name
+from desync_core.plugin_api import (
+    Context,
+    DesyncError,
+    Index,
+    IndexNotFoundError,
+    IndexStore,
+    StoreError,
+    UsageError,
+    WritableIndexStore,
+    check_index_name,
+    error_text,
+    parse_location,
+    validate_server_flags,
+)
 from desync_store_http.chunkserver import request_path
 from desync_store_http.server import (
     RequestHandler,

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 
-from desync_core.cli.options import (
+from desync_core.plugin_api import (
+    Command,
+    CommandRegistry,
     ListAction,
+    Registry,
     add_bool,
     add_cache,
     add_server_flags,
     add_store_flags,
     add_store_list,
     add_store_single,
+    hookimpl,
 )
-from desync_core.markers import hookimpl
-from desync_core.registry import Command, CommandRegistry, Registry
 
 SCHEMES = ("http", "https")
 

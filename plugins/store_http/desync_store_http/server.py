@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from desync_core.errors import UsageError
+from desync_core.plugin_api import UsageError
 from desync_store_http import __version__
 
 #: Idle keep-alive connections are closed after this long (desync: 120 s).

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from desync_core.context import Context
+from desync_core.plugin_api import Context
 from desync_core.testing.fixtures import find_testdata
 from desync_store_http.chunkserver import ChunkHandler, ChunkServer
 from desync_store_http.indexserver import IndexHandler, IndexServer
@@ -277,7 +277,7 @@ def chunk_path(chunk_id: bytes, extension: str = ".cacnk") -> str:
 
 def blob_chunk_ids(index_path: Path) -> list[bytes]:
     """The unique chunk ids of an index, in order."""
-    from desync_core.index import Index
+    from desync_core.plugin_api import Index
 
     index = Index.from_bytes(index_path.read_bytes(), str(index_path))
     return list(dict.fromkeys(c.id for c in index))
@@ -297,7 +297,7 @@ def run_cli_in_process(*args: str) -> tuple[int, str]:
     import contextlib
     import io
 
-    from desync_core.cli import run
+    from desync_core.plugin_api import run_cli as run
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):

@@ -28,9 +28,7 @@ from store_http_support import (
     run_cli_in_process,
 )
 
-from desync_core.context import Context
-from desync_core.digest import SHA256, SHA512_256
-from desync_core.stores.chunk import compress, decompress
+from desync_core.plugin_api import SHA256, SHA512_256, Context, compress, decompress
 from desync_core.testing import sample_chunk
 
 ZERO_ID = bytes(32)

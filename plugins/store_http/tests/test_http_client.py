@@ -17,21 +17,22 @@ from store_http_support import (
     free_port,
 )
 
-from desync_core.config import load_config
-from desync_core.context import Context
-from desync_core.errors import (
+from desync_core.plugin_api import (
+    Chunk,
     ChunkMissingError,
     ConfigError,
+    Context,
     IndexNotFoundError,
     StoreConnectionError,
     StoreError,
+    StoreOptions,
     StorePermissionError,
     StoreTimeoutError,
     UsageError,
+    compress,
+    load_config,
+    parse_location,
 )
-from desync_core.location import parse_location
-from desync_core.stores.chunk import Chunk, compress
-from desync_core.stores.options import StoreOptions
 from desync_core.testing import open_chunk_store, open_index_store, sample_chunk
 from desync_store_http.client import HTTPChunkStore, HTTPIndexStore, base_url
 

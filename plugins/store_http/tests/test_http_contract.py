@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 from store_http_support import chunk_server_in_process, index_server_in_process
 
-from desync_core.config import load_config
-from desync_core.context import Context
-from desync_core.stores.base import ChunkStore, IndexStore
+from desync_core.plugin_api import ChunkStore, Context, IndexStore, load_config
 from desync_core.testing import (
     IndexStoreContract,
     LocalDirectoryRaw,
@@ -45,7 +43,7 @@ class TestHTTPChunkStore(LocalDirectoryRaw, WritableChunkStoreContract):
 
     def test_prune_is_not_supported(self, store: ChunkStore) -> None:
         """HTTP stores cannot list chunks, so prune names the store and refuses."""
-        from desync_core.errors import StoreError
+        from desync_core.plugin_api import StoreError
 
         with pytest.raises(StoreError, match="does not support pruning"):
             Context().open_prunable(str(store))

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from store_http_support import ServerProcess, blob_chunk_ids, free_port
 
-from desync_core.digest import SHA512_256
-from desync_core.stores.chunk import decompress
+from desync_core.plugin_api import SHA512_256, decompress
 
 StartServer = Callable[..., ServerProcess]
 

@@ -13,7 +13,7 @@ from store_http_support import (
     run_cli_in_process,
 )
 
-from desync_core.index import Index
+from desync_core.plugin_api import Index
 from desync_core.testing import IndexStoreContract
 
 StartServer = Callable[..., ServerProcess]

@@ -6,8 +6,7 @@ import json
 import subprocess
 import sys
 
-from desync_core.context import Context
-from desync_core.plugins import get_registries
+from desync_core.plugin_api import Context, get_registries
 
 HEAVY = ("requests", "urllib3", "ssl", "http.server", "socketserver",
          "desync_store_http.client", "desync_store_http.server",
