@@ -68,8 +68,27 @@ class ChunkStore(ABC):
         options: its options (compression, timeouts, TLS...).
     """
 
-    #: Whether the store is on this machine (used to size thread pools).
+    # -- capabilities: what the fast paths of ``ops/`` may rely on ----------------------
+    # Declared by the store, never inferred from its type, so a plugin's store gets
+    # every fast path it declares. Defaults are the safe choice for a remote store.
+
+    #: On this machine: fetches are CPU-bound, so ``extract``/``make`` use about one
+    #: thread per CPU instead of ``-n`` requests in flight.
     is_local = False
+    #: The store object may be used in forked worker processes: it holds no
+    #: connections, threads or locks (a fork would share or break them). ``extract``
+    #: forks its first phase only when every store (and seed) declares this.
+    fork_safe = False
+    #: :meth:`get_chunk` returns the stored bytes in :attr:`codec` (the key-value bases
+    #: do), so verified reads may decode them straight into the caller's buffer.
+    returns_stored_bytes = False
+
+    def local_chunk_file(self, hex_id: str) -> str | None:
+        """A local file holding the chunk's stored bytes in :attr:`codec`, which
+        ``extract`` may read directly instead of calling :meth:`get_chunk` (None: not
+        a plain local file; the default). Only a path is computed: the file need not
+        exist (a read that fails falls back to :meth:`get_chunk`)."""
+        return None
 
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
         self.location = location
@@ -184,6 +203,8 @@ class ReadOnlyKeyValueChunkStore(ChunkStore):
     than reading, :meth:`_exists`). Keys are relative to the store's base. OS errors
     other than not-found become :class:`StoreError` naming the store and the chunk.
     """
+
+    returns_stored_bytes = True
 
     @abstractmethod
     def _read(self, key: str) -> bytes:

@@ -43,12 +43,18 @@ class LocalChunkStore(KeyValueChunkStore):
     """Chunks in a local directory, casync layout: ``<base>/<4hex>/<id>.cacnk``."""
 
     is_local = True
+    fork_safe = True
 
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
         super().__init__(location, options)
         self.base = location.path
         #: Set on cache stores: a read refreshes the chunk's mtime (age-based cleanup).
         self.touch_on_read = False
+
+    def local_chunk_file(self, hex_id: str) -> str | None:
+        if self.touch_on_read:
+            return None  # reads must go through _read (it refreshes the mtime)
+        return f"{self.base}/{hex_id[:4]}/{hex_id}{self.codec.extension}"
 
     def _path(self, key: str) -> str:
         return os.path.join(self.base, key)
