@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,27 @@ if TYPE_CHECKING:
     from desync_core.index import Index
 
 
-def _instantiate(factory: Any, location: StoreLocation, options: StoreOptions) -> Any:
-    return getattr(factory, "from_location", factory)(location, options)
+#: The Context whose ``open_*`` call is running a store factory right now.
+_OPENING: ContextVar[Context | None] = ContextVar("desync_opening_context", default=None)
+
+
+def opening_context() -> Context | None:
+    """The :class:`Context` opening the store whose factory is running (None outside).
+
+    Store factories receive only a location and options; one that needs its plugin's
+    config section (credentials) reads it with ``opening_context().config_entry(...)``,
+    so the file is the one the command loaded (``--config``).
+    """
+    return _OPENING.get()
+
+
+def _instantiate(factory: Any, location: StoreLocation, options: StoreOptions,
+                 ctx: Context | None = None) -> Any:
+    token = _OPENING.set(ctx)
+    try:
+        return getattr(factory, "from_location", factory)(location, options)
+    finally:
+        _OPENING.reset(token)
 
 
 @dataclass
@@ -119,7 +139,7 @@ class Context:
 
         loc = parse_location(location) if isinstance(location, str) else location
         reg = get_registries().chunk_stores.get(loc.scheme, what=loc.raw)
-        return _instantiate(reg.load(), loc, self.store_options(loc.raw))  # type: ignore[no-any-return]
+        return _instantiate(reg.load(), loc, self.store_options(loc.raw), self)  # type: ignore[no-any-return]
 
     def _reader(self, loc: StoreLocation, digest: Digest) -> Any:
         store = self.open_chunk_store(loc)
@@ -182,7 +202,7 @@ class Context:
 
         loc = parse_location(location) if isinstance(location, str) else location
         reg = get_registries().index_stores.get(loc.scheme, what=loc.raw)
-        return _instantiate(reg.load(), loc, self.index_store_options(loc.raw))  # type: ignore[no-any-return]
+        return _instantiate(reg.load(), loc, self.index_store_options(loc.raw), self)  # type: ignore[no-any-return]
 
     def read_index_bytes(self, location: str) -> bytes:
         """The raw bytes of an index location (``-`` reads stdin)."""
@@ -239,4 +259,4 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["Context", "error_text"]
+__all__ = ["Context", "error_text", "opening_context"]

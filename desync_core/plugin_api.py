@@ -82,6 +82,7 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
     from desync_core.context import (  # noqa: F401
         Context,
         error_text,
+        opening_context,
     )
     from desync_core.digest import (  # noqa: F401
         SHA256,
@@ -223,6 +224,7 @@ _EXPORTS: dict[str, str] = {
     "location_matches": "desync_core.config",
     "Context": "desync_core.context",
     "error_text": "desync_core.context",
+    "opening_context": "desync_core.context",
     # commands and servers
     "ListAction": "desync_core.cli.options",
     "add_bool": "desync_core.cli.options",
