@@ -22,7 +22,7 @@ import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from desync_core import flags as ff
 from desync_core.errors import UsageError
@@ -334,6 +334,23 @@ class ArchiveOptions:
             print(f"Warning: {message}", file=sys.stderr)
 
 
+@dataclass
+class ForkedWriterParts:
+    """What :meth:`ArchiveFormat.forked_writer` returns.
+
+    Attributes:
+        write: ``write(nodes)``, run in the forked child on the node stream.
+        director: ``take(item, busy) -> item or None``, run in the decoding process
+            for each item before it is sent (e.g. to make directories early, or write
+            a plain file itself while the writer is ``busy``); None for none.
+        close: releases what the parts hold, after the run (in the parent).
+    """
+
+    write: Callable[[Iterable[Any]], None]
+    director: Callable[[Any, bool], Any] | None = None
+    close: Callable[[], None] = lambda: None
+
+
 class ArchiveFormat:
     """A source or destination of node streams, registered by name.
 
@@ -347,6 +364,16 @@ class ArchiveFormat:
     #: Whether :meth:`read` / :meth:`write` are implemented.
     can_read: ClassVar[bool] = False
     can_write: ClassVar[bool] = False
+    #: Capability: :meth:`write` accepts :data:`PlainFile` tuples in the node stream
+    #: (regular files without metadata whose content is a region of the archive).
+    accepts_plain_files: ClassVar[bool] = False
+
+    def forked_writer(self, target: str, options: ArchiveOptions) -> ForkedWriterParts | None:
+        """Capability: the pieces to run this format's writer in a forked process that
+        ``untar`` feeds from shared memory (:mod:`desync_core.archive.pipeline`), or
+        None (the default: :meth:`write` runs in the decoding process). The writer
+        must accept plain files and be safe to run in a forked child."""
+        return None
 
     def read(self, source: str, options: ArchiveOptions) -> NodeStream:
         """Produce the node stream of ``source`` (a path, or ``-`` for stdin)."""
@@ -363,6 +390,7 @@ __all__ = [
     "DESYNC_FEATURE_FLAGS",
     "DIR_END",
     "Acl",
+    "ForkedWriterParts",
     "AclEntry",
     "ArchiveFormat",
     "ArchiveOptions",

@@ -35,6 +35,7 @@ from desync_core.archive.base import (
     WITH_CHATTR,
     ArchiveFormat,
     ArchiveOptions,
+    ForkedWriterParts,
     DirEnd,
     Node,
     NodeStream,
@@ -826,6 +827,7 @@ class DiskFormat(ArchiveFormat):
     name = "disk"
     can_read = True
     can_write = True
+    accepts_plain_files = True
 
     def read(self, source: str, options: ArchiveOptions) -> NodeStream:
         return DiskReader(source, options).nodes()
@@ -833,6 +835,13 @@ class DiskFormat(ArchiveFormat):
     def write(self, nodes: Iterable[Node | DirEnd], target: str,
               options: ArchiveOptions) -> None:
         DiskWriter(target, options).write(nodes)
+
+    def forked_writer(self, target: str, options: ArchiveOptions) -> ForkedWriterParts:
+        # Files are written by the forked child; directories are made where the
+        # archive is decoded (the director), so plain files can be written early.
+        writer = DiskWriter(target, options)
+        director = DiskDirector(writer)
+        return ForkedWriterParts(writer.write, director.take, director.close)
 
 
 __all__ = [

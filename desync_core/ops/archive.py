@@ -334,26 +334,21 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
           cache: str | None = None, fork: bool = True) -> None:
     """Extract a catar file or a ``.caidx`` (chunks from ``stores``) with ``fmt``.
 
-    Into a directory (the ``disk`` format), the files are written by a forked process
-    (:mod:`desync_core.archive.pipeline`) while this one reads and decodes the archive
-    straight into the memory it shares with it; other formats, or where forking is not
-    safe (other threads running) or not wanted (``fork=False``), run in this process.
+    A format that declares ``forked_writer`` (the ``disk`` format: into a directory)
+    is written by a forked process (:mod:`desync_core.archive.pipeline`) while this
+    one reads and decodes the archive straight into the memory it shares with it;
+    other formats, or where forking is not safe (other threads running) or not wanted
+    (``fork=False``), run in this process.
     """
-    from desync_core.archive.disk import DiskDirector, DiskFormat, DiskWriter
     from desync_core.archive.pipeline import ForkedWriter, can_fork
 
-    disk = type(fmt) is DiskFormat
-    if not (fork and disk and can_fork()):
+    parts = fmt.forked_writer(target, options) if fork and can_fork() else None
+    if parts is None:
         with open_archive(ctx, location, index=index, stores=stores, cache=cache,
-                          plain_files=disk) as nodes:
-            if disk:
-                DiskWriter(target, options).write(nodes)
-            else:
-                fmt.write(nodes, target, options)
+                          plain_files=fmt.accepts_plain_files) as nodes:
+            fmt.write(nodes, target, options)
         return
-    disk_writer = DiskWriter(target, options)
-    director = DiskDirector(disk_writer)
-    writer = ForkedWriter(disk_writer.write, director=director.take)
+    writer = ForkedWriter(parts.write, director=parts.director)
     writer.start()  # before any thread exists (index fetching starts threads)
     try:
         with open_archive(ctx, location, index=index, stores=stores, cache=cache,
@@ -361,7 +356,7 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
             writer.run(nodes)
     finally:
         writer.close()
-        director.close()
+        parts.close()
 
 
 def mtree(nodes: NodeStream, digest: Digest, out: TextIO | None = None) -> int:

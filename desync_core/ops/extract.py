@@ -77,9 +77,7 @@ from desync_core.seeds.fileio import probe_clone, pwrite_all
 from desync_core.seeds.null import NullSeed, null_mask
 from desync_core.seeds.planner import Plan, make_plan, validate_plan
 from desync_core.seeds.selfseed import SelfSeed
-from desync_core.stores.base import KeyValueChunkStore
 from desync_core.stores.chunk import COMPRESSED, UNCOMPRESSED, ZSTD_MAGIC, ChunkCodec
-from desync_core.stores.local import LocalChunkStore
 from desync_core.stores.wrappers import RetryingStore, VerifyingStore
 
 #: What to do with seeds whose data does not match their index (``extract.md`` §4).
@@ -235,7 +233,8 @@ class DirectFetcher:
     """Fetch, decode and verify a chunk straight into a reused buffer of its known size.
 
     For the most common store chain, one verified store (``VerifyingStore`` over
-    ``RetryingStore`` over a transport with the standard codec): the raw chunk is read
+    ``RetryingStore`` over any transport that declares ``returns_stored_bytes``, with
+    the standard codec): the raw chunk is read
     through the retrying layer, zstd-decoded into a per-thread buffer with libzstd's
     one-shot API (through ctypes, which releases the GIL, so workers overlap on all
     cores; the buffer bounds the output to the size the index gives), then size-checked
@@ -256,10 +255,12 @@ class DirectFetcher:
     @classmethod
     def for_source(cls, source: Any, index: Index) -> DirectFetcher | None:
         """A fetcher for ``source`` if it is a single verified store, else None."""
+        # The core's own wrappers (every store opened by a Context has them), over a
+        # transport of any type that declares it returns its stored bytes.
         if type(source) is not VerifyingStore or type(source.inner) is not RetryingStore:
             return None
-        if not isinstance(source.inner.inner, KeyValueChunkStore):
-            return None  # only these always return the stored bytes in their codec
+        if not getattr(source.inner.inner, "returns_stored_bytes", False):
+            return None
         codec = getattr(source.inner.inner, "codec", None)
         if type(codec) is not ChunkCodec or codec not in (COMPRESSED, UNCOMPRESSED):
             return None
@@ -330,12 +331,11 @@ class StoreBatches:
         self.ends = index.ends
         store = direct.raw.inner
         self.codec = direct.codec
-        # Local chunk files are read directly; other stores through their transport
-        # (with the retrying layer).
-        self.local_base: str | None = None
-        if type(store) is LocalChunkStore and not store.touch_on_read:
-            self.local_base = store.base
-        self.extension = direct.codec.extension
+        # Chunk files of stores that declare them (``local_chunk_file``) are read
+        # directly; other stores through their transport (with the retrying layer).
+        self.chunk_file: Callable[[str], str | None] | None = None
+        if store.local_chunk_file("0" * 64) is not None:
+            self.chunk_file = store.local_chunk_file
         self.verify = not direct.skip_verify
         self.sum = direct.sum
         self.kernel: Any = None
@@ -413,10 +413,9 @@ class StoreBatches:
         ``buf[starts[k] : stops[k]]``, for each; False at the first problem."""
         compressed = self.codec.compressed
         base = state.address(buf)
-        if self.local_base is not None:
-            # The loop runs once per chunk: no method calls, few temporary objects.
-            prefix = self.local_base + "/"
-            ext = self.extension
+        if self.chunk_file is not None:
+            # The loop runs once per chunk: few calls, few temporary objects.
+            chunk_file = self.chunk_file
             raw_view = [state.raw_view]
             magic = state.raw_view[:4]
             raw_addr = state.raw_addr
@@ -426,9 +425,11 @@ class StoreBatches:
             out = memoryview(buf)
             open_, readv, close = os.open, os.readv, os.close
             for k, (a, b) in enumerate(zip(starts, stops)):
-                h = hexids[64 * k : 64 * k + 64]
+                path = chunk_file(hexids[64 * k : 64 * k + 64])
+                if path is None:
+                    return False
                 try:
-                    fd = open_(prefix + h[:4] + "/" + h + ext, flags)
+                    fd = open_(path, flags)
                 except OSError:
                     return False
                 try:
@@ -594,7 +595,7 @@ class Assembler:
         (at least :data:`TASKS_PER_WORKER` per worker, so that they finish together);
         for remote stores small runs keep many fetches in flight till the end.
         """
-        local_batches = self.batches is not None and self.batches.local_base is not None
+        local_batches = self.batches is not None and self.batches.chunk_file is not None
         if processes <= 1 and not local_batches:
             return BATCH_BYTES, BATCH_CHUNKS
         workers = max(workers, processes)
@@ -1151,26 +1152,24 @@ def assembly_threads(source: Any, workers: int) -> int:
     return max(1, workers)
 
 
-#: Seed types whose objects can be used from forked workers (descriptors only).
-FORK_SAFE_SEEDS = frozenset({"null", "file"})
-
-
 def assembly_processes(source: Any, workers: int, seeds: Sequence[Seed]) -> int:
     """Worker processes for the first assembly phase: one per CPU (at most ``-n``) when
-    every store is local and every seed a plain file; else 1 (threads only).
+    every store and every seed declares ``fork_safe`` (and the stores ``is_local``);
+    else 1 (threads only).
 
     Remote stores are waited for, not computed on, and their connections must not be
-    shared by several processes; plugin seeds may hold such connections too.
+    shared by several processes; seeds may hold such connections too.
     """
     from desync_core.stores.wrappers import iter_members
     from desync_core.workers import default_workers
 
     if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
         return 1
-    if any(seed.kind not in FORK_SAFE_SEEDS for seed in seeds):
+    if not all(getattr(seed, "fork_safe", False) for seed in seeds):
         return 1
     members = list(iter_members(source))
-    if not members or not all(getattr(m, "is_local", False) for m in members):
+    if not members or not all(getattr(m, "fork_safe", False) and getattr(m, "is_local", False)
+                              for m in members):
         return 1
     # More processes than CPUs was measured slower (3 and 4 on 2 CPUs: more CPU time,
     # no shorter runs).

@@ -122,6 +122,10 @@ class Seed(ABC):
 
     name: str = "seed"
     kind: ClassVar[str] = "seed"
+    #: Capability: the seed object may be used in forked worker processes (it holds
+    #: only file descriptors, no connections or threads). ``extract`` forks only when
+    #: every seed declares it.
+    fork_safe: ClassVar[bool] = False
     needs_validation: ClassVar[bool] = True
     valid: bool = True
 

@@ -43,6 +43,7 @@ class FileSeed(IndexedSeed):
     """
 
     kind = "file"
+    fork_safe = True
 
     def __init__(self, index: Index, index_location: str, data: str) -> None:
         super().__init__(index, data)

@@ -64,6 +64,7 @@ class NullSeed(Seed):
     """Always the first seed; provides null chunks."""
 
     kind = "null"
+    fork_safe = True
     needs_validation = False
 
     def __init__(self) -> None:

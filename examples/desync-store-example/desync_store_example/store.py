@@ -16,7 +16,10 @@ from desync_core.plugin_api import KeyValueChunkStore, StoreLocation, StoreOptio
 class FlatChunkStore(KeyValueChunkStore):
     """``flat:///abs/dir``: chunk files directly in ``/abs/dir``."""
 
+    # Capabilities (docs/plugin-hooks.md): on this machine, safe in forked workers,
+    # and its chunk files may be read directly by extract's batched fast path.
     is_local = True
+    fork_safe = True
 
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
         super().__init__(location, options)
@@ -25,6 +28,9 @@ class FlatChunkStore(KeyValueChunkStore):
     def _path(self, key: str) -> str:
         # "abcd/abcd….cacnk" -> "<dir>/abcd….cacnk"
         return os.path.join(self.directory, key.partition("/")[2])
+
+    def local_chunk_file(self, hex_id: str) -> str | None:
+        return f"{self.directory}/{hex_id}{self.codec.extension}"
 
     def _read(self, key: str) -> bytes:
         with open(self._path(key), "rb") as f:
