@@ -136,6 +136,7 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
         CommandRegistry,
         Registry,
     )
+    from desync_core.storefile import read_store_file  # noqa: F401
     from desync_core.stores.base import (  # noqa: F401
         ChunkStore,
         IndexStore,
@@ -224,6 +225,7 @@ _EXPORTS: dict[str, str] = {
     "location_matches": "desync_core.config",
     "Context": "desync_core.context",
     "error_text": "desync_core.context",
+    "read_store_file": "desync_core.storefile",
     "opening_context": "desync_core.context",
     # commands and servers
     "ListAction": "desync_core.cli.options",

@@ -566,6 +566,15 @@ class CatarDecoder:
         self._strip_xattr_nul = xattr_form == "desync"
         self._path = b""
 
+    @property
+    def offset(self) -> int:
+        """Archive offset of the next byte the decoder consumes.
+
+        Right after a regular file's node is yielded it is where the file's content
+        starts, so a reader with random access (a mount) can read files in place.
+        """
+        return self._in.offset
+
     # -- errors ------------------------------------------------------------------------
 
     def _error(self, message: str, offset: int | None = None) -> ArchiveFormatError:
