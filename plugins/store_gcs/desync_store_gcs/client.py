@@ -1,0 +1,270 @@
+"""The connection to one Google Cloud Storage bucket, shared by the chunk and index stores.
+
+:class:`BucketClient` owns a ``google-cloud-storage`` client, made lazily in each process
+(stores pickle as their location and options; a forked or spawned worker makes its own):
+
+* credentials: with ``STORAGE_EMULATOR_HOST`` set, anonymous ones (an emulator checks
+  none); otherwise Google's Application Default Credentials
+  (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's user credentials, the metadata server);
+* an HTTP session whose connection pool holds ``n`` (``-n``) connections, so that the
+  ``n`` requests the core keeps in flight each have one;
+* no retries of the library's own: every call passes ``retry=None``, transient failures
+  become :class:`StoreConnectionError` and the core's ``RetryingStore`` retries them
+  ``error-retry`` times in all (``store.md`` §5.1);
+* the store's ``timeout`` on every request.
+
+Failures are translated here, once (``remote.md`` §7): a missing object is
+``FileNotFoundError`` (the stores turn it into a missing chunk or index), but only
+after the bucket itself was seen to exist — GCS answers 404 for both, and a missing
+bucket is an error naming the bucket, not a store full of missing chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import google.auth
+import google.auth.exceptions
+import requests
+import requests.adapters
+from google.api_core import exceptions as api_exceptions
+from google.api_core.client_info import ClientInfo
+from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import storage
+
+from desync_core.plugin_api import (
+    StoreConnectionError,
+    StoreError,
+    StoreOptions,
+    StorePermissionError,
+    StoreTimeoutError,
+    UsageError,
+)
+from desync_store_gcs import __version__
+
+T = TypeVar("T")
+
+#: Content type of chunk objects (desync uses it for every chunk, compressed or not).
+CHUNK_CONTENT_TYPE = "application/zstd"
+#: Content type of index objects.
+INDEX_CONTENT_TYPE = "application/octet-stream"
+#: The library's scopes: read, write and delete objects.
+SCOPES = storage.Client.SCOPE
+#: Longest server message quoted in an error.
+_MAX_DETAIL = 200
+#: GCS bucket names: lower-case letters, digits, ``-``, ``_`` and ``.``, 3-222 chars.
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+#: HTTP statuses worth another attempt.
+_TRANSIENT = (408, 429)
+
+
+def split_location(raw: str) -> tuple[str, str]:
+    """Bucket and object prefix of ``gs://bucket[/prefix]`` (``remote.md`` §7).
+
+    The prefix is the path with leading and trailing ``/`` trimmed, plus ``/`` when it
+    is not empty: ``gs://b/x/y/`` → (``b``, ``x/y/``); ``gs://b`` → (``b``, ``""``).
+
+    Raises:
+        UsageError: no bucket, or not a valid bucket name.
+    """
+    rest = raw.split("://", 1)[1] if "://" in raw else raw
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    bucket, _, path = rest.partition("/")
+    if not bucket:
+        raise UsageError(f"expected bucket name in gs:// location {raw!r}")
+    if not _BUCKET_RE.fullmatch(bucket):
+        raise UsageError(f"invalid bucket name {bucket!r} in {raw!r} (lower-case letters, "
+                         "digits, '-', '_' and '.')")
+    prefix = path.strip("/")
+    return bucket, prefix + "/" if prefix else ""
+
+
+def _detail(exc: BaseException) -> str:
+    """The server's message (or the exception's), on one line and not too long."""
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    text = " ".join(str(text).split())
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "…"
+
+
+class BucketClient:
+    """Requests to one bucket on behalf of a store.
+
+    Args:
+        bucket: the bucket name.
+        options: the store's options (``n`` sizes the pool, ``timeout`` bounds requests).
+        name: the store's location, for messages.
+    """
+
+    def __init__(self, bucket: str, options: StoreOptions, name: str) -> None:
+        self.bucket_name = bucket
+        self.options = options
+        self.name = name
+        self._bucket: storage.Bucket | None = None
+        self._session: requests.Session | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
+        #: the bucket was seen to exist (or could not be checked: permission)
+        self._bucket_known = False
+
+    # -- connection ------------------------------------------------------------------
+
+    def bucket(self) -> storage.Bucket:
+        """The bucket handle, made on first use in this process."""
+        if self._lock_pid != os.getpid():
+            # A forked child may have inherited the lock held by another thread.
+            self._lock = threading.Lock()
+            self._lock_pid = os.getpid()
+        with self._lock:
+            if self._bucket is None or self._pid != os.getpid():
+                # A forked child must not share its parent's pooled sockets.
+                self._bucket = self._connect()
+                self._pid = os.getpid()
+            return self._bucket
+
+    def _connect(self) -> storage.Bucket:
+        # The library fetches bucket metadata in a background thread on first use for
+        # its tracing attributes: an extra request (and a thread) per process that
+        # tracing-less runs never need.
+        os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
+        project: str | None
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            credentials: Any = AnonymousCredentials()
+            project = os.environ.get("GOOGLE_CLOUD_PROJECT") or None
+        else:
+            try:
+                credentials, project = google.auth.default(scopes=SCOPES)
+            except google.auth.exceptions.GoogleAuthError as exc:
+                raise StorePermissionError(
+                    f"no Google credentials for bucket '{self.bucket_name}': {_detail(exc)}"
+                ) from None
+        session = AuthorizedSession(credentials)
+        pool = max(1, self.options.n)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool,
+                                                max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        # Chunks are compressed already: no transport compression.
+        session.headers["Accept-Encoding"] = "identity"
+        self._session = session
+        client = storage.Client(
+            project=project, credentials=credentials, _http=session,
+            client_info=ClientInfo(user_agent=f"desync-store-gcs/{__version__}"),
+        )
+        return client.bucket(self.bucket_name)
+
+    def close(self) -> None:
+        """Drop the pooled connections (a later request reconnects)."""
+        with self._lock:
+            session, self._session, self._bucket = self._session, None, None
+        if session is not None and self._pid == os.getpid():
+            session.close()
+
+    # -- requests --------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one library call, translating its failures (see the module docstring)."""
+        try:
+            return fn()
+        except api_exceptions.NotFound:
+            self._require_bucket()
+            raise FileNotFoundError(what) from None
+        except Exception as exc:
+            raise self.error(what, exc) from None
+
+    def error(self, what: str, exc: BaseException) -> StoreError:
+        """The core error for a failed request (``what`` names the object)."""
+        if isinstance(exc, StoreError):
+            return exc
+        where = f"bucket '{self.bucket_name}'"
+        if isinstance(exc, api_exceptions.Forbidden | api_exceptions.Unauthorized):
+            return StorePermissionError(f"permission denied by {where} ({what}): "
+                                        f"{_detail(exc)}")
+        if isinstance(exc, api_exceptions.GoogleAPICallError):
+            code = exc.code or 0
+            if code >= 500 or code in _TRANSIENT:
+                return StoreConnectionError(f"{where}: {what}: {_detail(exc)}")
+            return StoreError(f"{where}: {what}: {_detail(exc)}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            timeout = self.options.timeout
+            return StoreTimeoutError(f"{where}: {what}: timeout after {timeout:g}s")
+        if isinstance(exc, requests.exceptions.RequestException):
+            return StoreConnectionError(f"{where}: {what}: {_detail(exc)}")
+        if isinstance(exc, google.auth.exceptions.TransportError):
+            return StoreConnectionError(f"{where}: getting credentials: {_detail(exc)}")
+        if isinstance(exc, google.auth.exceptions.GoogleAuthError):
+            return StorePermissionError(f"{where}: credentials refused: {_detail(exc)}")
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return StoreConnectionError(f"{where}: {what}: {_detail(exc)}")
+        return StoreError(f"{where}: {what}: {_detail(exc)}")
+
+    def _require_bucket(self) -> None:
+        """Check, once, that a 404 meant "no such object" and not "no such bucket"."""
+        if self._bucket_known:
+            return
+        try:
+            exists = self.bucket().exists(retry=None, timeout=self.options.timeout)
+        except api_exceptions.Forbidden:
+            exists = True  # may read objects but not the bucket's metadata: can't tell
+        except Exception as exc:
+            raise self.error("looking up the bucket", exc) from None
+        if not exists:
+            raise StoreError(f"bucket '{self.bucket_name}' does not exist")
+        self._bucket_known = True
+
+    def download(self, name: str, *, checksum: str | None = None) -> bytes:
+        """The bytes of object ``name``; FileNotFoundError if it does not exist."""
+        blob = self.bucket().blob(name)
+        return self._call(f"reading {name}", lambda: blob.download_as_bytes(
+            retry=None, timeout=self.options.timeout, checksum=checksum, raw_download=True))
+
+    def exists(self, name: str) -> bool:
+        """Whether object ``name`` exists (its attributes can be read)."""
+        blob = self.bucket().blob(name)
+        found = self._call(f"looking up {name}", lambda: blob.exists(
+            retry=None, timeout=self.options.timeout))
+        if not found:
+            self._require_bucket()
+        return bool(found)
+
+    def upload(self, name: str, data: bytes | bytearray | memoryview,
+               content_type: str) -> None:
+        """Create or replace object ``name`` in one request.
+
+        A GCS object appears only when its upload completes, so readers never see a
+        partial one. No ``if_generation_match=0`` precondition: a cache repair and
+        ``verify -r`` must be able to replace a damaged chunk, and two writers of one
+        chunk write the same bytes.
+        """
+        blob = self.bucket().blob(name)
+        payload = data if isinstance(data, bytes) else bytes(data)
+        self._call(f"writing {name}", lambda: blob.upload_from_string(
+            payload, content_type=content_type, retry=None, timeout=self.options.timeout,
+            checksum=None))
+
+    def delete(self, name: str) -> None:
+        """Delete object ``name``; FileNotFoundError if it does not exist."""
+        blob = self.bucket().blob(name)
+        self._call(f"deleting {name}", lambda: blob.delete(
+            retry=None, timeout=self.options.timeout))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Names of every object under ``prefix`` (recursive; names only, paged)."""
+        bucket = self.bucket()
+        pages = self._call("listing", lambda: bucket.client.list_blobs(
+            bucket, prefix=prefix or None, retry=None, timeout=self.options.timeout,
+            page_size=1000, fields="items(name),nextPageToken"))
+        iterator = iter(pages)
+        while True:
+            blob = self._call("listing", lambda: next(iterator, None))
+            if blob is None:
+                return
+            yield blob.name
+
+
+__all__ = ["CHUNK_CONTENT_TYPE", "INDEX_CONTENT_TYPE", "BucketClient", "split_location"]
