@@ -7,7 +7,7 @@ limit between feeds; a truncated stream is an error, never a short result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: Compressed bytes handed to a decoder at a time.
@@ -25,9 +25,16 @@ def inflate_bounded(stored: bytes | bytearray | memoryview, new_decoder: Callabl
         ValueError: more than ``limit`` bytes of output.
         EOFError: the last frame is incomplete.
     """
+    parts = list(iter_inflate(stored, new_decoder, limit, feed=feed))
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def iter_inflate(stored: bytes | bytearray | memoryview, new_decoder: Callable[[], Any],
+                 limit: int, *, feed: int = FEED) -> Iterator[bytes]:
+    """:func:`inflate_bounded`'s output in pieces, as they are decoded (a consumer
+    that hashes them needs no memory for the whole)."""
     view = memoryview(stored).cast("B")
     size = len(view)
-    parts: list[bytes] = []
     total = pos = 0
     while True:  # one frame (stream) per round
         decoder = new_decoder()
@@ -38,12 +45,15 @@ def inflate_bounded(stored: bytes | bytearray | memoryview, new_decoder: Callabl
             total += len(piece)
             if total > limit:
                 raise ValueError(f"decompresses to more than {limit} bytes")
-            parts.append(piece)
+            if piece:
+                yield piece
         if not decoder.eof:
             raise EOFError("truncated compressed data")
         pos -= len(decoder.unused_data)  # the next frame starts there
         if pos >= size:
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            if not total:
+                yield b""
+            return
 
 
-__all__ = ["FEED", "inflate_bounded"]
+__all__ = ["FEED", "inflate_bounded", "iter_inflate"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from desync_core.inflate import inflate_bounded
@@ -185,14 +186,29 @@ def decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
     Raises:
         ZstdDecodeError: invalid or truncated data, or more than ``limit`` bytes.
     """
+    parts = [bytes(piece) for piece in iter_decompress(stored, limit)]
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def iter_decompress(stored: bytes | bytearray | memoryview,
+                    limit: int) -> Iterator[bytes | memoryview]:
+    """:func:`decompress`'s output in pieces of at most 1 MiB, as they are decoded.
+
+    A piece is a view of this thread's scratch buffer: valid until the next piece is
+    asked for (``verify`` hashes them, so a chunk of any size needs 1 MiB).
+
+    Raises:
+        ZstdDecodeError: as :func:`decompress` (possibly after some pieces).
+    """
     if _LIB is None:
-        return _fallback_decompress(stored, limit)
+        yield _fallback_decompress(stored, limit)
+        return
     s = _scratch()
     keep, addr, n = _input(stored)
     inb = _Buffer(addr, n, 0)
-    parts: list[bytes] = []
     total = 0
     pending = 0  # >0 while a frame is incomplete
+    produced = False
     try:
         while True:
             outb = _Buffer(ctypes.addressof(s.cbuf), _STEP, 0)
@@ -202,7 +218,8 @@ def decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
                 total += outb.pos
                 if total > limit:
                     raise ZstdDecodeError(f"decompresses to more than {limit} bytes")
-                parts.append(ctypes.string_at(ctypes.addressof(s.cbuf), outb.pos))
+                produced = True
+                yield memoryview(s.buf)[: outb.pos]
             if inb.pos == inb.size and (pending == 0 or outb.pos < outb.size):
                 # All input consumed, and either the last frame is complete and flushed
                 # (0) or the decoder has nothing more to give. Calling again after a
@@ -212,13 +229,15 @@ def decompress(stored: bytes | bytearray | memoryview, limit: int) -> bytes:
                 break
         if pending:
             raise ZstdDecodeError("zstd: truncated frame")
-    except ZstdDecodeError:
-        # The context is mid-frame; a clean one is needed for the next chunk.
+        if not produced:
+            yield b""
+    except BaseException:
+        # The context is mid-frame (an error, or a consumer that stopped early); a
+        # clean one is needed for the next chunk.
         _LIB.ZSTD_DCtx_reset(s.dctx, _SESSION_AND_PARAMETERS)
         raise
     finally:
         del keep
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def decompress_into(stored: bytes | bytearray | memoryview, out: bytearray,
@@ -297,4 +316,4 @@ def _fallback_decompress(stored: bytes | bytearray | memoryview, limit: int) -> 
 
 
 __all__ = ["BACKEND", "LEVEL", "RawDecoder", "ZstdDecodeError", "available", "compress",
-           "decompress", "decompress_into"]
+           "decompress", "decompress_into", "iter_decompress"]
