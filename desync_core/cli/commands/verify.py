@@ -1,4 +1,4 @@
-"""``desync verify``: check every chunk of a local store."""
+"""``desync verify``: check every chunk of a store that can be listed (local, gs://…)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from desync_core.registry import Command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``verify``."""
-    add_store_single(p, "local store to verify")
+    add_store_single(p, "store to verify (a local directory or a store that can be listed)")
     p.add_argument("-n", "--concurrency", type=int_arg, default=10,
                    help="number of concurrent workers (default 10)")
     add_bool(p, "-r", "--repair", help="remove invalid chunks from the store")
@@ -24,13 +24,16 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     """
     from desync_core.errors import IntegrityError, UsageError
     from desync_core.ops.storeops import verify_store
-    from desync_core.stores.local import LocalChunkStore
+    from desync_core.stores.base import PrunableChunkStore
 
     if not args.store:
         raise UsageError("no store provided")
     store = ctx.open_chunk_store(args.store)
-    if not isinstance(store, LocalChunkStore):
-        raise UsageError(f"'{args.store}' is not a local store; verify needs a local store")
+    # Any store that lists and deletes chunks (local, or a plugin's bucket store)
+    # can be walked; HTTP and ssh stores cannot.
+    if not isinstance(store, PrunableChunkStore):
+        raise UsageError(f"'{args.store}' is not a local store and cannot be listed; "
+                         "verify needs a store it can list")
     remaining = verify_store(store, ctx.digest, workers=args.concurrency, repair=args.repair)
     if remaining:
         noun = "chunk" if remaining == 1 else "chunks"
