@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -28,28 +27,52 @@ def default_config_path() -> str:
     return os.path.join(os.path.expanduser("~"), ".config", "desync", "config.json")
 
 
+#: One pattern position: a literal character, ``None`` for ``?``, or a class
+#: ``(negated, ((lo, hi), ...))``.
+_Item = str | None | tuple[bool, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A run of single-character items, preceded by one or more ``*`` if ``star``."""
+
+    star: bool
+    items: tuple[_Item, ...]
+
+
 @cache
-def _glob_regex(pattern: str) -> re.Pattern[str] | None:
-    """Translate a Go ``path.Match`` pattern; None if it is malformed."""
-    out: list[str] = []
+def _compile_glob(pattern: str) -> tuple[_Chunk, ...] | None:
+    """Split a Go ``path.Match`` pattern into chunks; None if it is malformed.
+
+    Consecutive stars are one star: ``a**b`` and ``a*b`` are the same pattern.
+    """
+    chunks: list[_Chunk] = []
+    items: list[_Item] = []
+    star = False
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
         if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
+            if items:  # (an empty chunk only before a leading star: nothing to match)
+                chunks.append(_Chunk(star, tuple(items)))
+                items = []
+            star = True
+            while i < n and pattern[i] == "*":
+                i += 1
+            continue
+        if c == "?":
+            items.append(None)
         elif c == "\\":
             i += 1
             if i >= n:
                 return None
-            out.append(re.escape(pattern[i]))
+            items.append(pattern[i])
         elif c == "[":
             i += 1
             negate = i < n and pattern[i] == "^"
             if negate:
                 i += 1
-            ranges: list[str] = []
+            ranges: list[tuple[str, str]] = []
             while True:
                 if i >= n:
                     return None
@@ -58,18 +81,18 @@ def _glob_regex(pattern: str) -> re.Pattern[str] | None:
                 lo, i = _class_char(pattern, i)
                 if lo is None:
                     return None
+                hi = lo
                 if i < n and pattern[i] == "-":
                     hi, i = _class_char(pattern, i + 1)
-                    if hi is None or hi < lo:
+                    if hi is None:
                         return None
-                    ranges.append(f"{re.escape(lo)}-{re.escape(hi)}")
-                else:
-                    ranges.append(re.escape(lo))
-            out.append(f"[{'^' if negate else ''}{''.join(ranges)}]")
+                ranges.append((lo, hi))  # lo > hi is valid in Go and matches nothing
+            items.append((negate, tuple(ranges)))
         else:
-            out.append(re.escape(c))
+            items.append(c)
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    chunks.append(_Chunk(star, tuple(items)))
+    return tuple(chunks)
 
 
 def _class_char(pattern: str, i: int) -> tuple[str | None, int]:
@@ -82,10 +105,60 @@ def _class_char(pattern: str, i: int) -> tuple[str | None, int]:
     return pattern[i], i + 1
 
 
+def _match_items(items: tuple[_Item, ...], name: str, pos: int) -> int:
+    """Where ``items`` matched at ``name[pos:]`` end, or -1."""
+    if pos + len(items) > len(name):
+        return -1
+    for item in items:
+        c = name[pos]
+        if item is None:
+            if c == "/":
+                return -1
+        elif isinstance(item, str):
+            if c != item:
+                return -1
+        else:
+            negate, ranges = item
+            if any(lo <= c <= hi for lo, hi in ranges) == negate:
+                return -1
+        pos += 1
+    return pos
+
+
 def glob_match(pattern: str, name: str) -> bool:
-    """Go ``path.Match``; a malformed pattern never matches."""
-    rx = _glob_regex(pattern)
-    return rx is not None and rx.fullmatch(name) is not None
+    """Go ``path.Match``; a malformed pattern never matches.
+
+    Each chunk is placed at the first position where it matches, never revisited:
+    since ``*`` cannot cross ``/``, the leftmost place leaves the most room for what
+    follows, except for the last chunk, which must end the name. That is Go's own
+    strategy (and its results, e.g. a class matching ``/``), and it is O(len(pattern)
+    * len(name)): a backtracking regex took exponential time on keys with many stars.
+    """
+    chunks = _compile_glob(pattern)
+    if chunks is None:
+        return False
+    pos = 0
+    for k, chunk in enumerate(chunks):
+        last = k == len(chunks) - 1
+        if chunk.star and not chunk.items:
+            if last:
+                return "/" not in name[pos:]
+            continue
+        if not chunk.star:
+            pos = _match_items(chunk.items, name, pos)
+            if pos < 0:
+                return False
+            continue
+        start = pos
+        while True:
+            end = _match_items(chunk.items, name, start)
+            if end >= 0 and (not last or end == len(name)):
+                pos = end
+                break
+            if start >= len(name) or name[start] == "/":
+                return False  # the star cannot skip this character
+            start += 1
+    return pos == len(name)
 
 
 def location_matches(pattern: str, location: str) -> bool:
