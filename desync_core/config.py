@@ -81,7 +81,7 @@ def _compile_glob(pattern: str) -> tuple[_Chunk, ...] | None:
                 lo, i = _class_char(pattern, i)
                 if lo is None:
                     return None
-                hi = lo
+                hi: str | None = lo
                 if i < n and pattern[i] == "-":
                     hi, i = _class_char(pattern, i + 1)
                     if hi is None:
