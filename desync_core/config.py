@@ -81,11 +81,12 @@ def _compile_glob(pattern: str) -> tuple[_Chunk, ...] | None:
                 lo, i = _class_char(pattern, i)
                 if lo is None:
                     return None
-                hi: str | None = lo
+                hi = lo
                 if i < n and pattern[i] == "-":
-                    hi, i = _class_char(pattern, i + 1)
-                    if hi is None:
+                    upper, i = _class_char(pattern, i + 1)
+                    if upper is None:
                         return None
+                    hi = upper
                 ranges.append((lo, hi))  # lo > hi is valid in Go and matches nothing
             items.append((negate, tuple(ranges)))
         else:
