@@ -108,12 +108,14 @@ class Context:
     def index_store_options(self, location: str) -> StoreOptions:
         """Options for an index location (looked up with the part before the last /)."""
         key = index_options_key(location)
-        opts = self.store_options(key)
-        if opts.encryption:
+        # Any encryption setting is refused before the options are validated (desync:
+        # indexes are always plain; an incomplete setting must not report a key error).
+        raw = self.config.options_for(key).with_(**self.overrides)
+        if raw.encryption or raw.encryption_key or raw.encryption_algorithm:
             raise ConfigError(
                 f'store options for "{location}": encryption is not supported by index stores'
             )
-        return opts
+        return self.store_options(key)
 
     def config_entry(self, section: str, location: str) -> dict[str, Any] | None:
         """The entry of a plugin's config section (``s3-credentials``…) whose glob key
@@ -141,31 +143,45 @@ class Context:
         reg = get_registries().chunk_stores.get(loc.scheme, what=loc.raw)
         return _instantiate(reg.load(), loc, self.store_options(loc.raw), self)  # type: ignore[no-any-return]
 
-    def _reader(self, loc: StoreLocation, digest: Digest) -> Any:
+    def _reader(self, loc: StoreLocation, digest: Digest, max_chunk_size: int | None) -> Any:
         store = self.open_chunk_store(loc)
         retrying = RetryingStore(store, store.options.error_retry,
                                  store.options.error_retry_base_interval)
-        return VerifyingStore(retrying, digest, skip_verify=store.options.skip_verify)
+        return VerifyingStore(retrying, digest, skip_verify=store.options.skip_verify,
+                              max_size=max_chunk_size)
 
-    def open_reader(self, spec: str, digest: Digest | None = None) -> ChunkReader:
-        """Open one ``-s`` value (a store or a failover group ``A|B``), verified."""
+    def open_reader(self, spec: str, digest: Digest | None = None, *,
+                    max_chunk_size: int | None = None) -> ChunkReader:
+        """Open one ``-s`` value (a store or a failover group ``A|B``), verified.
+
+        ``max_chunk_size`` (the index's largest chunk) bounds what a chunk may decode
+        to: a hostile chunk file fails there instead of inflating further.
+        """
         digest = digest or self.digest
-        members = [self._reader(loc, digest) for loc in parse_group(spec)]
+        members = [self._reader(loc, digest, max_chunk_size) for loc in parse_group(spec)]
         return members[0] if len(members) == 1 else FailoverGroup(members)
 
     def open_source(self, stores: list[str], cache: str | None = None,
-                    digest: Digest | None = None) -> ChunkReader:
-        """The store chain of ``-s S1 -s S2 … [-c CACHE]``: a router, behind a cache."""
+                    digest: Digest | None = None, *,
+                    max_chunk_size: int | None = None) -> ChunkReader:
+        """The store chain of ``-s S1 -s S2 … [-c CACHE]``: a router, behind a cache.
+
+        Readers that have an index pass its ``chunk_size_max`` as ``max_chunk_size``
+        (see :meth:`open_reader`).
+        """
         if not stores:
             raise UsageError("no store provided")
         digest = digest or self.digest
-        readers = [self.open_reader(s, digest) for s in stores]
+        readers = [self.open_reader(s, digest, max_chunk_size=max_chunk_size) for s in stores]
         source: ChunkReader = readers[0] if len(readers) == 1 else RouterStore(readers)
         if cache:
-            source = CacheStore(source, self.open_cache(cache, digest), repair=self.cache_repair)
+            source = CacheStore(source, self.open_cache(cache, digest,
+                                                        max_chunk_size=max_chunk_size),
+                                repair=self.cache_repair)
         return source
 
-    def open_cache(self, location: str, digest: Digest | None = None) -> Any:
+    def open_cache(self, location: str, digest: Digest | None = None, *,
+                   max_chunk_size: int | None = None) -> Any:
         """A writable cache store, verified on read; local caches refresh mtimes."""
         store = self.open_chunk_store(location)
         if not isinstance(store, WritableChunkStore):
@@ -175,7 +191,7 @@ class Context:
         retrying = RetryingStore(store, store.options.error_retry,
                                  store.options.error_retry_base_interval)
         return VerifyingStore(retrying, digest or self.digest,
-                              skip_verify=store.options.skip_verify)
+                              skip_verify=store.options.skip_verify, max_size=max_chunk_size)
 
     def open_writable(self, location: str) -> RetryingStore:
         """A store to write chunks to (``make -s``, ``chop -s``, ``cache -c``)."""

@@ -93,7 +93,8 @@ class ChunkStore(ABC):
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
         self.location = location
         self.options = options or StoreOptions()
-        self.codec = ChunkCodec(compressed=not self.options.uncompressed)
+        #: How chunks are stored: compression, then encryption (``store.md`` §2).
+        self.codec = ChunkCodec.for_options(self.options)
 
     @classmethod
     def from_location(cls, location: StoreLocation, options: StoreOptions) -> ChunkStore:

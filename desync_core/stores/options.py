@@ -52,16 +52,16 @@ class StoreOptions:
                 f"store options for {location!r}: client-cert and client-key must be "
                 "given together"
             )
-        if (self.encryption_key or self.encryption_algorithm) and not self.encryption:
-            raise ConfigError(
-                f"store options for {location!r}: encryption-key or encryption-algorithm "
-                "configured without setting encryption to true"
-            )
-        if self.encryption:
-            raise ConfigError(
-                f"store options for {location!r}: chunk encryption is not supported by "
-                "this version"
-            )
+        if self.encryption or self.encryption_key or self.encryption_algorithm:
+            from desync_core.stores.encryption import resolve_settings
+
+            try:
+                # desync's rules and messages (store.md §5.1); the key falls back to
+                # $DESYNC_ENCRYPTION_KEY. The cipher library is loaded by the store.
+                resolve_settings(self.encryption, self.encryption_key,
+                                 self.encryption_algorithm)
+            except ConfigError as exc:
+                raise ConfigError(f"store options for {location!r}: {exc}") from None
 
     # -- JSON (config file) form ------------------------------------------------
 
