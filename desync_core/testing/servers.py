@@ -137,6 +137,72 @@ class SSHServer:
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, proc=self.proc, what="sshd")
 
+    # -- added for the SFTP plugin's tests ----------------------------------------------
+
+    def session_pids(self) -> list[int]:
+        """PIDs of the processes serving this server's connections: the per-connection
+        sshd processes (they ``setsid`` and outlive :meth:`stop`), found as the owners of
+        TCP sockets whose *local* port is this server's port (clients have the remote
+        one)."""
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    lines = f.readlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == self.port:
+                    inodes.add(f"socket:[{fields[9]}]")
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in (os.getpid(), self.proc.pid):
+                continue
+            try:
+                fds = os.listdir(f"/proc/{entry}/fd")
+                if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                    pids.append(int(entry))
+            except OSError:
+                continue  # exited meanwhile, or not ours to look at
+        return pids
+
+    def kill_sessions(self) -> int:
+        """SIGKILL every connection this server is serving (the clients see the link
+        drop); returns how many processes were killed."""
+        killed = 0
+        for pid in self.session_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        return killed
+
+    def stop_all(self) -> None:
+        """Stop sshd and drop every connection it serves (:meth:`stop` alone leaves
+        established sessions running)."""
+        self.stop()
+        self.kill_sessions()
+
+    def write_user_files(self, home: Path) -> Path:
+        """Give ``home`` an OpenSSH user setup for this server: ``~/.ssh/config`` (the
+        ``Host`` alias, without UserKnownHostsFile so ``~/.ssh/known_hosts`` is used),
+        ``~/.ssh/known_hosts`` and the client key as ``~/.ssh/id_ed25519``. Returns the
+        ``.ssh`` directory. Tests run clients with ``HOME=home``."""
+        ssh = home / ".ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        os.chmod(ssh, 0o700)
+        shutil.copy(self.client_key, ssh / "id_ed25519")
+        shutil.copy(f"{self.client_key}.pub", ssh / "id_ed25519.pub")
+        os.chmod(ssh / "id_ed25519", 0o600)
+        shutil.copy(self.known_hosts, ssh / "known_hosts")
+        (ssh / "config").write_text(
+            f"Host {self.alias}\n  HostName 127.0.0.1\n  Port {self.port}\n  User root\n"
+            f"  IdentityFile {ssh / 'id_ed25519'}\n  IdentitiesOnly yes\n"
+            "  StrictHostKeyChecking yes\n  BatchMode yes\n")
+        return ssh
+
 
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[SSHServer]:
