@@ -19,17 +19,33 @@ from desync_core.testing.contracts import (
     open_index_store,
     sample_chunk,
 )
+from desync_core.testing.encryption import (
+    ENCRYPTION_EXTENSIONS,
+    ENCRYPTION_OPTION_SETS,
+    OTHER_ENCRYPTION_KEY,
+    TEST_ENCRYPTION_KEY,
+    TEST_KEY_ID,
+    encrypted_context,
+    write_store_options,
+)
 
 __all__ = [
+    "ENCRYPTION_EXTENSIONS",
+    "ENCRYPTION_OPTION_SETS",
+    "OTHER_ENCRYPTION_KEY",
+    "TEST_ENCRYPTION_KEY",
+    "TEST_KEY_ID",
     "ArchiveFormatContract",
     "ChunkStoreContract",
     "IndexStoreContract",
     "LocalDirectoryRaw",
     "PrunableChunkStoreContract",
     "WritableChunkStoreContract",
+    "encrypted_context",
     "local_get_raw",
     "local_put_raw",
     "open_chunk_store",
     "open_index_store",
     "sample_chunk",
+    "write_store_options",
 ]

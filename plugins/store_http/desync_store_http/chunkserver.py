@@ -36,6 +36,7 @@ from desync_core.plugin_api import (
     Context,
     DesyncError,
     Digest,
+    StoreOptions,
     UsageError,
     VerifyingStore,
     error_text,
@@ -294,19 +295,24 @@ class ChunkServer:
         writable: accept PUT.
         verify_read: hash chunks read upstream (``--skip-verify-read=false``).
         uncompressed: the wire format is uncompressed (``-u``).
+        codec: the wire format (compression and encryption, see :func:`wire_codec`);
+            overrides ``uncompressed``.
         settings: server settings (error stream for reload failures).
     """
 
     def __init__(self, ctx: Context, *, stores: list[str] | None = None, cache: str = "",
                  store_file: str = "", writable: bool = False, verify_read: bool = False,
-                 uncompressed: bool = False, settings: ServerSettings | None = None) -> None:
+                 uncompressed: bool = False, codec: ChunkCodec | None = None,
+                 settings: ServerSettings | None = None) -> None:
         self.ctx = ctx
         self.stores = list(stores or [])
         self.cache = cache
         self.store_file = store_file
         self.writable = writable
         self.verify_read = verify_read
-        self.codec = ChunkCodec(compressed=not uncompressed)
+        #: The wire format: chunks are converted to it from any upstream format (GET)
+        #: and from it to the upstream's format (PUT).
+        self.codec = codec if codec is not None else ChunkCodec(compressed=not uncompressed)
         self.settings = settings or ServerSettings()
         self.digests = self._accepted_digests(ctx)
         self.holder = StoreHolder(self._build())
@@ -419,11 +425,33 @@ class ChunkHandler(RequestHandler):
         self.reply(200)
 
 
+def wire_codec(args: argparse.Namespace) -> ChunkCodec:
+    """The format chunks are exchanged in: ``-u`` and the ``--encryption*`` flags.
+
+    Any of ``--encryption``, ``--encryption-key``, ``--encryption-algorithm`` enables
+    encryption; the key then falls back to ``$DESYNC_ENCRYPTION_KEY``, which alone never
+    changes the wire format (it may be set for an encrypted store in the config).
+
+    Raises:
+        UsageError: invalid encryption flags (desync's messages).
+    """
+    options = StoreOptions(
+        uncompressed=args.uncompressed,
+        encryption=bool(args.encryption or args.encryption_key or args.encryption_algorithm),
+        encryption_key=args.encryption_key,
+        encryption_algorithm=args.encryption_algorithm,
+    )
+    try:
+        return ChunkCodec.for_options(options)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(args: argparse.Namespace, ctx: Context) -> int:
     """The ``chunk-server`` command: build the upstream, listen, serve until stopped."""
     validate_server_flags(args)
-    if args.encryption or args.encryption_key or args.encryption_algorithm:
-        raise UsageError("chunk encryption is not supported by this version")
+    # The wire format is checked before any upstream store is opened (fail fast).
+    wire = wire_codec(args)
     if args.store_file:
         if args.store:
             raise UsageError("--store and --store-file can't be used together")
@@ -434,7 +462,7 @@ def main(args: argparse.Namespace, ctx: Context) -> int:
            if args.cert else None)
     app = ChunkServer(ctx, stores=args.store, cache=args.cache, store_file=args.store_file,
                       writable=args.writable, verify_read=not args.skip_verify_read,
-                      uncompressed=args.uncompressed, settings=settings)
+                      codec=wire, settings=settings)
     try:
         settings.log = RequestLog(args.log) if args.log else None
         group = ServerGroup(args.listen or [":http"], ChunkHandler, app, settings, tls)
@@ -456,4 +484,5 @@ __all__ = [
     "parse_chunk_path",
     "read_store_file",
     "request_path",
+    "wire_codec",
 ]

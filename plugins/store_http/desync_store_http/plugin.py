@@ -65,11 +65,15 @@ def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     add_bool(p, "--skip-verify-write", default=True,
              help="accepted for compatibility; uploaded chunks are always verified")
     add_bool(p, "-u", "--uncompressed", help="serve and accept uncompressed chunks")
-    add_bool(p, "--encryption", help="serve encrypted chunks (not supported by this version)")
+    add_bool(p, "--encryption",
+             help="serve (and accept) chunks encrypted, expects the key in "
+                  "$DESYNC_ENCRYPTION_KEY unless --encryption-key is given")
     p.add_argument("--encryption-key", default="", metavar="HEX",
-                   help="encryption key (not supported by this version)")
+                   help="serve chunks encrypted with this hex-encoded 256-bit key, implies "
+                        "--encryption")
     p.add_argument("--encryption-algorithm", default="", metavar="ALG",
-                   help="encryption algorithm (not supported by this version)")
+                   help="encryption algorithm, xchacha20-poly1305 (default) or aes-256-gcm, "
+                        "implies --encryption")
     add_store_flags(p)
     add_server_flags(p)
 
@@ -104,7 +108,10 @@ CHUNK_SERVER = Command(
     description=(
         "Serves chunks from one or more stores (local or remote, optionally behind a cache) "
         "over HTTP, or HTTPS with --cert/--key. Paths are /<4hex>/<id>.cacnk (no extension "
-        "with -u). With -w the server accepts PUT requests for a single upstream store; "
+        "with -u). With --encryption (or --encryption-key/--encryption-algorithm) chunks are "
+        "served and accepted encrypted, whatever their format upstream, at "
+        "/<4hex>/<id>.cacnk.<algorithm>-<key id>; $DESYNC_ENCRYPTION_KEY alone does not "
+        "enable encryption. With -w the server accepts PUT requests for a single upstream store; "
         "every uploaded chunk is checked against its id before it is stored. "
         "--store-file defines the stores in a JSON file that SIGHUP reloads."
     ),

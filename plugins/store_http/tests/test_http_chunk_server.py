@@ -283,7 +283,7 @@ def test_tls_and_mutual_tls(start_server: StartServer, cmd_testdata: Path,
     (["-w", "-s", "b"], "Only one upstream store supported for writing and no cache"),
     (["-w", "-c", "cache"], "Only one upstream store supported for writing and no cache"),
     (["--store-file", "f.json"], "--store and --store-file can't be used together"),
-    (["--encryption"], "encryption is not supported"),
+    (["--encryption"], "no encryption key configured"),
     (["-l", "127.0.0.1"], "missing port"),
     (["-l", "127.0.0.1:nosuchservice"], "unknown port"),
 ])
