@@ -30,7 +30,11 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
         if not parse_location(args.store).is_local:
             raise UsageError(f"'{args.store}' is not a local store")
         opts = ctx.store_options(args.store)
-        ext = None if opts.uncompressed else ".cacnk"
+        from desync_core.stores.chunk import ChunkCodec
+
+        # Stored sizes only when they differ from the plain ones (compressed and/or
+        # encrypted), read from the files of the store's own format.
+        ext = ChunkCodec.for_options(opts).extension or None
     index = ctx.read_index(args.index)
     text = inspect_chunks(index, args.store or None, ext)
     if args.output and args.output != "-":
