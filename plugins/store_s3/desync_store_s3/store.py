@@ -95,6 +95,9 @@ class S3ChunkStore(_S3Base, KeyValueChunkStore):
     as desync does (a later read or write reports the cause).
     """
 
+    #: Keys per ``ListObjectsV2`` page (S3's maximum).
+    list_page_size = 1000
+
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None,
                  credentials: CredentialsEntry | None = None) -> None:
         KeyValueChunkStore.__init__(self, location, options)
@@ -127,7 +130,7 @@ class S3ChunkStore(_S3Base, KeyValueChunkStore):
         prefix = self.s3.prefix
         token: str | None = None
         while True:
-            params: dict[str, Any] = {"Prefix": prefix, "MaxKeys": 1000}
+            params: dict[str, Any] = {"Prefix": prefix, "MaxKeys": self.list_page_size}
             if token:
                 params["ContinuationToken"] = token
             page = self.conn.call("list_objects_v2", f"listing {prefix or '/'}", wrap=False,

