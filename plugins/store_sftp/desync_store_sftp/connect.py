@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import select
 import shlex
@@ -35,6 +36,11 @@ from typing import Any
 import paramiko  # type: ignore[import-untyped]
 
 from desync_core.plugin_api import StoreError, StorePermissionError
+
+# paramiko logs a dropped connection from its transport thread ("Socket exception:
+# Connection reset by peer"); without a handler Python would print that on stderr next
+# to the one-line error the store raises. Configured logging still receives it.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: OpenSSH's default identity files, in the order ssh tries them.
 DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk")

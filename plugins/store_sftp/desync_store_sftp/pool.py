@@ -83,9 +83,16 @@ class SessionPool:
             raise
         except OSError as exc:
             # A timeout leaves an answer pending; other OS errors may be the link.
-            broken = isinstance(exc, (TimeoutError, ConnectionError)) or not session.alive()
-            self._release(session, generation, broken)
-            raise
+            if isinstance(exc, (TimeoutError, ConnectionError)):
+                self._release(session, generation, broken=True)
+                raise
+            if session.alive():
+                self._release(session, generation, broken=False)  # e.g. SFTP "Failure"
+                raise
+            self._release(session, generation, broken=True)
+            # paramiko says "Socket is closed" with a plain OSError: name it a link error
+            # so that it is retried.
+            raise ConnectionError(f"connection lost: {exc.strerror or exc}") from exc
         except BaseException:
             # A protocol error, EOF, KeyboardInterrupt mid-request: the session's
             # request/answer state is unknown, so it is not reused.

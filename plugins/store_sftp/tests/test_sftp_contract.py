@@ -1,0 +1,142 @@
+"""The SFTP stores pass the core's store contracts against the real sshd.
+
+The server runs on this machine, so ``put_raw``/``get_raw`` touch the store's directory
+directly: what the store writes is checked on disk, and what is put on disk must read
+back through the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ALIAS
+
+from desync_core.plugin_api import (
+    Chunk,
+    ChunkStore,
+    Context,
+    IndexStore,
+    StoreError,
+    load_config,
+)
+from desync_core.testing import (
+    IndexStoreContract,
+    LocalDirectoryRaw,
+    PrunableChunkStoreContract,
+    open_chunk_store,
+    open_index_store,
+    sample_chunk,
+)
+from desync_store_sftp.store import SFTPChunkStore, SFTPIndexStore
+
+
+class TestSFTPChunkStore(LocalDirectoryRaw, PrunableChunkStoreContract):
+    """Compressed chunks (``.cacnk``) through the ``desync-test`` Host alias."""
+
+    @pytest.fixture
+    def store(self, remote: tuple[Path, str]) -> Iterator[ChunkStore]:
+        self.base, url = remote
+        store = open_chunk_store(url)
+        assert isinstance(store, SFTPChunkStore)
+        yield store
+        store.close()
+
+    def raw_base(self, store: ChunkStore) -> str:
+        return str(self.base)
+
+    def test_writes_leave_no_temporary_files(self, store: SFTPChunkStore) -> None:
+        """After writes only final chunk names remain (the temp name was renamed)."""
+        for seed in range(5):
+            store.store_chunk(Chunk(*sample_chunk(seed + 100)))
+        names = sorted(p.name for p in self.base.rglob("*") if p.is_file())
+        assert len(names) == 5
+        assert all(len(n) == 64 + len(".cacnk") and n.endswith(".cacnk") for n in names)
+
+    def test_temporary_and_foreign_files_are_not_chunks(self, store: SFTPChunkStore) -> None:
+        """desync's temp names (``<final><digits>``) and other formats are not listed,
+        and prune leaves them alone."""
+        chunk_id, data = sample_chunk(110)
+        store.store_chunk(Chunk(chunk_id, data))
+        key = store.key(chunk_id)
+        self.put_raw(store, key + "12345", b"partial")
+        self.put_raw(store, key[:-len(".cacnk")], data)  # an uncompressed-format chunk
+        assert list(store.iter_chunk_ids()) == [chunk_id]
+        store.prune(set())
+        assert list(store.iter_chunk_ids()) == []
+        assert self.get_raw(store, key + "12345") == b"partial"
+        assert self.get_raw(store, key[:-len(".cacnk")]) == data
+
+    def test_write_error_names_store_and_leaves_nothing(self, store: SFTPChunkStore) -> None:
+        """A prefix that is a file, not a directory: the write fails with a one-line
+        store error and no file appears under the chunk's name."""
+        chunk_id, data = sample_chunk(111)
+        prefix = self.base / chunk_id.hex()[:4]
+        prefix.write_bytes(b"in the way")
+        with pytest.raises(StoreError, match=f"store {store}: storing chunk {chunk_id.hex()}"):
+            store.store_chunk(Chunk(chunk_id, data))
+        assert prefix.read_bytes() == b"in the way"
+        assert not store.has_chunk(chunk_id)
+
+    def test_large_chunk_round_trip(self, store: SFTPChunkStore) -> None:
+        """A chunk bigger than one READ/WRITE request (several pipelined requests)."""
+        chunk_id, data = sample_chunk(112, 3_000_000)
+        store.store_chunk(Chunk(chunk_id, data))
+        assert bytes(store.get_chunk(chunk_id).data()) == data
+
+
+class TestUncompressedSFTPChunkStore(LocalDirectoryRaw, PrunableChunkStoreContract):
+    """``uncompressed: true`` from the config file: chunk files without extension."""
+
+    @pytest.fixture
+    def store(self, remote: tuple[Path, str], tmp_path: Path) -> Iterator[ChunkStore]:
+        self.base, url = remote
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps({"store-options": {url: {"uncompressed": True}}}))
+        store = open_chunk_store(url, Context(config=load_config(str(config))))
+        assert store.codec.extension == ""
+        yield store
+        store.close()
+
+    def raw_base(self, store: ChunkStore) -> str:
+        return str(self.base)
+
+    def test_reopen_from_str(self, store: ChunkStore) -> None:
+        # Reopening by name alone would lose the config file; check the codec instead.
+        assert store.codec.extension == ""
+
+    def test_usable_in_spawned_worker(self, store: ChunkStore) -> None:
+        # The options travel with the pickle; the spawned worker is covered above.
+        assert store.options.uncompressed
+
+
+class TestSFTPIndexStore(IndexStoreContract):
+    """Index files in a remote directory."""
+
+    @pytest.fixture
+    def index_store(self, tmp_path: Path) -> Iterator[IndexStore]:
+        self.base = tmp_path / "indexes"
+        self.base.mkdir()
+        store = open_index_store(f"sftp://{ALIAS}{self.base}/")
+        assert isinstance(store, SFTPIndexStore)
+        yield store
+        store.close()
+
+    def put_raw_index(self, store: IndexStore, name: str, data: bytes) -> None:
+        (self.base / name).write_bytes(data)
+
+    def test_written_index_lands_in_directory(self, index_store: SFTPIndexStore) -> None:
+        """store_index writes exactly the file, and no temporary file stays behind."""
+        data = self.sample_index()
+        index_store.store_index("d.caibx", data)
+        assert (self.base / "d.caibx").read_bytes() == data
+        assert os.listdir(self.base) == ["d.caibx"]
+
+    def test_missing_base_is_failed_to_stat(self, tmp_path: Path) -> None:
+        """desync's message for a base directory that does not exist."""
+        store = open_index_store(f"sftp://{ALIAS}{tmp_path}/nowhere/")
+        with pytest.raises(StoreError, match=f"failed to stat '{tmp_path}/nowhere/'"):
+            store.get_index("x.caibx")

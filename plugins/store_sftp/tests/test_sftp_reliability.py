@@ -1,0 +1,180 @@
+"""Connections that drop, servers that stop mid-extract, several clients at once, and
+writes cut short: never a partial chunk, index or output under its final name.
+
+These tests use a server of their own (``own_sshd``) when they stop or cut it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import ALIAS
+
+from desync_core.plugin_api import Chunk, Context, Index, StoreConnectionError
+from desync_core.testing import open_chunk_store, sample_chunk
+from desync_core.testing.fixtures import CliResult, run_desync
+from desync_core.testing.servers import SSHServer
+from desync_store_sftp.store import SFTPChunkStore
+
+Cli = Callable[..., CliResult]
+DEADLINE = 60.0
+
+
+def _blob(path: Path, size: int, seed: int = 0) -> bytes:
+    data = random.Random(seed).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+def _desync(*args: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "desync_core", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _chunk_ranges(index: Path) -> list[tuple[int, int]]:
+    return [(c.start, c.size) for c in Index.from_bytes(index.read_bytes(), str(index))]
+
+
+def _some_chunk_written(path: Path, data: bytes, ranges: list[tuple[int, int]]) -> bool:
+    """Whether ``path`` already holds one of the blob's chunks (the extract is under way)."""
+    try:
+        with open(path, "rb") as f:
+            for start, size in ranges[::7]:
+                f.seek(start)
+                if f.read(size) == data[start:start + size]:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def test_dropped_connection_is_reestablished(own_sshd: SSHServer, tmp_path: Path) -> None:
+    """Cut every session: the bare store says StoreConnectionError (so the core
+    retries), and the next request opens a new session and succeeds."""
+    store = open_chunk_store(f"sftp://{ALIAS}{tmp_path}")
+    chunk_id, data = sample_chunk(1)
+    store.store_chunk(Chunk(chunk_id, data))
+    assert own_sshd.kill_sessions() >= 1
+    time.sleep(0.2)  # let the client notice the EOF
+    with pytest.raises(StoreConnectionError):
+        store.get_chunk(chunk_id)
+    assert bytes(store.get_chunk(chunk_id).data()) == data
+    # Through the core's retrying reader a cut is invisible.
+    reader = Context().open_reader(f"sftp://{ALIAS}{tmp_path}")
+    assert bytes(reader.get_chunk(chunk_id).data()) == data
+    own_sshd.kill_sessions()
+    time.sleep(0.2)
+    assert bytes(reader.get_chunk(chunk_id).data()) == data
+    store.close()
+    reader.close()
+
+
+def test_cut_write_leaves_no_final_name(own_sshd: SSHServer, tmp_path: Path) -> None:
+    """A write cut off while the temporary file is being filled raises a connection
+    error, and nothing appears under the final name."""
+    store = open_chunk_store(f"sftp://{ALIAS}{tmp_path}")
+    assert isinstance(store, SFTPChunkStore)
+    store.has_chunk(sample_chunk(0)[0])  # connect first: the cut must hit the write
+    key = "abcd/" + "ab" * 32 + ".cacnk"
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store._write(key, os.urandom(64 << 20))
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    prefix = tmp_path / "abcd"
+    _wait_until(lambda: prefix.is_dir() and any(p.stat().st_size for p in prefix.iterdir()),
+                "the temporary file to fill")
+    own_sshd.kill_sessions()
+    writer.join(DEADLINE)
+    assert not writer.is_alive()
+    assert errors
+    assert isinstance(errors[0], ConnectionError), errors
+    assert not (tmp_path / key).exists()
+    store.close()
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["temp-file", "in-place"])
+def test_server_stopped_mid_extract(own_sshd: SSHServer, tmp_path: Path,
+                                    in_place: bool) -> None:
+    """sshd stopped (and its sessions cut) while extract runs: one clear error, exit 4,
+    no output (without -k); after a restart, ``-k`` finishes the partial output,
+    reusing the chunks already in place."""
+    store = tmp_path / "store"
+    data = _blob(tmp_path / "blob", 12 << 20)
+    index = tmp_path / "blob.caibx"
+    run_desync("make", "-s", store, index, tmp_path / "blob")
+    ranges = _chunk_ranges(index)
+    url = f"sftp://{ALIAS}{store}"
+    out = tmp_path / "out"
+    flags = ["-n", "2", "-e", "2", "-b", "50ms", *(["-k"] if in_place else [])]
+    proc = _desync("extract", *flags, "-s", url, index, out)
+
+    def progress() -> bool:
+        if in_place:
+            return _some_chunk_written(out, data, ranges)
+        temps = [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+        return any(_some_chunk_written(p, data, ranges) for p in temps)
+
+    _wait_until(lambda: progress() or proc.poll() is not None, "the extract to start")
+    own_sshd.stop_all()
+    _, err = proc.communicate(timeout=DEADLINE)
+    errors = err.decode().splitlines()
+    assert proc.returncode == 4, err
+    assert "Traceback" not in err.decode()
+    assert len(errors) == 1, err
+    assert errors[0].startswith(f"Error: store {url}: reading chunk "), err
+    assert errors[0].endswith(f"port {own_sshd.port}: Connection refused"), err
+    if not in_place:
+        assert not out.exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+        return
+    assert out.exists()
+    own_sshd.restart()
+    result = run_desync("extract", "-k", "--print-stats", "-s", url, index, out)
+    assert out.read_bytes() == data
+    assert json.loads(result.stdout)["chunks-in-place"] > 0
+
+
+def test_several_clients_at_once(ok: Cli, remote: tuple[Path, str], tmp_path: Path) -> None:
+    """Two makes writing overlapping chunks and four extracts, all at the same time,
+    each with its own session pool: every one succeeds with the right bytes."""
+    base, url = remote
+    shared = random.Random(5).randbytes(2 << 20)
+    (tmp_path / "a").write_bytes(shared + random.Random(6).randbytes(1 << 20))
+    (tmp_path / "b").write_bytes(random.Random(7).randbytes(1 << 20) + shared)
+    ok("make", "-s", url, tmp_path / "first.caibx", tmp_path / "a")
+    procs = [_desync("make", "-n", "4", "-s", url, tmp_path / f"{n}.caibx", tmp_path / n)
+             for n in ("a", "b")]
+    procs += [_desync("extract", "-n", "4", "-s", url, tmp_path / "first.caibx",
+                      tmp_path / f"out{i}") for i in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, err
+    for i in range(4):
+        assert (tmp_path / f"out{i}").read_bytes() == (tmp_path / "a").read_bytes()
+    ok("extract", "-s", url, tmp_path / "b.caibx", tmp_path / "out-b")
+    assert (tmp_path / "out-b").read_bytes() == (tmp_path / "b").read_bytes()
+    leftovers = [p for p in base.rglob("*") if p.is_file() and not p.name.endswith(".cacnk")]
+    assert leftovers == []
