@@ -221,10 +221,20 @@ class Context:
         return _instantiate(reg.load(), loc, self.index_store_options(loc.raw), self)  # type: ignore[no-any-return]
 
     def read_index_bytes(self, location: str) -> bytes:
-        """The raw bytes of an index location (``-`` reads stdin)."""
+        """The raw bytes of an index location (``-`` reads stdin).
+
+        Local files and stdin are read header first and bounded by what it allows
+        (:func:`desync_core.index.read_index_stream`): a blob or ``/dev/zero`` given as
+        an index fails after 64 bytes.
+        """
+        from desync_core.index import read_index_file, read_index_stream
+        from desync_core.stores.base import check_index_name
+
         if location == "-":
-            return sys.stdin.buffer.read()
+            return read_index_stream(sys.stdin.buffer, "stdin")
         base, name = split_index_location(location)
+        if base.is_local:
+            return read_index_file(os.path.join(base.path, check_index_name(name)), location)
         store = self.open_index_store(base)
         try:
             return call_with_retries(store.get_index, name, attempts=store.options.error_retry,

@@ -7,17 +7,19 @@ read file byte for byte.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
 from desync_core import flags as ff
 from desync_core.chunker.params import CHUNK_SIZE_LIMIT_MAX, ChunkerParams
 from desync_core.digest import Digest, digest_for_flags
-from desync_core.errors import IndexFormatError
+from desync_core.errors import IndexFormatError, IndexNotFoundError, StoreError
 
 CA_FORMAT_INDEX = 0x96824D9C7B129FF9
 CA_FORMAT_TABLE = 0xE75B9E112F17417D
@@ -161,25 +163,10 @@ class Index:
             return IndexFormatError(f"{name}: {problem}")
 
         size = len(data)
-        if size < HEADER_SIZE:
-            raise bad(f"not an index file (only {size} bytes)" if size else "empty file")
-        (hsize, htype, flags, cmin, cavg, cmax, tsize, ttype) = _HEADER.unpack_from(
-            bytes(data[: HEADER_SIZE + TABLE_HEADER_SIZE].ljust(64, b"\0"))
-        )
-        if hsize != HEADER_SIZE or htype != CA_FORMAT_INDEX:
-            raise bad("not an index file (bad header)")
+        _check_magic(data, name)
         if size < MIN_FILE_SIZE:
             raise bad(f"truncated index file ({size} bytes)")
-        problem = ff.normalization_problem(flags)
-        if problem:
-            raise bad(problem)
-        for label, value in (("min", cmin), ("avg", cavg), ("max", cmax)):
-            if not 1 <= value <= CHUNK_SIZE_LIMIT_MAX:
-                raise bad(f"chunk size {label} {value} out of range")
-        if not cmin <= cavg <= cmax:
-            raise bad(f"inconsistent chunk sizes {cmin}:{cavg}:{cmax}")
-        if tsize != _UNKNOWN_SIZE or ttype != CA_FORMAT_TABLE:
-            raise bad("bad table header")
+        flags, cmin, cavg, cmax = _check_header(data, name)
         body = size - MIN_FILE_SIZE
         if body % ITEM_SIZE:
             raise bad(f"truncated or padded index file ({size} bytes is not 104 + 40*n)")
@@ -214,9 +201,188 @@ class Index:
         return cls(flags, cmin, cavg, cmax, ends, ids)
 
 
+def _check_magic(data: bytes | bytearray | memoryview, name: str) -> None:
+    """The first 16 bytes say "index file" (the first check: anything else is not one)."""
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise IndexFormatError(f"{name}: " + (f"not an index file (only {size} bytes)"
+                                              if size else "empty file"))
+    hsize, htype = struct.unpack_from("<QQ", data)
+    if hsize != HEADER_SIZE or htype != CA_FORMAT_INDEX:
+        raise IndexFormatError(f"{name}: not an index file (bad header)")
+
+
+def _check_header(data: bytes | bytearray | memoryview, name: str) -> tuple[int, int, int, int]:
+    """Validate the rest of the index and table headers (the first 64 bytes, present);
+    returns ``(flags, min, avg, max)``.
+
+    Raises:
+        IndexFormatError: the first problem, naming ``name``.
+    """
+    (_, _, flags, cmin, cavg, cmax, tsize, ttype) = _HEADER.unpack_from(bytes(data[:64]))
+    problem = ff.normalization_problem(flags)
+    if problem:
+        raise IndexFormatError(f"{name}: {problem}")
+    for label, value in (("min", cmin), ("avg", cavg), ("max", cmax)):
+        if not 1 <= value <= CHUNK_SIZE_LIMIT_MAX:
+            raise IndexFormatError(f"{name}: chunk size {label} {value} out of range")
+    if not cmin <= cavg <= cmax:
+        raise IndexFormatError(f"{name}: inconsistent chunk sizes {cmin}:{cavg}:{cmax}")
+    if tsize != _UNKNOWN_SIZE or ttype != CA_FORMAT_TABLE:
+        raise IndexFormatError(f"{name}: bad table header")
+    return flags, cmin, cavg, cmax
+
+
+#: The largest index file read: 1 GiB, 26.8 million chunks (1.6 TiB of data at 64 KiB
+#: chunks). Reading stops there, so a stream that never ends costs bounded memory.
+MAX_INDEX_SIZE = 1 << 30
+#: Bytes read at a time (whole table items after the 64-byte headers).
+_READ_BLOCK = ITEM_SIZE * 26214
+
+
+def read_index_stream(stream: BinaryIO, name: str, *, size: int | None = None,
+                      limit: int = MAX_INDEX_SIZE) -> bytes:
+    """Read an index file's bytes from ``stream``, checking them as they arrive.
+
+    The headers are read and validated first, so a blob, ``/dev/zero`` or a FIFO of
+    garbage fails after 64 bytes; then each block's table items are checked (offsets
+    strictly increasing, no chunk larger than the header's maximum) and reading stops at
+    the first bad one, at unexpected data after the table tail, or past ``limit``.
+    :meth:`Index.from_bytes` then parses the result.
+
+    Args:
+        stream: a binary stream positioned at the start of the index.
+        name: names the index in errors.
+        size: the file's size if known (a regular file): a size that cannot be an
+            index or exceeds ``limit`` fails before the table is read.
+        limit: the largest index accepted.
+
+    Raises:
+        IndexFormatError: the first problem found, naming ``name``.
+    """
+    head = _read_up_to(stream, HEADER_SIZE + TABLE_HEADER_SIZE)
+    _check_magic(head, name)
+    if len(head) < HEADER_SIZE + TABLE_HEADER_SIZE:
+        raise IndexFormatError(f"{name}: truncated index file ({len(head)} bytes)")
+    _, _, cmax = _check_header(head, name)[1:]
+    if size is not None:
+        if size > limit:
+            raise IndexFormatError(f"{name}: index file of {size} bytes is larger than the "
+                                   f"{limit}-byte limit")
+        if size < MIN_FILE_SIZE:
+            raise IndexFormatError(f"{name}: truncated index file ({size} bytes)")
+        if (size - MIN_FILE_SIZE) % ITEM_SIZE:
+            raise IndexFormatError(f"{name}: truncated or padded index file ({size} bytes "
+                                   "is not 104 + 40*n)")
+    data = bytearray(head)
+    checker = _ItemChecker(cmax, name)
+    while True:
+        block = stream.read(_READ_BLOCK)
+        if not block:
+            return bytes(data)
+        data += block
+        if len(data) > limit:
+            raise IndexFormatError(f"{name}: index larger than the {limit}-byte limit")
+        tail_at = checker.check(data)
+        if tail_at is not None and size is None and len(data) > tail_at + TAIL_SIZE:
+            # A stream may never end: do not read on just to count the extra bytes.
+            raise IndexFormatError(f"{name}: unexpected data after the table tail")
+
+
+class _ItemChecker:
+    """Checks table items incrementally as a stream's bytes arrive."""
+
+    def __init__(self, cmax: int, name: str) -> None:
+        self.cmax = cmax
+        self.name = name
+        self.checked = HEADER_SIZE + TABLE_HEADER_SIZE  # the next unchecked item
+        self.prev_end = 0
+        self.tail_at: int | None = None
+
+    def check(self, data: bytearray) -> int | None:
+        """Check the complete items not yet checked; the table tail's offset once seen."""
+        if self.tail_at is not None:
+            return self.tail_at
+        n = (len(data) - self.checked) // ITEM_SIZE
+        if n <= 0:
+            return None
+        raw = np.frombuffer(data, dtype=np.uint8, count=n * ITEM_SIZE, offset=self.checked)
+        ends = raw.reshape(n, ITEM_SIZE)[:, :8].copy().view("<u8").reshape(n)
+        zeros = np.flatnonzero(ends == 0)
+        items = int(zeros[0]) if len(zeros) else n  # an end offset of 0: the tail
+        if items:
+            ends = ends[:items].astype(np.int64)
+            sizes = np.diff(ends, prepend=np.int64(self.prev_end))
+            if int(ends[-1]) < 0 or np.any(sizes <= 0):
+                raise IndexFormatError(f"{self.name}: chunk offsets are not strictly increasing")
+            big = int(sizes.max())
+            if big > self.cmax:
+                raise IndexFormatError(f"{self.name}: chunk size {big} is larger than "
+                                       f"maximum {self.cmax}")
+            self.prev_end = int(ends[-1])
+        self.checked += items * ITEM_SIZE
+        if items < n:
+            self.tail_at = self.checked
+        return self.tail_at
+
+
+def _read_up_to(stream: BinaryIO, count: int) -> bytes:
+    """Up to ``count`` bytes (fewer only at the end of the stream)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < count:
+        part = stream.read(count - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def read_index_file(path: str, name: str | None = None, *, regular_only: bool = False) -> bytes:
+    """Read a local index file with :func:`read_index_stream` (bounded by its header).
+
+    Args:
+        path: the file (a FIFO, device or ``/dev/fd/N`` is read as a stream).
+        name: names the index in format errors (default ``path``).
+        regular_only: refuse anything but a regular file, without blocking on a FIFO
+            (servers: a FIFO in their directory must not hold a thread forever).
+
+    Raises:
+        IndexNotFoundError: no such file (or, with ``regular_only``, not a regular one).
+        StoreError: it is a directory or cannot be read.
+        IndexFormatError: it is not a valid index.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | (os.O_NONBLOCK if regular_only else 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise IndexNotFoundError(f"index {path} does not exist") from None
+    except OSError as exc:
+        raise StoreError(f"reading index {path}: {exc.strerror or exc}") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"reading index {path}: is a directory")
+        regular = stat.S_ISREG(st.st_mode)
+        if regular_only and not regular:
+            raise IndexNotFoundError(f"index {path} is not a regular file")
+        try:
+            return read_index_stream(f, name or path, size=st.st_size if regular else None)
+        except OSError as exc:
+            raise StoreError(f"reading index {path}: {exc.strerror or exc}") from None
+
+
 def blob_index_flags(digest: Digest) -> int:
     """The flags casync writes into a blob index made with ``digest``."""
     return ff.BLOB_INDEX_FLAGS | digest.flag
 
 
-__all__ = ["Index", "IndexChunk", "blob_index_flags"]
+__all__ = [
+    "MAX_INDEX_SIZE",
+    "Index",
+    "IndexChunk",
+    "blob_index_flags",
+    "read_index_file",
+    "read_index_stream",
+]
