@@ -41,7 +41,7 @@ from desync_core.plugin_api import (
     UsageError,
     parse_location,
 )
-from desync_store_oci.client import RegistryClient
+from desync_store_oci.client import RegistryClient, registry_message
 from desync_store_oci.credentials import CredentialSource, resolve
 
 ARTIFACT_TYPE = "application/vnd.desync.chunk.v1"
@@ -65,6 +65,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SCHEMES = {"oci+https": "https", "oci+http": "http"}
+_BLOB_RACE = re.compile(r"\b(MANIFEST_BLOB_UNKNOWN|DIGEST_INVALID)\b")
 
 
 def _reopen(cls: type[OCIChunkStore], location: str, options: StoreOptions,
@@ -121,6 +122,8 @@ class OCIChunkStore(PrunableChunkStore):
                                      self.credentials, location.raw)
         self._config_pushed = False
         self._config_lock = threading.Lock()
+        self._writes_lock = threading.Lock()
+        self._writes: dict[bytes, threading.Event] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The resolved credentials travel along: a worker process need not find the
@@ -229,6 +232,26 @@ class OCIChunkStore(PrunableChunkStore):
             self._config_pushed = True
 
     def store_chunk(self, chunk: Chunk) -> None:
+        # One upload per chunk at a time in this process: the registry (distribution
+        # 2.8 at least) races when the same blob is uploaded concurrently, and a
+        # manifest pushed meanwhile is refused as referencing an unknown blob.
+        while True:
+            with self._writes_lock:
+                running = self._writes.get(chunk.id)
+                if running is None:
+                    done = self._writes[chunk.id] = threading.Event()
+                    break
+            running.wait()
+            if self._manifest(chunk.id) is not None:
+                return  # the other writer stored it
+        try:
+            self._store(chunk)
+        finally:
+            with self._writes_lock:
+                del self._writes[chunk.id]
+            done.set()
+
+    def _store(self, chunk: Chunk) -> None:
         data = bytes(chunk.encoded(self.codec))
         tag = self.tag(chunk.id)
         self._ensure_config()
@@ -238,6 +261,11 @@ class OCIChunkStore(PrunableChunkStore):
         what = f"PUT manifest {tag}"
         resp = self.client.request("PUT", f"manifests/{tag}", action="push", what=what,
                                    data=manifest, headers={"Content-Type": MANIFEST_MEDIA_TYPE})
+        if resp.status_code == 400 and _BLOB_RACE.search(registry_message(resp)):
+            # The blob was uploaded a moment ago; another process uploading the same
+            # blob (or the config) at once leaves the registry's view of it briefly
+            # inconsistent. Another attempt (the core's retry) succeeds.
+            raise StoreConnectionError(self.client.error(what, resp).args[0])
         if resp.status_code not in (200, 201):
             raise self.client.error(what, resp)
 
