@@ -1,0 +1,136 @@
+"""make and extract with chunk encryption next to without (local store), same run.
+
+Makes a blob, then times ``desync make`` into a fresh store and ``desync extract`` from
+it for a plain store and for stores encrypted with xchacha20-poly1305 and aes-256-gcm
+(alternating, several runs), and prints a table with each case's wall-clock and CPU
+time (of all of desync's processes) and their ratios to the plain store (target:
+encryption at most 15% slower). Every output is checked
+against the blob.
+
+    python3 benchmarks/bench_encryption.py [--size-mib 256] [--runs 3] [-n 10]
+
+The machine is shared: compare the ratios, which are measured in one run, rather than
+absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchutil import compile_bytecode
+
+KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
+CASES: dict[str, dict[str, object]] = {
+    "plain": {},
+    "xchacha20-poly1305": {"encryption": True, "encryption-key": KEY},
+    "aes-256-gcm": {"encryption": True, "encryption-key": KEY,
+                    "encryption-algorithm": "aes-256-gcm"},
+}
+
+
+def desync(*args: str) -> tuple[float, float]:
+    """Run the CLI, failing loudly; its (wall, CPU) seconds (CPU of all its processes)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "desync_core", *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"desync {' '.join(args)} failed: {proc.stderr.decode()}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def make_blob(path: Path, size: int) -> str:
+    """Half incompressible, half repetitive data (realistic compression); its SHA-256."""
+    rng = random.Random(1)
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        written = 0
+        while written < size:
+            block = rng.randbytes(1 << 20)
+            if (written >> 20) % 2:
+                block = (b"desync benchmark line %d\n" % (written >> 20)) * 40000
+                block = block[: 1 << 20]
+            block = block[: size - written]
+            f.write(block)
+            digest.update(block)
+            written += len(block)
+    return digest.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    compile_bytecode()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256, help="blob size (default 256)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per case (default 3)")
+    parser.add_argument("-n", "--concurrency", type=int, default=10, help="-n (default 10)")
+    args = parser.parse_args()
+    n = str(args.concurrency)
+
+    with tempfile.TemporaryDirectory(prefix="bench-encryption-") as tmp:
+        work = Path(tmp)
+        blob, out = work / "blob", work / "out"
+        size = args.size_mib << 20
+        expected = make_blob(blob, size)
+        stores = {name: work / f"store-{name}" for name in CASES}
+        config = work / "config.json"
+        config.write_text(json.dumps({"store-options": {
+            str(stores[name]): entry for name, entry in CASES.items() if entry}}))
+        cfg = ["--config", str(config)]
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for run in range(args.runs + 1):  # run 0 warms up (numba cache, page cache)
+            for name, store in stores.items():
+                index = work / f"{name}.caibx"
+                shutil.rmtree(store, ignore_errors=True)
+                made = desync(*cfg, "make", "-n", n, "-s", str(store), str(index), str(blob))
+                if out.exists():
+                    os.unlink(out)
+                extracted = desync(*cfg, "extract", "-n", n, "-s", str(store), str(index),
+                                   str(out))
+                if sha256(out) != expected:
+                    raise SystemExit(f"extract from the {name} store produced wrong data")
+                if run:
+                    times.setdefault(("make", name), []).append(made)
+                    times.setdefault(("extract", name), []).append(extracted)
+
+    mb = size / 1e6
+    print(f"blob {args.size_mib} MiB, -n {n}, median of {args.runs} runs "
+          "(includes process start-up)\n")
+    print("| operation | store | wall (s) | MB/s | wall vs plain | CPU (s) | CPU vs plain |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for op in ("make", "extract"):
+        base_wall = statistics.median(w for w, _ in times[(op, "plain")])
+        base_cpu = statistics.median(c for _, c in times[(op, "plain")])
+        for name in CASES:
+            wall = statistics.median(w for w, _ in times[(op, name)])
+            cpu = statistics.median(c for _, c in times[(op, name)])
+            print(f"| {op} | {name} | {wall:.2f} | {mb / wall:.0f} | {wall / base_wall:.2f}x "
+                  f"| {cpu:.2f} | {cpu / base_cpu:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
