@@ -117,7 +117,8 @@ def extract(index: str | Index, output: str, *, stores: Sequence[str],
                         index_location=index if isinstance(index, str) else None,
                         warn=lambda _msg: None)
     try:
-        source = ctx.open_source(list(stores), cache, idx.digest)
+        source = ctx.open_source(list(stores), cache, idx.digest,
+                                 max_chunk_size=idx.chunk_size_max)
         try:
             return run_extract(idx, output, source, in_place=in_place,
                                workers=ctx.concurrency, seeds=opened,
@@ -136,7 +137,7 @@ def cat(index: str | Index, out: BinaryIO, *, stores: Sequence[str], offset: int
 
     ctx = ctx or context()
     idx = index if isinstance(index, Index) else ctx.read_index(index)
-    source = ctx.open_source(list(stores), cache, idx.digest)
+    source = ctx.open_source(list(stores), cache, idx.digest, max_chunk_size=idx.chunk_size_max)
     try:
         return run_cat(idx, source, out, offset=offset, length=length)
     finally:

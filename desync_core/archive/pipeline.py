@@ -48,7 +48,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
 from desync_core.archive.base import DIR_END, DirEnd, Node, Payload, PlainFile
-from desync_core.errors import ChunkInvalidError, DesyncError
+from desync_core.errors import DesyncError
+from desync_core.stores.wrappers import unexpected_size
 
 #: Size of the shared ring for the archive stream.
 RING_SIZE = 32 << 20
@@ -307,8 +308,7 @@ def _fetch_into(source: Any, chunk_id: bytes, size: int, out: memoryview) -> Non
         if n == size:
             out[:n] = data
     if n != size:
-        raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
-                                f"{chunk_id.hex()}: {n} instead of {size}")
+        raise unexpected_size(chunk_id, n, size)
 
 
 class _Fetcher:

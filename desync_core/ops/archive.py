@@ -32,8 +32,9 @@ from desync_core.archive.base import (
 from desync_core.archive.catar import CatarDecoder, CatarEncoder, open_input
 from desync_core.archive.mtree import write_mtree
 from desync_core.digest import Digest
-from desync_core.errors import ChunkInvalidError, UsageError
+from desync_core.errors import UsageError
 from desync_core.progress import Progress
+from desync_core.stores.wrappers import read_sized
 
 if TYPE_CHECKING:  # numpy comes with these; untar of a catar file does not need it
     from desync_core.chunker import ChunkerParams
@@ -224,11 +225,7 @@ class IndexStream:
     def _fetch(self, chunk: Any) -> bytes:
         if chunk.id == self._null_id and chunk.size == self.index.chunk_size_max:
             return bytes(chunk.size)
-        data = self.source.get_chunk(chunk.id).data()
-        if len(data) != chunk.size:
-            raise ChunkInvalidError(chunk.id, cause=f"unexpected size for chunk "
-                                    f"{chunk.id.hex()}: {len(data)} instead of {chunk.size}")
-        return data  # type: ignore[no-any-return]
+        return bytes(read_sized(self.source, chunk.id, chunk.size))
 
     def _top_up(self) -> None:
         while len(self._pending) < self._window:
@@ -306,7 +303,8 @@ def open_archive(ctx: Any, location: str, *, index: bool = False,
             close()
         return
     idx = ctx.read_index(location)
-    source = ctx.open_source(stores or [], cache or None, idx.digest)
+    source = ctx.open_source(stores or [], cache or None, idx.digest,
+                             max_chunk_size=idx.chunk_size_max)
     stream = None
     if ring is None:
         stream = IndexStream(idx, source, ctx.concurrency)

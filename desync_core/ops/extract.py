@@ -78,7 +78,12 @@ from desync_core.seeds.null import NullSeed, null_mask
 from desync_core.seeds.planner import Plan, make_plan, validate_plan
 from desync_core.seeds.selfseed import SelfSeed
 from desync_core.stores.chunk import COMPRESSED, UNCOMPRESSED, ZSTD_MAGIC, ChunkCodec
-from desync_core.stores.wrappers import RetryingStore, VerifyingStore
+from desync_core.stores.wrappers import (
+    RetryingStore,
+    VerifyingStore,
+    read_sized,
+    unexpected_size,
+)
 
 #: What to do with seeds whose data does not match their index (``extract.md`` §4).
 INVALID_SEED_ACTIONS = ("fail", "skip", "regenerate")
@@ -243,12 +248,13 @@ class DirectFetcher:
     ``get_chunk().data()``.
     """
 
-    def __init__(self, retrying: RetryingStore, codec: ChunkCodec, digest_sum: Callable[
-            [bytes | bytearray | memoryview], bytes], skip_verify: bool, max_size: int) -> None:
-        self.raw = retrying
+    def __init__(self, verifier: VerifyingStore, codec: ChunkCodec, max_size: int) -> None:
+        #: the hash check (and the store named in errors) are the verifier's own
+        self.verifier = verifier
+        self.raw: RetryingStore = verifier.inner
         self.codec = codec
-        self.sum = digest_sum
-        self.skip_verify = skip_verify
+        self.sum = verifier.digest.sum
+        self.skip_verify = verifier.skip_verify
         self.max_size = max_size
         self._local = threading.local()
 
@@ -264,8 +270,7 @@ class DirectFetcher:
         codec = getattr(source.inner.inner, "codec", None)
         if type(codec) is not ChunkCodec or codec not in (COMPRESSED, UNCOMPRESSED):
             return None
-        return cls(source.inner, codec, source.digest.sum, source.skip_verify,
-                   index.chunk_size_max)
+        return cls(source, codec, index.chunk_size_max)
 
     def fetch(self, chunk_id: bytes, size: int) -> bytes | bytearray | memoryview:
         """The verified plain data of a chunk of ``size`` bytes (valid until the next
@@ -275,19 +280,14 @@ class DirectFetcher:
             if self.codec.compressed and bytes(stored[:4]) == ZSTD_MAGIC and size <= self.max_size:
                 data: bytes | bytearray | memoryview = self._zstd_into(stored, size)
             else:
-                data = self.codec.decode(stored, chunk_id)
+                data = self.codec.decode(stored, chunk_id, size)
         except ChunkInvalidError as exc:
-            raise ChunkInvalidError(chunk_id, exc.actual_id, str(exc).split(": ", 1)[-1],
-                                    store=self.raw) from exc
+            raise self.verifier.named(chunk_id, exc) from exc
         except ValueError as exc:  # zstd errors
             raise ChunkInvalidError(chunk_id, cause=str(exc), store=self.raw) from exc
         if len(data) != size:
-            raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
-                                    f"{chunk_id.hex()}: {len(data)} bytes instead of {size}")
-        if not self.skip_verify:
-            actual = self.sum(data)
-            if actual != chunk_id:
-                raise ChunkInvalidError(chunk_id, actual, store=self.raw)
+            raise unexpected_size(chunk_id, len(data), size)
+        self.verifier.check(chunk_id, data)
         return data
 
     def _zstd_into(self, stored: bytes | bytearray | memoryview, size: int) -> memoryview:
@@ -700,10 +700,7 @@ class Assembler:
         if self.direct is not None:
             data = self.direct.fetch(chunk_id, size)
         else:
-            data = self.source.get_chunk(chunk_id).data()
-            if len(data) != size:
-                raise ChunkInvalidError(chunk_id, cause=f"unexpected size for chunk "
-                                        f"{chunk_id.hex()}: {len(data)} bytes instead of {size}")
+            data = read_sized(self.source, chunk_id, size)
         pwrite_all(fd, data, start)
         counters.chunks_from_store += 1
         counters.bytes_from_store += size

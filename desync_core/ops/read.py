@@ -20,6 +20,7 @@ from desync_core.errors import (
 )
 from desync_core.index import Index
 from desync_core.progress import Progress
+from desync_core.stores.wrappers import read_sized
 
 
 def cat(index: Index, source: Any, out: BinaryIO, *, offset: int = 0, length: int = 0) -> int:
@@ -43,10 +44,7 @@ def cat(index: Index, source: Any, out: BinaryIO, *, offset: int = 0, length: in
         if chunk.id == null_id:
             data: Any = bytes(chunk.size)
         else:
-            data = source.get_chunk(chunk.id).data()
-            if len(data) != chunk.size:
-                raise ChunkInvalidError(chunk.id, cause=f"unexpected size for chunk "
-                                        f"{chunk.id.hex()}: {len(data)} instead of {chunk.size}")
+            data = read_sized(source, chunk.id, chunk.size)
         lo = max(offset - chunk.start, 0)
         hi = min(end - chunk.start, chunk.size)
         out.write(memoryview(data)[lo:hi])

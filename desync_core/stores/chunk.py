@@ -50,7 +50,9 @@ def decompress(stored: bytes | bytearray | memoryview, chunk_id: bytes,
         ChunkInvalidError: the data is not a complete compressed stream, or it would
             inflate beyond ``limit``.
     """
-    return b"".join(iter_decompress(stored, chunk_id, limit))
+    # (Not a join of iter_decompress: its zstd pieces are views of one scratch buffer.)
+    pieces = [bytes(piece) for piece in iter_decompress(stored, chunk_id, limit)]
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def iter_decompress(stored: bytes | bytearray | memoryview, chunk_id: bytes,

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     ids = [cid for index in indexes for cid in index.chunk_ids()]
     skip = ignored_ids(ctx, args)
     ids = [cid for cid in ids if cid not in skip]
-    source = ctx.open_source(args.store, None, indexes[0].digest)
+    source = ctx.open_source(args.store, None, indexes[0].digest,
+                             max_chunk_size=max(i.chunk_size_max for i in indexes))
     target = ctx.open_writable(args.cache)
     with new_progress("", len(ids)) as bar:
         cache_chunks(ids, source, target, workers=ctx.concurrency, progress=bar)

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
         raise UsageError("no store provided")
     refuse_output_over_inputs(args.output, [args.index])
     index = ctx.read_index(args.index)
-    source = ctx.open_source(args.store, args.cache or None, index.digest)
+    source = ctx.open_source(args.store, args.cache or None, index.digest,
+                             max_chunk_size=index.chunk_size_max)
     try:
         if args.output and args.output != "-":
             # Written to a temporary file and renamed: no partial output on errors.

@@ -89,7 +89,8 @@ def _run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
     action = "skip" if args.skip_invalid_seeds else (
         "regenerate" if args.regenerate_invalid_seeds else "fail")
     try:
-        source = ctx.open_source(args.store, args.cache or None, index.digest)
+        source = ctx.open_source(args.store, args.cache or None, index.digest,
+                                 max_chunk_size=index.chunk_size_max)
         try:
             stats = extract(index, args.output, source, in_place=args.in_place,
                             workers=ctx.concurrency, seeds=seeds, invalid_seeds=action,
