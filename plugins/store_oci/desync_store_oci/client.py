@@ -258,7 +258,10 @@ class RegistryClient:
     def credential(self) -> Credential:
         """The credential for this registry (helpers run once, on first need)."""
         if self._credential is None:
-            self._credential = self.credentials.for_host(self.host)
+            try:
+                self._credential = self.credentials.for_host(self.host)
+            except StoreError as exc:  # a credential helper failed
+                raise StoreError(f"store {self.name}: {exc}") from None
         return self._credential
 
     def _authorization(self, action: str) -> str:
@@ -283,10 +286,7 @@ class RegistryClient:
                 return  # another thread has just authenticated: use its answer
             if scheme == "basic":
                 if self.credential().anonymous:
-                    raise StorePermissionError(
-                        f"store {self.name}: {what}: the registry requires credentials "
-                        "(set DESYNC_OCI_USERNAME/DESYNC_OCI_PASSWORD, oci-credentials in "
-                        "the config file, or docker login)")
+                    raise self._denied(what, resp)
                 if self._scheme == "basic":  # the credentials were sent and refused
                     raise self._denied(what, resp)
                 self._scheme = "basic"
@@ -337,6 +337,12 @@ class RegistryClient:
 
     def _denied(self, what: str, resp: requests.Response) -> StorePermissionError:
         cred = self.credential()
+        if cred.anonymous:
+            return StorePermissionError(
+                f"store {self.name}: {what}: the registry requires credentials (set "
+                "DESYNC_OCI_USERNAME/DESYNC_OCI_PASSWORD, oci-credentials in the config "
+                "file, or docker login): "
+                f"{resp.status_code} {resp.reason}")
         who = (f"as {cred.username!r} ({self.credentials.origin})" if cred.username
                else f"({self.credentials.origin})")
         detail = registry_message(resp)

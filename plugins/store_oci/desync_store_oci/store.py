@@ -312,21 +312,22 @@ class OCIChunkStore(PrunableChunkStore):
 
     def prune(self, keep: set[bytes]) -> int:
         """Delete every chunk not in ``keep``, ``n`` removals at a time (each is two
-        round trips; the listing stays sequential)."""
+        round trips; the listing stays sequential); returns how many were deleted."""
         doomed = [cid for cid in self.iter_chunk_ids() if cid not in keep]
-        self._remove_all(doomed)
-        return len(doomed)
+        return self._remove_all(doomed)
 
-    def _remove_all(self, chunk_ids: Iterable[bytes]) -> None:
-        def remove(chunk_id: bytes) -> None:
+    def _remove_all(self, chunk_ids: Iterable[bytes]) -> int:
+        """Remove chunks concurrently; returns how many were removed (a tag that
+        names another kind of artifact, or one already gone, is not)."""
+        def remove(chunk_id: bytes) -> bool:
             try:
                 self.remove_chunk(chunk_id)
             except ChunkMissingError:
-                pass
+                return False
+            return True
 
         with ThreadPoolExecutor(max(1, self.options.n)) as pool:
-            for _ in pool.map(remove, chunk_ids):
-                pass
+            return sum(pool.map(remove, chunk_ids))
 
     def close(self) -> None:
         self.client.close()
