@@ -36,6 +36,7 @@ from typing import Any
 import paramiko  # type: ignore[import-untyped]
 
 from desync_core.plugin_api import StoreError, StorePermissionError
+from desync_store_sftp.wire import BatchingSFTPClient
 
 # paramiko logs a dropped connection from its transport thread ("Socket exception:
 # Connection reset by peer"); without a handler Python would print that on stderr next
@@ -46,6 +47,9 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk")
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+#: Preferred first: AEAD ciphers need no separate MAC, whose check paramiko does in
+#: Python for every packet (measured ~20% less client CPU per chunk than aes128-ctr).
+_FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 #: Host key algorithms that use a known_hosts entry of type ``ssh-rsa``.
 _RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
 
@@ -335,6 +339,9 @@ def open_paramiko_session(target: SSHTarget, timeout: float | None) -> Session:
     transport = paramiko.Transport(sock)
     try:
         _prefer_known_key_types(transport, _known_keys(settings))
+        options = transport.get_security_options()
+        fast = [c for c in _FAST_CIPHERS if c in options.ciphers]
+        options.ciphers = [*fast, *(c for c in options.ciphers if c not in fast)]
         try:
             transport.start_client(timeout=connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -346,7 +353,7 @@ def open_paramiko_session(target: SSHTarget, timeout: float | None) -> Session:
             channel = transport.open_session(timeout=connect_timeout)
             channel.invoke_subsystem("sftp")
             channel.settimeout(timeout)
-            sftp = paramiko.SFTPClient(channel)
+            sftp = BatchingSFTPClient(channel)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectionError(f"ssh {settings.hostname}: cannot start the sftp "
                                   f"subsystem: {exc}") from None
@@ -406,11 +413,14 @@ def open_command_session(ssh: str, target: SSHTarget, timeout: float | None) -> 
         raise StoreError(f"invalid ssh destination {destination!r}: must not begin with '-'")
     channel = _PipeChannel([ssh, "-s", "--", destination, "sftp"], timeout)
     try:
-        sftp = paramiko.SFTPClient(channel)
+        sftp = BatchingSFTPClient(channel)
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        status = channel.proc.poll()
+        try:  # the command's exit status says more than the EOF it caused
+            status: int | None = channel.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            status = None
         channel.close()
-        how = f"exited with status {channel.proc.returncode}" if status is not None else exc
+        how = f"exited with status {status}" if status is not None else exc
         raise ConnectionError(f"{channel.get_name()}: no sftp session ({how})") from None
     return Session(sftp, channel)
 

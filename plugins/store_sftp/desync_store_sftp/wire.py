@@ -4,10 +4,12 @@ paramiko's file object reads 8 KiB per request when asked for "everything" and i
 a failed CLOSE; a 64 KiB chunk would cost ten round trips and a write error at close
 could go unnoticed. These functions pipeline requests on paramiko's SFTP client:
 
-* read: OPEN, then FSTAT + READ (one round trip, up to :data:`READ_SIZE` bytes; more
-  READs only for larger files or servers that answer short), CLOSE without waiting;
-* write: OPEN the temporary name (``O_EXCL``), every WRITE and the CLOSE at once, wait
-  for all of their statuses, then ``posix-rename@openssh.com`` onto the final name —
+* read: OPEN, then FSTAT + READ + CLOSE in one channel write (one round trip, up to
+  :data:`READ_SIZE` bytes; a second handle only for larger files or servers that
+  answer short); nobody waits for the CLOSE's answer;
+* write: OPEN the temporary name (``O_EXCL``), the WRITEs and the CLOSE in a few channel
+  writes, wait for all of their statuses, then ``posix-rename@openssh.com`` onto the
+  final name —
   the rename is sent only when every byte is known to be written, so the final name
   never holds a partial file.
 
@@ -19,6 +21,8 @@ that answer out of order are fine.
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import paramiko  # type: ignore[import-untyped]
@@ -53,6 +57,42 @@ READ_SIZE = 255 * 1024
 WRITE_SIZE = 32 * 1024
 #: Writes in flight at once (bounds memory; the channel window bounds the rest).
 _MAX_IN_FLIGHT = 64
+#: WRITE requests sent together in one channel write.
+_WRITES_PER_SEND = 8
+
+
+class BatchingSFTPClient(paramiko.SFTPClient):
+    """An SFTP client that can send several requests in one channel write.
+
+    Inside :meth:`batch` the requests' bytes are collected and sent together when the
+    block ends: one SSH packet and one system call instead of one per request (the
+    client is CPU-bound on paramiko's per-packet work, not on the network). Only one
+    thread may use a client at a time (the store's pool guarantees that).
+    """
+
+    _pending: list[bytes] | None = None
+
+    def _write_all(self, out: bytes) -> None:
+        if self._pending is not None:
+            self._pending.append(out)
+        else:
+            super()._write_all(out)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Collect the requests made in the block; send them when it ends."""
+        self._pending = []
+        try:
+            yield
+        finally:
+            out, self._pending = b"".join(self._pending), None
+            if out:
+                super()._write_all(out)
+
+
+def batched(sftp: paramiko.SFTPClient) -> AbstractContextManager[None]:
+    """``sftp.batch()`` for a :class:`BatchingSFTPClient`, else nothing special."""
+    return sftp.batch() if isinstance(sftp, BatchingSFTPClient) else nullcontext()
 
 
 class _Replies:
@@ -117,30 +157,46 @@ def read_file(sftp: paramiko.SFTPClient, path: str) -> bytes:
     """The whole content of ``path``; FileNotFoundError if it does not exist."""
     handle = _open(sftp, path, SFTP_FLAG_READ)
     replies = _Replies()
-    try:
+    with batched(sftp):
         n_stat = _send(sftp, replies, CMD_FSTAT, handle)
         n_read = _send(sftp, replies, CMD_READ, handle, int64(0), READ_SIZE)
-        t, msg = _wait(sftp, replies, n_stat)
-        size = paramiko.SFTPAttributes._from_msg(msg).st_size if t == CMD_ATTRS else None
-        parts: list[bytes] = []
-        offset = 0
+        # Requests on one handle are processed in order: the READ is answered first.
+        _close_quietly(sftp, handle)
+    t, msg = _wait(sftp, replies, n_stat)
+    size = paramiko.SFTPAttributes._from_msg(msg).st_size if t == CMD_ATTRS else None
+    data, eof = _data_reply(*_wait(sftp, replies, n_read), path)
+    if eof or (size is not None and len(data) >= size):
+        return data
+    # A file larger than one READ, or a server that answers short: read on from there.
+    return data + _read_from(sftp, path, len(data))
+
+
+def _data_reply(t: int, msg: Message, path: str) -> tuple[bytes, bool]:
+    """(data, at end of file) of a READ's answer."""
+    if t == CMD_DATA:
+        data = msg.get_string()
+        return data, not data
+    if t == CMD_STATUS:
+        code = msg.get_int()
+        if code == SFTP_EOF:
+            return b"", True
+        raise _status_error(code, msg, path)
+    raise paramiko.SFTPError(f"unexpected SFTP reply {t} reading {path}")
+
+
+def _read_from(sftp: paramiko.SFTPClient, path: str, offset: int) -> bytes:
+    """The content of ``path`` from ``offset`` to its end (a new handle)."""
+    handle = _open(sftp, path, SFTP_FLAG_READ)
+    replies = _Replies()
+    parts: list[bytes] = []
+    try:
         while True:
-            t, msg = _wait(sftp, replies, n_read)
-            if t == CMD_DATA:
-                data = msg.get_string()
-                parts.append(data)
-                offset += len(data)
-                if not data or (size is not None and offset >= size):
-                    break
-            elif t == CMD_STATUS:
-                code = msg.get_int()
-                if code == SFTP_EOF:
-                    break
-                raise _status_error(code, msg, path)
-            else:
-                raise paramiko.SFTPError(f"unexpected SFTP reply {t} reading {path}")
-            n_read = _send(sftp, replies, CMD_READ, handle, int64(offset), READ_SIZE)
-        return b"".join(parts)
+            num = _send(sftp, replies, CMD_READ, handle, int64(offset), READ_SIZE)
+            data, eof = _data_reply(*_wait(sftp, replies, num), path)
+            if eof:
+                return b"".join(parts)
+            parts.append(data)
+            offset += len(data)
     finally:
         _close_quietly(sftp, handle)
 
@@ -157,14 +213,21 @@ def write_file(sftp: paramiko.SFTPClient, tmp: str, final: str,
     closed = False
     try:
         view = memoryview(data).cast("B")
+        offsets = list(range(0, len(view), WRITE_SIZE))
+        groups = [offsets[i:i + _WRITES_PER_SEND] for i in
+                  range(0, len(offsets), _WRITES_PER_SEND)] or [[]]
         pending: list[int] = []
-        for offset in range(0, len(view), WRITE_SIZE):
-            if len(pending) >= _MAX_IN_FLIGHT:
+        n_close = 0
+        for number, group in enumerate(groups):
+            while len(pending) >= _MAX_IN_FLIGHT:
                 _expect_ok(*_wait(sftp, replies, pending.pop(0)), tmp)
-            pending.append(_send(sftp, replies, CMD_WRITE, handle, int64(offset),
-                                 bytes(view[offset:offset + WRITE_SIZE])))
-        n_close = _send(sftp, replies, CMD_CLOSE, handle)
-        closed = True
+            with batched(sftp):
+                for offset in group:
+                    pending.append(_send(sftp, replies, CMD_WRITE, handle, int64(offset),
+                                         bytes(view[offset:offset + WRITE_SIZE])))
+                if number == len(groups) - 1:
+                    n_close = _send(sftp, replies, CMD_CLOSE, handle)
+                    closed = True
         for num in pending:
             _expect_ok(*_wait(sftp, replies, num), tmp)
         _expect_ok(*_wait(sftp, replies, n_close), tmp)
@@ -180,4 +243,5 @@ def write_file(sftp: paramiko.SFTPClient, tmp: str, final: str,
         raise
 
 
-__all__ = ["READ_SIZE", "WRITE_SIZE", "read_file", "write_file"]
+__all__ = ["READ_SIZE", "WRITE_SIZE", "BatchingSFTPClient", "batched", "read_file",
+           "write_file"]
