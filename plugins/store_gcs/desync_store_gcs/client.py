@@ -84,11 +84,36 @@ def split_location(raw: str) -> tuple[str, str]:
     return bucket, prefix + "/" if prefix else ""
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (requests → urllib3 → socket), outermost first."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        yield e
+        todo.extend(x for x in (getattr(e, "reason", None), e.__cause__, e.__context__,
+                                *e.args) if isinstance(x, BaseException))
+
+
 def _detail(exc: BaseException) -> str:
-    """The server's message (or the exception's), on one line and not too long."""
+    """The server's message (or the socket error's), on one line and not too long."""
+    if isinstance(exc, requests.exceptions.RequestException):
+        for e in reversed(list(_causes(exc))):  # innermost first
+            if isinstance(e, OSError) and e.strerror:
+                return e.strerror
+        m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        if m:
+            return m.group(1).strip()
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     text = " ".join(str(text).split())
     return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "…"
+
+
+def _join(*parts: str) -> str:
+    return ": ".join(p for p in parts if p)
 
 
 class BucketClient:
@@ -98,12 +123,15 @@ class BucketClient:
         bucket: the bucket name.
         options: the store's options (``n`` sizes the pool, ``timeout`` bounds requests).
         name: the store's location, for messages.
+        name_objects: name the object in error messages (see :meth:`error`).
     """
 
-    def __init__(self, bucket: str, options: StoreOptions, name: str) -> None:
+    def __init__(self, bucket: str, options: StoreOptions, name: str, *,
+                 name_objects: bool = True) -> None:
         self.bucket_name = bucket
         self.options = options
         self.name = name
+        self.name_objects = name_objects
         self._bucket: storage.Bucket | None = None
         self._session: requests.Session | None = None
         self._pid = 0
@@ -178,30 +206,34 @@ class BucketClient:
             raise self.error(what, exc) from None
 
     def error(self, what: str, exc: BaseException) -> StoreError:
-        """The core error for a failed request (``what`` names the object)."""
+        """The core error for a failed request: ``bucket '<b>'[: <what>]: <reason>``.
+
+        ``what`` (``reading dir/x.caibx``) is left out when :attr:`name_objects` is off:
+        the chunk store's messages name the chunk and the store already.
+        """
         if isinstance(exc, StoreError):
             return exc
-        where = f"bucket '{self.bucket_name}'"
+        bucket = f"bucket '{self.bucket_name}'"
+        what = what if self.name_objects else ""
         if isinstance(exc, api_exceptions.Forbidden | api_exceptions.Unauthorized):
-            return StorePermissionError(f"permission denied by {where} ({what}): "
-                                        f"{_detail(exc)}")
+            return StorePermissionError(_join(f"permission denied by {bucket}", what,
+                                              _detail(exc)))
         if isinstance(exc, api_exceptions.GoogleAPICallError):
             code = exc.code or 0
             if code >= 500 or code in _TRANSIENT:
-                return StoreConnectionError(f"{where}: {what}: {_detail(exc)}")
-            return StoreError(f"{where}: {what}: {_detail(exc)}")
+                return StoreConnectionError(_join(bucket, what, _detail(exc)))
+            return StoreError(_join(bucket, what, _detail(exc)))
         if isinstance(exc, requests.exceptions.Timeout):
             timeout = self.options.timeout
-            return StoreTimeoutError(f"{where}: {what}: timeout after {timeout:g}s")
-        if isinstance(exc, requests.exceptions.RequestException):
-            return StoreConnectionError(f"{where}: {what}: {_detail(exc)}")
+            return StoreTimeoutError(_join(bucket, what, f"timeout after {timeout:g}s"))
+        if isinstance(exc, requests.exceptions.RequestException | ConnectionError
+                      | TimeoutError):
+            return StoreConnectionError(_join(bucket, what, _detail(exc)))
         if isinstance(exc, google.auth.exceptions.TransportError):
-            return StoreConnectionError(f"{where}: getting credentials: {_detail(exc)}")
+            return StoreConnectionError(_join(bucket, "getting credentials", _detail(exc)))
         if isinstance(exc, google.auth.exceptions.GoogleAuthError):
-            return StorePermissionError(f"{where}: credentials refused: {_detail(exc)}")
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return StoreConnectionError(f"{where}: {what}: {_detail(exc)}")
-        return StoreError(f"{where}: {what}: {_detail(exc)}")
+            return StorePermissionError(_join(bucket, "credentials refused", _detail(exc)))
+        return StoreError(_join(bucket, what, _detail(exc)))
 
     def _require_bucket(self) -> None:
         """Check, once, that a 404 meant "no such object" and not "no such bucket"."""

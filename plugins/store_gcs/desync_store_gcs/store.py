@@ -38,7 +38,9 @@ class GCSChunkStore(KeyValueChunkStore):
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
         super().__init__(location, options)
         self.bucket, self.prefix = split_location(location.raw)
-        self.client = BucketClient(self.bucket, self.options, location.raw)
+        # The core's messages name the chunk and the store: don't repeat the object.
+        self.client = BucketClient(self.bucket, self.options, location.raw,
+                                   name_objects=False)
 
     def _read(self, key: str) -> bytes:
         # No transport checksum: every chunk is hash-checked by the core on decode.
