@@ -117,6 +117,8 @@ class SeaweedFS:
             "-master.telemetry=false", f"-volume.max={self.max_volumes}",
             "-master.volumeSizeLimitMB=64",
             "-volume.preStopSeconds=0",
+            # a restarted master elects itself at once instead of after ~15 s
+            "-master.resumeState=false", "-master.electionTimeout=1s",
         ]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -147,6 +149,20 @@ class SeaweedFS:
         self.kill()
         raise RuntimeError(f"SeaweedFS did not serve S3 on {self.endpoint} within {timeout} s")
 
+    def wait_readable(self, bucket: str, key: str, timeout: float = 60.0) -> None:
+        """Wait until ``key`` can be read: after a restart S3 answers before the volume
+        server has registered again, and reads fail with InternalError meanwhile."""
+        client = self.client(retries={"total_max_attempts": 1})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def kill(self) -> None:
         """SIGKILL the server (by PID) and remove the unix sockets it leaves in /tmp."""
         proc, self.proc = self.proc, None
@@ -161,7 +177,7 @@ class SeaweedFS:
 
     def client(self, **kwargs: Any) -> Any:
         """A boto3 client with the admin keys (path style), for setting up buckets."""
-        import boto3
+        import boto3  # type: ignore[import-untyped]
         from botocore.config import Config  # type: ignore[import-untyped]
 
         return boto3.client(
