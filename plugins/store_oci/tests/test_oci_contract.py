@@ -1,16 +1,22 @@
 """The shared store contract against real registries: anonymous, behind token auth,
-and with uncompressed chunks (tags without an extension)."""
+with uncompressed chunks (tags without an extension) and with encrypted chunks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from conftest import USERS
 from oci_support import RawRegistry, RegistryServer, TokenServer
 
 from desync_core.plugin_api import ChunkStore, Context
-from desync_core.testing import PrunableChunkStoreContract, open_chunk_store
+from desync_core.testing import (
+    ENCRYPTION_EXTENSIONS,
+    PrunableChunkStoreContract,
+    encrypted_context,
+    open_chunk_store,
+)
 from desync_store_oci.store import OCIChunkStore
 
 
@@ -66,3 +72,26 @@ class TestUncompressedChunks(_RawAccess, PrunableChunkStoreContract):
         assert store.codec.extension == ""
         yield store
         store.close()
+
+
+class TestEncryptedChunks(_RawAccess, PrunableChunkStoreContract):
+    """Encrypted stores (both algorithms, with and without compression): the blob is
+    the encrypted storage form and the tag carries the codec's extension."""
+
+    @pytest.fixture(params=["xchacha20-poly1305", "uncompressed-aes-256-gcm"])
+    def store(self, request: pytest.FixtureRequest, tmp_path: Path, registry: RegistryServer,
+              repository: Callable[[], str], no_credentials: pytest.MonkeyPatch
+              ) -> Iterator[ChunkStore]:
+        repo = repository()
+        location = registry.location(repo)
+        self.raw = RawRegistry(registry.http_url, repo)
+        store = open_chunk_store(location, encrypted_context(tmp_path, location, request.param))
+        assert store.codec.encrypted
+        assert store.codec.extension == ENCRYPTION_EXTENSIONS[request.param]
+        yield store
+        store.close()
+
+    def test_reopen_from_str(self, store: ChunkStore) -> None:
+        # Reopening by name alone would lose the config file's key; the pickled store
+        # (test_pickle_round_trip, test_usable_in_spawned_worker) keeps it.
+        assert store.codec.encrypted
