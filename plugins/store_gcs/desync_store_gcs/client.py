@@ -35,7 +35,7 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core.client_info import ClientInfo
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[import-untyped]
 
 from desync_core.plugin_api import (
     StoreConnectionError,

@@ -55,7 +55,7 @@ class CountingServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _answer
+            do_GET = do_POST = do_PUT = do_DELETE = _answer  # noqa: N815 - http.server names
 
             def log_message(self, *args: object) -> None:
                 pass
