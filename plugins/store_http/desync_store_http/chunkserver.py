@@ -42,6 +42,7 @@ from desync_core.plugin_api import (
     error_text,
     validate_server_flags,
 )
+from desync_store_http.limits import MAX_CHUNK_SIZE, converts, wire_encoding_ok
 from desync_store_http.server import (
     RequestHandler,
     RequestLog,
@@ -247,13 +248,22 @@ def read_store_file(path: str) -> tuple[list[str], str]:
         raise bad(exc.strerror or str(exc)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad(str(exc)) from None
+    except RecursionError:
+        raise bad("JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise bad("expected a JSON object")
     stores = doc.get("stores", [])
-    cache = doc.get("cache", "") or ""
+    cache = doc.get("cache")
     if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores):
         raise bad('"stores" must be a list of store locations')
-    if not isinstance(cache, str):
+    # Each entry is what one -s value may be (commas separate locations there too):
+    # an empty location, as in [","] or [""], names no store.
+    stores = [part.strip() for entry in stores for part in entry.split(",")]
+    if any(not part or "" in (m.strip() for m in part.split("|")) for part in stores):
+        raise bad('"stores" contains an empty store location')
+    if cache is None:
+        cache = ""
+    if not isinstance(cache, str):  # false, 0, [] are not "no cache"
         raise bad('"cache" must be a store location')
     return stores, cache
 
@@ -346,16 +356,25 @@ class ChunkServer:
         self.holder.swap(new)
         return True
 
-    def verify_upload(self, chunk: Chunk) -> None:
-        """Decode an uploaded chunk and check it against its id.
+    def verify_upload(self, chunk: Chunk) -> int:
+        """Decode an uploaded chunk piece by piece (never whole: bounded memory, at most
+        :data:`MAX_CHUNK_SIZE` bytes of output) and check it against its id; returns
+        the plain size.
 
         Raises:
             ChunkInvalidError: it does not decode, or hashes to another id.
         """
-        data = chunk.data()
-        if any(digest.sum(data) == chunk.id for digest in self.digests):
-            return
-        raise ChunkInvalidError(chunk.id, self.digests[0].sum(data))
+        hashers = [digest.new() for digest in self.digests]
+        size = 0
+        for piece in self.codec.iter_decode(chunk.encoded(self.codec), chunk.id,
+                                            MAX_CHUNK_SIZE):
+            size += len(piece)
+            for hasher in hashers:
+                hasher.update(piece)
+        sums = [hasher.digest() for hasher in hashers]
+        if chunk.id in sums:
+            return size
+        raise ChunkInvalidError(chunk.id, sums[0])
 
     def close(self) -> None:
         """Close the upstream."""
@@ -405,23 +424,30 @@ class ChunkHandler(RequestHandler):
         if not self.app.writable:
             self.reply(400, b"writing to upstream chunk store is not enabled\n")
             return
-        body = self.read_body(MAX_CHUNK_UPLOAD)
-        chunk = Chunk(chunk_id, encoded=body, codec=self.app.codec)
-        try:
-            self.app.verify_upload(chunk)
-        except ChunkInvalidError as exc:
-            self.reply(400, f"{exc}\n".encode())
-            return
-        try:
-            with self.app.holder.use() as store:
-                if not store.writable:
-                    self.reply(400, b"upstream chunk store does not support writing\n")
-                    return
-                store.store_chunk(chunk)
-        except (DesyncError, OSError) as exc:
-            self._failed(f"failed to store chunk {chunk_id.hex()}", exc,
-                         public=f"failed to store chunk {chunk_id.hex()}")
-            return
+        # Limits (server.py): body size, upload memory budget, encodings (#19.4).
+        with self.upload(MAX_CHUNK_UPLOAD) as upload:
+            chunk = Chunk(chunk_id, encoded=upload.body, codec=self.app.codec)
+            if not wire_encoding_ok(self.app.codec, chunk):
+                self.reply(415, b"unsupported chunk encoding: this store's chunks are "
+                           b"zstd-compressed\n")
+                return
+            try:
+                size = self.app.verify_upload(chunk)
+            except ChunkInvalidError as exc:
+                self.reply(400, f"{exc}\n".encode())
+                return
+            try:
+                with self.app.holder.use() as store:
+                    if not store.writable:
+                        self.reply(400, b"upstream chunk store does not support writing\n")
+                        return
+                    if converts(store, self.app.codec):
+                        upload.reserve_more(size)  # the store decodes it whole
+                    store.store_chunk(chunk)
+            except (DesyncError, OSError) as exc:
+                self._failed(f"failed to store chunk {chunk_id.hex()}", exc,
+                             public=f"failed to store chunk {chunk_id.hex()}")
+                return
         self.reply(200)
 
 

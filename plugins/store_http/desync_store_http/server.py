@@ -17,6 +17,7 @@ plugin needs no server dependency. This module holds what both servers share:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import http.server
 import os
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -41,6 +42,13 @@ IDLE_TIMEOUT = 120.0
 HEADER_TIMEOUT = 30.0
 #: Pending connections the kernel queues while all threads are busy accepting.
 BACKLOG = 256
+#: Memory all uploads being received, checked and stored may hold at once (bodies and
+#: any decoded copy). An upload waits for room, at most UPLOAD_QUEUE_TIMEOUT, then 503.
+UPLOAD_MEMORY_BUDGET = 256 * 1024 * 1024
+#: Uploads handled at the same time, whatever their size (others queue, as above).
+MAX_CONCURRENT_UPLOADS = 16
+#: How long an upload waits for room in the budget before the server answers 503.
+UPLOAD_QUEUE_TIMEOUT = 30.0
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -129,6 +137,78 @@ class RequestLog:
             self._out.close()
 
 
+class UploadGate:
+    """Bounds the memory and number of uploads handled at once (a byte semaphore).
+
+    A request reserves the bytes it will hold (its body, later any decoded copy) and
+    waits while they do not fit; a reservation larger than the whole budget waits for
+    the budget to be empty and then runs alone, so every valid upload gets through.
+
+    Args:
+        budget: bytes all reservations may add up to.
+        slots: reservations (uploads) at the same time.
+        wait: seconds a reservation waits for room before giving up.
+    """
+
+    def __init__(self, budget: int = UPLOAD_MEMORY_BUDGET, slots: int = MAX_CONCURRENT_UPLOADS,
+                 wait: float = UPLOAD_QUEUE_TIMEOUT) -> None:
+        self.budget = budget
+        self.slots = slots
+        self.wait = wait
+        self._cond = threading.Condition()
+        self.in_use = 0
+        self.active = 0
+
+    def _fits(self, nbytes: int, new_slot: bool) -> bool:
+        if new_slot and self.active >= self.slots:
+            return False
+        return self.in_use + min(nbytes, self.budget) <= self.budget
+
+    def acquire(self, nbytes: int, *, new_slot: bool = True) -> bool:
+        """Reserve ``nbytes`` (and a slot); False if no room came within ``wait``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._fits(nbytes, new_slot), self.wait):
+                return False
+            self.in_use += min(nbytes, self.budget)
+            self.active += new_slot
+            return True
+
+    def release(self, nbytes: int, *, slot: bool = True) -> None:
+        """Give back a reservation made with :meth:`acquire`."""
+        with self._cond:
+            self.in_use -= min(nbytes, self.budget)
+            self.active -= slot
+            self._cond.notify_all()
+
+
+class Upload:
+    """The body of one upload and its reservation in the :class:`UploadGate`."""
+
+    def __init__(self, handler: RequestHandler, gate: UploadGate, reserved: int) -> None:
+        self.handler = handler
+        self.gate = gate
+        self.reserved = reserved
+        self.extra = 0
+        self.body = b""
+
+    def reserve_more(self, nbytes: int) -> None:
+        """Reserve ``nbytes`` more (a decoded copy about to be made).
+
+        Raises:
+            BodyError: no room in time (503 sent).
+        """
+        if not self.gate.acquire(nbytes, new_slot=False):
+            self.handler.reply_busy()
+            raise BodyError
+        self.extra += nbytes
+
+    def release(self) -> None:
+        """Give the reservation back."""
+        self.gate.release(self.extra, slot=False)
+        self.gate.release(self.reserved)
+        self.extra = self.reserved = 0
+
+
 @dataclass
 class ServerSettings:
     """What every handler of one server needs besides its own state.
@@ -137,11 +217,13 @@ class ServerSettings:
         authorization: required ``Authorization`` header value; empty means none.
         log: the request log, if any.
         errors: where internal errors and TLS failures are reported.
+        uploads: bounds the memory and number of uploads handled at once.
     """
 
     authorization: str = ""
     log: RequestLog | None = None
     errors: TextIO = field(default_factory=lambda: sys.stderr)
+    uploads: UploadGate = field(default_factory=UploadGate)
     _errors_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, message: str) -> None:
@@ -209,9 +291,85 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         # The request line may take the idle timeout (keep-alive); headers get less.
         self.connection.settimeout(HEADER_TIMEOUT)
         try:
-            return super().parse_request()
+            if not super().parse_request():
+                return False
         finally:
             self.connection.settimeout(self.timeout)
+        if self.request_version == "HTTP/0.9":  # "GET /": the stdlib would answer bare
+            self.send_error(400, "HTTP/0.9 requests are not supported")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """Protocol errors the stdlib parser finds (a bad request line, an overlong URL,
+        an unknown HTTP version, bad headers): a complete ``HTTP/1.1`` reply, never the
+        stdlib's status-less HTML page for requests it could not read as HTTP/1.x."""
+        if self.request_version in ("HTTP/0.9", ""):
+            self.request_version = self.protocol_version
+        self.close_connection = True
+        self._replied = True
+        phrase = self.responses.get(code, ("error", ""))[0]
+        text = phrase if not message else f"{phrase}: {message[:200]}"
+        body = f"{text}\n".encode("utf-8", "replace")
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def reply_busy(self) -> None:
+        """503: the upload budget stayed full (the client retries later)."""
+        self._replied = True
+        body = b"server busy with other uploads, retry later\n"
+        self.send_response(503)
+        self.send_header("Retry-After", "1")
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if not self._body_read and self._has_body():
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    @contextlib.contextmanager
+    def upload(self, limit: int) -> Iterator[Upload]:
+        """Receive an upload body of at most ``limit`` bytes within the upload budget.
+
+        Content-Encoding other than identity is refused (415): stores hold chunks in
+        their own encoding, and a gzip or xz body could inflate without bound. The body
+        is read only once its bytes are reserved in :attr:`ServerSettings.uploads`
+        (``413`` beyond ``limit``, ``503`` when the budget stays full); the reservation
+        lasts until the block ends.
+
+        Raises:
+            BodyError: refused (the reply is sent).
+        """
+        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            self.reply(415, f"unsupported Content-Encoding {encoding!r}: send the chunk "
+                       "as the store encodes it\n".encode())
+            raise BodyError
+        raw_length = self.headers.get("Content-Length")
+        chunked = bool(self.headers.get("Transfer-Encoding", "").strip())
+        need = limit
+        if not chunked and raw_length is not None and raw_length.strip().isdigit():
+            need = int(raw_length.strip())
+            if need > limit:
+                self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
+                raise BodyError
+        gate = self.settings.uploads
+        if not gate.acquire(need):
+            self.reply_busy()
+            raise BodyError
+        upload = Upload(self, gate, need)
+        try:
+            upload.body = self.read_body(limit)
+            yield upload
+        finally:
+            upload.release()
 
     # -- request flow -------------------------------------------------------------------
 
@@ -298,7 +456,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         return data
 
     def _read_chunked(self, limit: int) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         total = 0
         while True:
             line = self.rfile.readline(1024)
@@ -329,9 +487,14 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log = self.settings.log
         if log is not None:
+            # Called for replies to requests the stdlib could not parse too: the method
+            # and path may be unset or empty then.
             host, port = self.client_address[:2]
             client = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-            log.write(client, self.command or "-", self.path or "-",
+            path = getattr(self, "path", "") or "-"
+            if len(path) > 1024:
+                path = path[:1024] + "..."
+            log.write(client, getattr(self, "command", "") or "-", path,
                       int(code) if isinstance(code, int) else 0)
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -540,12 +703,17 @@ def resolve_authorization(flag: str | None) -> str:
 
 
 __all__ = [
+    "MAX_CONCURRENT_UPLOADS",
+    "UPLOAD_MEMORY_BUDGET",
+    "UPLOAD_QUEUE_TIMEOUT",
     "BodyError",
     "RequestHandler",
     "RequestLog",
     "ServerGroup",
     "ServerSettings",
     "ThreadedServer",
+    "Upload",
+    "UploadGate",
     "parse_listen_address",
     "resolve_authorization",
     "serve_until_stopped",
