@@ -116,6 +116,7 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
     )
     from desync_core.index import (  # noqa: F401
         Index,
+        read_index_file,
     )
     from desync_core.location import (  # noqa: F401
         StoreLocation,
@@ -205,6 +206,7 @@ _EXPORTS: dict[str, str] = {
     "SHA256": "desync_core.digest",
     "SHA512_256": "desync_core.digest",
     "Index": "desync_core.index",
+    "read_index_file": "desync_core.index",
     # errors
     **{name: "desync_core.errors" for name in (
         "BUG_EXIT_CODE", "ArchiveFormatError", "ChunkInvalidError", "ChunkMissingError",
