@@ -56,6 +56,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
@@ -1124,6 +1125,47 @@ def temp_name(output: str) -> str:
     return os.path.join(directory, f".{base}.{secrets.randbits(32)}")
 
 
+#: A temporary file unlocked and untouched this long belongs to a dead extract.
+STALE_TEMP_SECONDS = 10.0
+
+
+def remove_stale_temps(output: str) -> list[str]:
+    """Remove temporary files of earlier extracts of ``output`` that were killed
+    (``kill -9``, power loss): ``.<basename>.<digits>`` regular files next to it that
+    no process holds locked (a running extract holds an ``flock`` on its temporary
+    file from the moment it creates it) and that were not modified in the last
+    :data:`STALE_TEMP_SECONDS`. Returns the paths removed."""
+    directory, base = os.path.split(os.path.abspath(output))
+    prefix = f".{base}."
+    removed = []
+    try:
+        names = [n for n in os.listdir(directory)
+                 if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_TEMP_SECONDS:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live extract holds it
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def check_output(output: str) -> None:
     """The output's directory must exist; a directory cannot be the output."""
     directory = os.path.dirname(os.path.abspath(output))
@@ -1257,6 +1299,9 @@ def extract(
     if _is_device(output) and not in_place:
         raise UsageError(f"{output} is a device: extracting to a device requires -k (--in-place)")
     stats = ExtractStats(bytes_total=index.length, chunks_total=len(index))
+    if not in_place:
+        for stale in remove_stale_temps(output):
+            warn(f"removed {stale}, left by an earlier extract that did not finish")
     path = output if in_place else temp_name(output)
     target: Target | None = None
     ok = False
@@ -1266,6 +1311,10 @@ def extract(
     held = _hold_interrupts()
     try:
         target = open_target(index, path, in_place=in_place, create_new=not in_place)
+        if not in_place:
+            # Marks the file as in use (see remove_stale_temps); the lock goes with the
+            # last descriptor of this file, i.e. when this process and its workers end.
+            fcntl.flock(target.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _release_interrupts(held)
         held = None
         target.display = output

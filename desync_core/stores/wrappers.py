@@ -289,27 +289,55 @@ class CacheStore:
 
     With ``repair`` (``--cache-repair``, the default) an invalid chunk in the cache is
     treated as missing: it is fetched again and overwrites the bad copy.
+
+    A cache that cannot be written (full, read-only, gone) does not fail the read: the
+    cache is an optimisation. One warning goes to ``warn`` (default: stderr) and the
+    run goes on without filling the cache.
     """
 
-    def __init__(self, router: Any, cache: Any, *, repair: bool = True) -> None:
+    def __init__(self, router: Any, cache: Any, *, repair: bool = True,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.router = router
         self.cache = cache
         self.repair = repair
+        self.warn = warn or _warn_stderr
+        self._writable = True
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def get_chunk(self, chunk_id: bytes) -> Chunk:
-        try:
-            return self.cache.get_chunk(chunk_id)  # type: ignore[no-any-return]
-        except ChunkMissingError:
-            pass
-        except ChunkInvalidError:
-            if not self.repair:
-                raise
+        if self._writable:
+            try:
+                return self.cache.get_chunk(chunk_id)  # type: ignore[no-any-return]
+            except ChunkMissingError:
+                pass
+            except ChunkInvalidError:
+                if not self.repair:
+                    raise
+            except (StoreError, OSError) as exc:  # unreadable cache: do without it
+                self._give_up(f"failed to read from cache {self.cache}: {exc}")
         chunk = self.router.get_chunk(chunk_id)
-        try:
-            self.cache.store_chunk(chunk)
-        except (StoreError, OSError) as exc:
-            raise StoreError(f"failed to store in local cache: {exc}") from exc
+        if self._writable:
+            try:
+                self.cache.store_chunk(chunk)
+            except (StoreError, OSError) as exc:
+                self._give_up(f"failed to store in cache {self.cache}: {exc}")
         return chunk  # type: ignore[no-any-return]
+
+    def _give_up(self, why: str) -> None:
+        """Stop using the cache, with one warning."""
+        with self._lock:
+            if self._writable:
+                self._writable = False
+                self.warn(f"Warning: {why}; continuing without the cache")
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self.cache.has_chunk(chunk_id) or self.router.has_chunk(chunk_id))
@@ -320,6 +348,12 @@ class CacheStore:
 
     def __str__(self) -> str:
         return f"{self.router} (cache {self.cache})"
+
+
+def _warn_stderr(message: str) -> None:
+    import sys
+
+    sys.stderr.write(message + "\n")
 
 
 def iter_members(reader: Any) -> Iterator[Any]:

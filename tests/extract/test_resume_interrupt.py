@@ -218,3 +218,79 @@ def test_empty_index_gives_empty_output(tmp_path: Path, ok) -> None:  # type: ig
     assert stats["chunks-total"] == 0
     ok("extract", "-s", store, index_path, tmp_path / "new")
     assert (tmp_path / "new").read_bytes() == b""
+
+
+def test_kill_9_leftover_is_removed_by_the_next_run(blocking_store, blob, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                    ok) -> None:
+    """Regression (#19.9): kill -9 during extract left a full-size temporary file that
+    later runs never removed. A later run removes it (it is unlocked: its extract is
+    dead) once it is old enough, and says so."""
+    index_path, store, _index, data, _fifo = blocking_store
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    out = outdir / "image"
+    proc = _start("extract", "-n", "2", "-s", store, index_path, out)
+
+    def partly_written() -> bool:
+        temps = [p for p in outdir.iterdir() if p.name.startswith(".image.")]
+        return bool(temps) and temps[0].stat().st_blocks > 0
+
+    _wait_until(partly_written, "the temporary file had data", proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    (leftover,) = [p for p in outdir.iterdir() if p.name.startswith(".image.")]
+    # While it is recent it is left alone (it could be an extract just starting).
+    good_store = blob[1]
+    ok("extract", "-s", good_store, index_path, out)
+    assert leftover.exists()
+    old = time.time() - 60
+    os.utime(leftover, (old, old))
+    result = ok("extract", "-s", good_store, index_path, out)
+    assert f"removed {leftover}" in result.err
+    assert temp_leftovers(outdir) == []
+    assert out.read_bytes() == data
+
+
+def test_a_running_extracts_temporary_file_is_never_removed(blocking_store, blob,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path, ok) -> None:
+    index_path, store, _index, _data, _fifo = blocking_store
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    out = outdir / "image"
+    proc = _start("extract", "-n", "2", "-s", store, index_path, out)
+    try:
+        _wait_until(lambda: any(p.name.startswith(".image.") for p in outdir.iterdir()),
+                    "the temporary file was created", proc)
+        (temp,) = [p for p in outdir.iterdir() if p.name.startswith(".image.")]
+        old = time.time() - 60
+        os.utime(temp, (old, old))  # old, but locked by the running extract
+        ok("extract", "-s", blob[1], index_path, outdir / "other")
+        ok("extract", "-s", blob[1], index_path, out)
+        assert temp.exists()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_unwritable_cache_is_skipped_with_a_warning(blob, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (#19.9): a full or read-only cache made extract fail; the cache is an
+    optimisation, so the run goes on without it, with one warning."""
+    index_path, store, _index, data = blob
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "not-a-dir").write_bytes(b"")
+    # Every chunk's prefix directory is a file: no chunk can be stored in this cache.
+    import shutil
+
+    for prefix in {p.parent.name for p in store.rglob("*.cacnk")}:
+        shutil.copy(cache / "not-a-dir", cache / prefix)
+    proc = subprocess.run([sys.executable, "-m", "desync_core", "extract", "-s", str(store),
+                           "-c", str(cache), str(index_path), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out").read_bytes() == data
+    lines = proc.stderr.splitlines()
+    # one warning per process that noticed (the forked workers each may)
+    assert lines, proc.stderr
+    assert all(line.startswith("Warning: failed to ") and
+               line.endswith("; continuing without the cache") for line in lines), lines
