@@ -242,7 +242,7 @@ def _candidate_keys(settings: SSHSettings) -> tuple[list[tuple[str, paramiko.PKe
                 notes.append(f"{path} does not exist")
             continue
         try:
-            keys.append((path, paramiko.PKey.from_path(path)))
+            keys.append((path, _load_private_key(path)))
         except paramiko.PasswordRequiredException:
             # BatchMode: no prompt. The agent may hold the decrypted key.
             public = _public_key(path)
@@ -254,6 +254,17 @@ def _candidate_keys(settings: SSHSettings) -> tuple[list[tuple[str, paramiko.PKe
         except (OSError, paramiko.SSHException, ValueError) as exc:
             notes.append(f"{path}: {exc}")
     return keys, notes
+
+
+def _load_private_key(path: str) -> paramiko.PKey:
+    """The key in ``path``; PasswordRequiredException if it is encrypted."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except TypeError as exc:
+        # cryptography's loader says so with a TypeError for new-format OpenSSH keys.
+        if "password" in str(exc).lower():
+            raise paramiko.PasswordRequiredException(str(exc)) from None
+        raise
 
 
 def _public_key(private_path: str) -> bytes | None:

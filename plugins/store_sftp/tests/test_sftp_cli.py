@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ALIAS
 
 from desync_core.testing.fixtures import CliResult, assert_one_line_error
 from desync_core.testing.servers import SSHServer
 
 Cli = Callable[..., CliResult]
+
+ALIAS = SSHServer.alias
 
 
 def blob(path: Path, size: int, seed: int = 0) -> bytes:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ALIAS
 
 from desync_core.plugin_api import (
     Chunk,
@@ -31,7 +30,10 @@ from desync_core.testing import (
     open_index_store,
     sample_chunk,
 )
+from desync_core.testing.servers import SSHServer
 from desync_store_sftp.store import SFTPChunkStore, SFTPIndexStore
+
+ALIAS = SSHServer.alias
 
 
 class TestSFTPChunkStore(LocalDirectoryRaw, PrunableChunkStoreContract):
