@@ -252,14 +252,14 @@ class Session:
             return self.reader.read(self.timeout)
         except p.PeerTimeoutError:
             self.broken = True
-            what = "HELLO" if first else "an answer"
+            what = "HELLO" if first else "answer"
             raise StoreTimeoutError(f"store {self.store}: no {what} from "
                                     f"{self._remote()} within {self.timeout:g} s") from None
         except p.PeerClosedError as exc:
             if first and exc.partial:
                 raise self._not_casync(f"it sent {exc.received[:64]!r} and closed the "
                                        "connection") from None
-            raise self._ended(first=first) from None
+            raise self._ended(first=first, detail=str(exc) if exc.partial else "") from None
         except p.ProtocolError as exc:
             if first:
                 raise self._not_casync(str(exc)) from None
@@ -283,7 +283,7 @@ class Session:
         except subprocess.TimeoutExpired:
             return None
 
-    def _ended(self, first: bool = False) -> StoreError:
+    def _ended(self, first: bool = False, detail: str = "") -> StoreError:
         """The child closed its stdout: an error with its exit status and stderr."""
         self.broken = True
         status = self._exit_status()
@@ -296,8 +296,9 @@ class Session:
                     f"the remote command {self._remote()} is not a casync server")
             return cls(f"store {self.store}: {what}: it ended before the casync "
                        f"handshake{code}{self._stderr_tail()}")
+        detail = f": {detail}" if detail else ""
         return StoreConnectionError(f"store {self.store}: the ssh session ended{code}"
-                                    f"{self._stderr_tail()}")
+                                    f"{detail}{self._stderr_tail()}")
 
     def _not_casync(self, why: str) -> StoreError:
         self.broken = True

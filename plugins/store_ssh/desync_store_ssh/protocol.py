@@ -252,7 +252,7 @@ class MessageReader:
         body[:have] = self._view[self._start : self._start + have]
         self._start += have
         if have < len(body):
-            self._read_into(memoryview(body)[have:], deadline, msg_type, size)
+            self._read_into(memoryview(body)[have:], deadline, msg_type, size, HEADER.size + have)
         return msg_type, body
 
     def _fill(self, need: int, deadline: float | None, *, inside: bool) -> bool:
@@ -275,13 +275,13 @@ class MessageReader:
         return True
 
     def _read_into(self, target: memoryview, deadline: float | None, msg_type: int,
-                   size: int) -> None:
+                   size: int, done: int) -> None:
         pos = 0
         while pos < len(target):
             n = self._readv(target[pos:], deadline)
             if n == 0:
                 raise PeerClosedError(f"the peer closed the connection inside a "
-                                 f"{type_name(msg_type)} message ({16 + pos} of {size} "
+                                 f"{type_name(msg_type)} message ({done + pos} of {size} "
                                  "bytes)", partial=True)
             pos += n
 
