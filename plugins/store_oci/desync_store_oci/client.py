@@ -96,8 +96,11 @@ def _transport_error(exc: requests.exceptions.RequestException, what: str,
     for e in reversed(_causes(exc)):
         if isinstance(e, ssl.SSLError) and not isinstance(
                 e, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-            reason = getattr(e, "verify_message", None) or e.reason or str(e)
-            return StoreError(f"{what}: TLS error: {str(reason).lower().replace('_', ' ')}")
+            if isinstance(e, ssl.SSLCertVerificationError) and e.verify_message:
+                reason = f"certificate verify failed: {e.verify_message}"
+            else:
+                reason = str(e.reason or e).lower().replace("_", " ")
+            return StoreError(f"{what}: TLS error: {reason}")
     if isinstance(exc, requests.exceptions.Timeout):
         return StoreTimeoutError(f"{what}: timeout after {timeout:g}s")
     reason = next((e.strerror for e in reversed(_causes(exc))

@@ -144,10 +144,12 @@ class RegistryServer:
         directory: where its config and data go.
         basic_users: enable htpasswd Basic auth for these users (name → password).
         token: enable token auth against this token server.
+        tls: serve HTTPS with the test server certificate (signed by ``ca.crt``).
     """
 
     def __init__(self, directory: Path, basic_users: dict[str, str] | None = None,
-                 token: TokenServer | None = None) -> None:
+                 token: TokenServer | None = None, tls: bool = False) -> None:
+        self.tls = tls
         self.directory = directory
         self.port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
@@ -158,6 +160,9 @@ class RegistryServer:
             "  delete:", "    enabled: true",
             "http:", f"  addr: 127.0.0.1:{self.port}",
         ]
+        if tls:
+            config += ["  tls:", f"    certificate: {CERTS / 'server.crt'}",
+                       f"    key: {CERTS / 'server.key'}"]
         if basic_users:
             htpasswd = directory / "htpasswd"
             lines = [subprocess.run([HTPASSWD, "-Bbn", user, password], check=True,
@@ -182,12 +187,12 @@ class RegistryServer:
 
     @property
     def http_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def location(self, repository: str) -> str:
         """The store location of a repository: ``oci+http://127.0.0.1:PORT/<repo>``."""
-        return f"oci+http://127.0.0.1:{self.port}/{repository}"
+        return f"oci+{self.http_url}/{repository}"
 
     def log(self) -> str:
         """What the registry printed."""

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from oci_support import RawRegistry, RegistryServer
+from oci_support import CERTS, RawRegistry, RegistryServer
 
-from desync_core.plugin_api import SHA512_256, Chunk, ChunkMissingError, Context
+from desync_core.plugin_api import (
+    SHA512_256,
+    Chunk,
+    ChunkMissingError,
+    Context,
+    StoreConnectionError,
+    StoreError,
+)
 from desync_core.testing.fixtures import CliResult, assert_one_line_error
 from desync_store_oci import store as store_module
 from desync_store_oci.store import ARTIFACT_TYPE, OCIChunkStore, chunk_manifest
@@ -168,11 +175,14 @@ def test_unreachable_registry_is_retried_then_reported(
 
 class _PagingProxy:
     """A reverse proxy in front of the registry that pages tag lists as newer
-    registries do (``n``/``last`` and a ``Link: <…>; rel="next"`` header); every other
-    request is passed through unchanged."""
+    registries do (``n``/``last`` and a ``Link: <…>; rel="next"`` header), and answers
+    the next manifest requests with the statuses queued in :attr:`faults` (a busy or
+    failing registry); every other request is passed through unchanged."""
 
     def __init__(self, upstream: str) -> None:
         self.pages = 0
+        self.faults: list[int] = []
+        self.faulted = 0
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -184,6 +194,13 @@ class _PagingProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if proxy.faults and "/manifests/" in self.path:
+                    proxy.faulted += 1
+                    status = proxy.faults.pop(0)
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 parts = urllib.parse.urlsplit(self.path)
                 resp = requests.request(self.command, upstream + self.path, data=body,
@@ -252,3 +269,66 @@ def test_tag_listing_follows_link_pages(paging_proxy: _PagingProxy,
     assert paging_proxy.pages == 4
     assert store.prune(set(ids[:3])) == 4
     assert sorted(store.iter_chunk_ids()) == sorted(ids[:3])
+
+
+def test_transient_statuses_are_retried(tmp_path: Path, paging_proxy: _PagingProxy,
+                                        repository: Callable[[], str], ok: Cli, cli: Cli,
+                                        no_credentials: pytest.MonkeyPatch) -> None:
+    """503, 429 and 408 are retried with -e/-b; when the attempts run out the status
+    is reported on one line; 400 is never retried."""
+    loc = f"oci+http://127.0.0.1:{paging_proxy.port}/{repository()}"
+    data = _blob(tmp_path / "x.bin", 9, 100_000)
+    ok("make", "-s", loc, tmp_path / "x.caibx", tmp_path / "x.bin")
+    paging_proxy.faults = [503, 429, 408]
+    ok("extract", "-s", loc, "-n", "1", "-e", "4", "-b", "10ms", tmp_path / "x.caibx",
+       tmp_path / "x.out")
+    assert (tmp_path / "x.out").read_bytes() == data
+    assert paging_proxy.faulted == 3
+
+    # Exactly -e attempts in all: the third 503 is never asked for.
+    paging_proxy.faults = [503, 503, 503]
+    ctx = Context(overrides={"error_retry": 2, "error_retry_base_interval": 0.01})
+    reader = ctx.open_reader(loc)
+    chunk_id = bytes.fromhex(ok("list-chunks", tmp_path / "x.caibx").text.split()[0])
+    with pytest.raises(StoreConnectionError, match="503 Service Unavailable"):
+        reader.get_chunk(chunk_id)
+    assert paging_proxy.faults == [503]
+
+    paging_proxy.faults = [503] * 20
+    result = cli("extract", "-s", loc, "-n", "1", "-e", "2", "-b", "10ms",
+                 tmp_path / "x.caibx", tmp_path / "y.out")
+    assert_one_line_error(result, 4, loc, "503 Service Unavailable")
+    paging_proxy.faults = []
+
+    paging_proxy.faults = [400, 400]
+    with pytest.raises(StoreError, match="400 Bad Request") as caught:
+        reader.get_chunk(chunk_id)
+    assert not isinstance(caught.value, StoreConnectionError)
+    assert paging_proxy.faults == [400]
+    paging_proxy.faults = [400] * 20
+    result = cli("extract", "-s", loc, "-n", "1", "-e", "3", "-b", "10ms",
+                 tmp_path / "x.caibx", tmp_path / "y.out")
+    assert_one_line_error(result, 4, loc, "400 Bad Request")
+    paging_proxy.faults = []
+
+
+def test_https_registry(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                        repository: Callable[[], str], ok: Cli, cli: Cli,
+                        no_credentials: pytest.MonkeyPatch) -> None:
+    """oci+https:// with --ca-cert (or -t); an untrusted certificate is one line, not
+    retried."""
+    server = RegistryServer(tmp_path_factory.mktemp("registry-tls"), tls=True)
+    try:
+        loc = server.location(repository())
+        assert loc.startswith("oci+https://")
+        data = _blob(tmp_path / "x.bin", 10, 200_000)
+        ca = str(CERTS / "ca.crt")
+        ok("make", "-s", loc, "--ca-cert", ca, tmp_path / "x.caibx", tmp_path / "x.bin")
+        ok("extract", "-s", loc, "--ca-cert", ca, tmp_path / "x.caibx", tmp_path / "a.out")
+        assert (tmp_path / "a.out").read_bytes() == data
+        ok("extract", "-s", loc, "-t", tmp_path / "x.caibx", tmp_path / "b.out")
+        assert (tmp_path / "b.out").read_bytes() == data
+        result = cli("extract", "-s", loc, tmp_path / "x.caibx", tmp_path / "c.out")
+        assert_one_line_error(result, 4, loc, "TLS error", "certificate verify failed")
+    finally:
+        server.stop()
