@@ -23,6 +23,7 @@ from desync_core.plugin_api import (
     check_index_name,
     error_text,
     parse_location,
+    read_index_file,
     validate_server_flags,
 )
 from desync_store_http.chunkserver import request_path
@@ -38,6 +39,8 @@ from desync_store_http.server import (
 
 #: Largest accepted index upload (an index of about 26 million chunks).
 MAX_INDEX_UPLOAD = 1024 * 1024 * 1024
+#: Longest file name (bytes) of Linux file systems.
+NAME_MAX = 255
 
 
 class IndexServer:
@@ -59,7 +62,17 @@ class IndexServer:
             raise StoreError(f"index store {location} is not a directory")
         self.location = location
         self.writable = writable
+        #: The directory of a local store: read here, refusing anything but regular
+        #: files (a FIFO there would hold a thread forever) and bounded by the header.
+        self.directory = loc.path if loc.is_local else None
         self.store: IndexStore = ctx.open_index_store(location)
+
+    def get_index(self, name: str) -> bytes:
+        """The bytes of index ``name`` (see :attr:`directory`)."""
+        if self.directory is not None:
+            return read_index_file(os.path.join(self.directory, name), name,
+                                   regular_only=True)
+        return self.store.get_index(name)
 
     def close(self) -> None:
         """Close the upstream store."""
@@ -74,14 +87,18 @@ class IndexHandler(RequestHandler):
     def parse_target(self) -> str | None:
         name = request_path(self.path).rpartition("/")[2]
         try:
-            return check_index_name(name)
+            check_index_name(name)
         except UsageError:
             self.reply(400, b"invalid index name\n")
             return None
+        if len(os.fsencode(name)) > NAME_MAX:  # no file can have it (ENAMETOOLONG)
+            self.reply(400, f"invalid index name: longer than {NAME_MAX} bytes\n".encode())
+            return None
+        return name
 
     def on_get(self, name: str) -> None:
         try:
-            data = Index.from_bytes(self.app.store.get_index(name), name).to_bytes()
+            data = Index.from_bytes(self.app.get_index(name), name).to_bytes()
         except IndexNotFoundError:
             self.reply(404, b"index not found\n")
             return
@@ -108,12 +125,12 @@ class IndexHandler(RequestHandler):
         if not isinstance(store, WritableIndexStore):
             self.reply(400, b"upstream index store does not support writing\n")
             return
-        body = self.read_body(MAX_INDEX_UPLOAD)
-        try:
-            index = Index.from_bytes(body, name)
-        except DesyncError as exc:
-            self.reply(415, f"invalid index: {exc}\n".encode())
-            return
+        with self.upload(MAX_INDEX_UPLOAD) as upload:
+            try:
+                index = Index.from_bytes(upload.body, name)
+            except DesyncError as exc:
+                self.reply(415, f"invalid index: {exc}\n".encode())
+                return
         try:
             store.store_index(name, index.to_bytes())
         except (DesyncError, OSError) as exc:

@@ -289,16 +289,17 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         # The request line may take the idle timeout (keep-alive); headers get less.
-        self.connection.settimeout(HEADER_TIMEOUT)
-        try:
-            if not super().parse_request():
-                return False
-        finally:
-            self.connection.settimeout(self.timeout)
-        if self.request_version == "HTTP/0.9":  # "GET /": the stdlib would answer bare
+        if len(self.raw_requestline.split()) == 2:
+            # HTTP/0.9 ("GET /"): the stdlib would wait for headers such a client never
+            # sends, then answer without a status line. Refuse it at once.
+            self.command, self.request_version = None, ""  # type: ignore[assignment]
             self.send_error(400, "HTTP/0.9 requests are not supported")
             return False
-        return True
+        self.connection.settimeout(HEADER_TIMEOUT)
+        try:
+            return super().parse_request()
+        finally:
+            self.connection.settimeout(self.timeout)
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
@@ -317,7 +318,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
+        if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
 
     def reply_busy(self) -> None:
