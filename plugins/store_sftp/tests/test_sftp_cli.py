@@ -224,3 +224,35 @@ def test_casync_ssh_path_failure_is_one_line(cli: Cli, remote: tuple[Path, str],
     assert "broken-ssh -s -- desync-test sftp" in errors[0]
     assert "exited with status 255" in errors[0]
     assert "Traceback" not in result.err
+
+
+def test_hashed_known_hosts(ok: Cli, sshd: SSHServer, remote: tuple[Path, str],
+                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """known_hosts hashed by ``ssh-keygen -H`` (HashKnownHosts) is understood."""
+    import subprocess
+
+    ssh = _home_with(tmp_path, sshd, monkeypatch)
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(ssh / "known_hosts")], check=True,
+                   capture_output=True, timeout=30)
+    assert (ssh / "known_hosts").read_text().startswith("|1|")
+    data = blob(tmp_path / "blob", 100_000)
+    ok("make", "-s", remote[1], tmp_path / "i.caibx", tmp_path / "blob")
+    ok("extract", "-s", remote[1], tmp_path / "i.caibx", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+
+
+def test_proxy_command(ok: Cli, sshd: SSHServer, remote: tuple[Path, str], tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """ProxyCommand from the config carries the connection (here OpenSSH's ``ssh -W``
+    through the same server)."""
+    ssh = _home_with(tmp_path, sshd, monkeypatch)
+    log = tmp_path / "proxy.log"
+    proxy = f"sh -c 'echo %h:%p >> {log}; exec ssh -F {sshd.ssh_config} -W %h:%p {ALIAS}'"
+    (ssh / "config").write_text((ssh / "config").read_text() + f"  ProxyCommand {proxy}\n")
+    data = blob(tmp_path / "blob", 100_000)
+    ok("make", "-n", "2", "-s", remote[1], tmp_path / "i.caibx", tmp_path / "blob")
+    ok("extract", "-n", "2", "-s", remote[1], tmp_path / "i.caibx", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+    used = log.read_text().splitlines()
+    assert used
+    assert set(used) == {f"127.0.0.1:{sshd.port}"}

@@ -166,9 +166,9 @@ def test_several_clients_at_once(ok: Cli, remote: tuple[Path, str], tmp_path: Pa
     (tmp_path / "a").write_bytes(shared + random.Random(6).randbytes(1 << 19))
     (tmp_path / "b").write_bytes(random.Random(7).randbytes(1 << 19) + shared)
     ok("make", "-s", url, tmp_path / "first.caibx", tmp_path / "a")
-    procs = [_desync("make", "-n", "4", "-s", url, tmp_path / f"{n}.caibx", tmp_path / n)
+    procs = [_desync("make", "-n", "2", "-s", url, tmp_path / f"{n}.caibx", tmp_path / n)
              for n in ("a", "b")]
-    procs += [_desync("extract", "-n", "4", "-s", url, tmp_path / "first.caibx",
+    procs += [_desync("extract", "-n", "2", "-s", url, tmp_path / "first.caibx",
                       tmp_path / f"out{i}") for i in range(3)]
     for proc in procs:
         _, err = proc.communicate(timeout=DEADLINE)
