@@ -26,6 +26,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import google.auth
 import google.auth.exceptions
@@ -134,6 +135,7 @@ class BucketClient:
         self.name_objects = name_objects
         self._bucket: storage.Bucket | None = None
         self._session: requests.Session | None = None
+        self._endpoint = ""
         self._pid = 0
         self._lock = threading.Lock()
         self._lock_pid = os.getpid()
@@ -179,11 +181,13 @@ class BucketClient:
         session.mount("http://", adapter)
         # Chunks are compressed already: no transport compression.
         session.headers["Accept-Encoding"] = "identity"
+        session.headers["User-Agent"] = f"desync-store-gcs/{__version__}"
         self._session = session
         client = storage.Client(
             project=project, credentials=credentials, _http=session,
             client_info=ClientInfo(user_agent=f"desync-store-gcs/{__version__}"),
         )
+        self._endpoint = client.api_endpoint.rstrip("/")
         return client.bucket(self.bucket_name)
 
     def close(self) -> None:
@@ -249,35 +253,68 @@ class BucketClient:
             raise StoreError(f"bucket '{self.bucket_name}' does not exist")
         self._bucket_known = True
 
-    def download(self, name: str, *, checksum: str | None = None) -> bytes:
-        """The bytes of object ``name``; FileNotFoundError if it does not exist."""
-        blob = self.bucket().blob(name)
-        return self._call(f"reading {name}", lambda: blob.download_as_bytes(
-            retry=None, timeout=self.options.timeout, checksum=checksum, raw_download=True))
+    # Reads, lookups and writes of single objects are the hot path (one per chunk):
+    # they are sent as plain JSON-API requests on the client's authorized session,
+    # which costs a third less CPU per request than the library's media helpers
+    # (the client shares two cores with everything else). Listing, deleting and the
+    # bucket check use the library.
+
+    def _request(self, method: str, path: str, what: str, *, params: dict[str, str],
+                 data: bytes | None = None, headers: dict[str, str] | None = None,
+                 ) -> requests.Response:
+        """One request to ``<endpoint><path>``; failures translated (404 →
+        FileNotFoundError once the bucket is known to exist)."""
+        self.bucket()  # connects (per process)
+        session, endpoint = self._session, self._endpoint
+        assert session is not None
+        try:
+            resp = session.request(method, endpoint + path, params=params, data=data,
+                                   headers=headers, timeout=self.options.timeout)
+        except Exception as exc:
+            raise self.error(what, exc) from None
+        if resp.status_code < 300:
+            return resp
+        failure = api_exceptions.from_http_response(resp)
+        if isinstance(failure, api_exceptions.NotFound):
+            self._require_bucket()
+            raise FileNotFoundError(what)
+        raise self.error(what, failure)
+
+    def _object_path(self, name: str) -> str:
+        return f"/storage/v1/b/{self.bucket_name}/o/{quote(name, safe='')}"
+
+    def download(self, name: str) -> bytes:
+        """The bytes of object ``name``; FileNotFoundError if it does not exist.
+
+        Stored bytes as they are (no decompressive transcoding): chunks are verified by
+        their hash, indexes by their structure.
+        """
+        resp = self._request("GET", "/download" + self._object_path(name), f"reading {name}",
+                             params={"alt": "media"})
+        return resp.content
 
     def exists(self, name: str) -> bool:
         """Whether object ``name`` exists (its attributes can be read)."""
-        blob = self.bucket().blob(name)
-        found = self._call(f"looking up {name}", lambda: blob.exists(
-            retry=None, timeout=self.options.timeout))
-        if not found:
-            self._require_bucket()
-        return bool(found)
+        try:
+            self._request("GET", self._object_path(name), f"looking up {name}",
+                          params={"fields": "name"})
+        except FileNotFoundError:
+            return False
+        return True
 
     def upload(self, name: str, data: bytes | bytearray | memoryview,
                content_type: str) -> None:
-        """Create or replace object ``name`` in one request.
+        """Create or replace object ``name`` in one request (a simple media upload).
 
         A GCS object appears only when its upload completes, so readers never see a
-        partial one. No ``if_generation_match=0`` precondition: a cache repair and
+        partial one. No ``ifGenerationMatch=0`` precondition: a cache repair and
         ``verify -r`` must be able to replace a damaged chunk, and two writers of one
         chunk write the same bytes.
         """
-        blob = self.bucket().blob(name)
         payload = data if isinstance(data, bytes) else bytes(data)
-        self._call(f"writing {name}", lambda: blob.upload_from_string(
-            payload, content_type=content_type, retry=None, timeout=self.options.timeout,
-            checksum=None))
+        self._request("POST", f"/upload/storage/v1/b/{self.bucket_name}/o",
+                      f"writing {name}", params={"uploadType": "media", "name": name},
+                      data=payload, headers={"Content-Type": content_type})
 
     def delete(self, name: str) -> None:
         """Delete object ``name``; FileNotFoundError if it does not exist."""

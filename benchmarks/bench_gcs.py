@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""desync make/extract against a gs:// store next to a raw google-cloud-storage loop.
+
+Builds (or reuses) the benchmark tarball of ``bench.py`` (~400 MB of system files),
+starts ``gcp-storage-emulator`` on 127.0.0.1 (in memory, the test suite's launcher),
+then, per run:
+
+* ``desync make -n N -s gs://<bucket>/store gs://<bucket>/x.caibx TAR`` (chunk, hash,
+  compress, look up, upload) against a plain loop uploading **the same objects** (the
+  chunk files of the same tar, compressed beforehand, held in memory) with
+  ``N`` threads, and the same loop doing the lookup (``exists``) desync's protocol makes
+  before each upload;
+* ``desync extract -n N`` of that index (download, decompress, verify, write) against a
+  loop downloading the same objects with ``N`` threads.
+
+Both sides use the same client library with its retries off and an ``N``-connection
+pool. The ratio is raw time / desync time (1.0 = as fast as the bare loop; the target
+is ≥ 0.8). Outputs are checked (extracted bytes equal the tar).
+
+    python3 benchmarks/bench_gcs.py [--size-mb 400] [-n 10] [--runs 1]
+
+Needs desync-store-gcs with its ``testing`` extra (the emulator). The emulator is a
+single-threaded Python server, so it is the bottleneck for both sides; numbers are
+for comparing the two sides of one run, not for predicting GCS throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench import build_tarball
+from benchutil import compile_bytecode
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "plugins" / "store_gcs" / "tests"))
+
+from gcs_support import Emulator  # noqa: E402 - found through the path set above
+
+
+def desync(*args: str) -> float:
+    """Run the CLI, failing loudly; returns the wall time."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "desync_core", *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"desync {' '.join(args)} failed:\n{proc.stderr.decode()}")
+    return elapsed
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_objects(store: Path) -> dict[str, bytes]:
+    """Every chunk file of a local store as ``{"<4hex>/<id>.cacnk": bytes}``."""
+    out = {}
+    for path in sorted(store.rglob("*.cacnk")):
+        out[f"{path.parent.name}/{path.name}"] = path.read_bytes()
+    return out
+
+
+def raw_client(n: int):  # type: ignore[no-untyped-def]
+    """A google-cloud-storage client of the emulator with an ``n``-connection pool."""
+    import requests.adapters
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.transport.requests import AuthorizedSession
+    from google.cloud import storage
+
+    credentials = AnonymousCredentials()
+    session = AuthorizedSession(credentials)
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=n, max_retries=0)
+    session.mount("http://", adapter)
+    return storage.Client(project="bench", credentials=credentials, _http=session)
+
+
+def timed_pool(n: int, fn: Callable[[str], object], names: list[str]) -> float:
+    """Wall time of ``fn`` over ``names`` with ``n`` threads."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        for _ in pool.map(fn, names):
+            pass
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mb", type=int, default=400, help="tarball size (default 400)")
+    ap.add_argument("-n", type=int, default=10, help="requests in flight (default 10)")
+    ap.add_argument("--runs", type=int, default=1, help="runs per case (median reported)")
+    ap.add_argument("--workdir", default="/var/tmp/desync-bench",
+                    help="where the tarball is kept (default /var/tmp/desync-bench)")
+    args = ap.parse_args()
+    compile_bytecode()
+    tar = Path(args.workdir) / f"system-{args.size_mb}MB.tar"
+    build_tarball(tar, args.size_mb)
+    size = tar.stat().st_size
+    expected = sha256(tar)
+    n = str(args.n)
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-gcs-", dir="/dev/shm"
+                                    if os.path.isdir("/dev/shm") else None))
+    emulator = Emulator.start()
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
+    results: dict[str, list[float]] = {k: [] for k in (
+        "make", "upload", "exists+upload", "extract", "download")}
+    try:
+        # The same objects for the raw loops: the chunk files of the same tar.
+        local = scratch / "local.store"
+        desync("make", "-n", n, "-s", str(local), str(scratch / "local.caibx"), str(tar))
+        objects = load_objects(local)
+        names = list(objects)
+        shutil.rmtree(local)
+        client = raw_client(args.n)
+        print(f"{tar.name}: {size / 1e6:.0f} MB, {len(names)} chunks, "
+              f"{sum(map(len, objects.values())) / 1e6:.0f} MB compressed; -n {args.n}",
+              file=sys.stderr)
+
+        for run in range(args.runs):
+            ours, raw, raw2 = (client.create_bucket(f"bench-{kind}-{run}")
+                               for kind in ("desync", "raw", "rawx"))
+            store = f"gs://{ours.name}/store"
+            results["make"].append(desync("make", "-n", n, "-s", store,
+                                          f"gs://{ours.name}/x.caibx", str(tar)))
+
+            def upload(name: str, bucket=raw) -> None:  # type: ignore[no-untyped-def]
+                bucket.blob(f"store/{name}").upload_from_string(
+                    objects[name], content_type="application/zstd", retry=None,
+                    checksum=None)
+
+            def check_and_upload(name: str, bucket=raw2) -> None:  # type: ignore[no-untyped-def]
+                if not bucket.blob(f"store/{name}").exists(retry=None):
+                    upload(name, bucket)
+
+            def download(name: str, bucket=raw) -> None:  # type: ignore[no-untyped-def]
+                bucket.blob(f"store/{name}").download_as_bytes(retry=None, checksum=None)
+
+            results["upload"].append(timed_pool(args.n, upload, names))
+            results["exists+upload"].append(timed_pool(args.n, check_and_upload, names))
+            out = scratch / "out"
+            results["extract"].append(desync("extract", "-n", n, "-s", store,
+                                             f"gs://{ours.name}/x.caibx", str(out)))
+            if sha256(out) != expected:
+                sys.exit("extract produced different bytes")
+            out.unlink()
+            results["download"].append(timed_pool(args.n, download, names))
+            print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s"
+                                                 for k, v in results.items()),
+                  file=sys.stderr)
+    finally:
+        emulator.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+
+    def mbps(seconds: float) -> str:
+        return f"{size / 1e6 / seconds:.1f}"
+
+    print(f"\n{size / 1e6:.0f} MB tar, {len(names)} chunks, -n {args.n}, "
+          f"{args.runs} run(s), median wall time\n")
+    print("| case | desync | raw google-cloud-storage loop | desync / raw |")
+    print("|---|---|---|---|")
+    print(f"| make (fresh store) | {med['make']:.1f} s ({mbps(med['make'])} MB/s) | "
+          f"upload only {med['upload']:.1f} s ({mbps(med['upload'])} MB/s) | "
+          f"{med['upload'] / med['make']:.2f} |")
+    print(f"| make (fresh store) | same | exists + upload {med['exists+upload']:.1f} s "
+          f"({mbps(med['exists+upload'])} MB/s) | "
+          f"{med['exists+upload'] / med['make']:.2f} |")
+    print(f"| extract | {med['extract']:.1f} s ({mbps(med['extract'])} MB/s) | "
+          f"download {med['download']:.1f} s ({mbps(med['download'])} MB/s) | "
+          f"{med['download'] / med['extract']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
