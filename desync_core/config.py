@@ -241,6 +241,8 @@ def parse_config(text: str, path: str) -> Config:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"reading {path}: {exc}") from None
+    except RecursionError:  # json raises it for arrays/objects nested ~1000 deep
+        raise ConfigError(f"reading {path}: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"reading {path}: the configuration must be a JSON object")
     cfg = Config(path=path, raw=doc)

@@ -31,13 +31,22 @@ def read_store_file(path: str) -> tuple[list[str], str]:
         raise bad(exc.strerror or str(exc)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad(str(exc)) from None
+    except RecursionError:  # arrays/objects nested ~1000 deep
+        raise bad("JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise bad("expected a JSON object")
     stores = doc.get("stores", [])
-    cache = doc.get("cache", "") or ""
+    cache = doc.get("cache")
     if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores):
         raise bad('"stores" must be a list of store locations')
-    if not isinstance(cache, str):
+    # Each entry is what one -s value may be (commas separate locations there too):
+    # an empty location, as in [","] or [""], names no store (#19.9).
+    stores = [part.strip() for entry in stores for part in entry.split(",")]
+    if any(not part or "" in (m.strip() for m in part.split("|")) for part in stores):
+        raise bad('"stores" contains an empty store location')
+    if cache is None:
+        cache = ""
+    if not isinstance(cache, str):  # false, 0, [] are not "no cache"
         raise bad('"cache" must be a store location')
     return stores, cache
 
