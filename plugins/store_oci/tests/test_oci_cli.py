@@ -332,3 +332,26 @@ def test_https_registry(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
         assert_one_line_error(result, 4, loc, "TLS error", "certificate verify failed")
     finally:
         server.stop()
+
+
+def test_verify_repair_removes_invalid_chunks(tmp_path: Path, registry: RegistryServer,
+                                              repository: Callable[[], str], ok: Cli,
+                                              cli: Cli, no_credentials: pytest.MonkeyPatch
+                                              ) -> None:
+    """verify reports a chunk whose blob is another chunk's data; -r deletes its
+    manifest and leaves the valid chunks."""
+    repo = repository()
+    loc = registry.location(repo)
+    _blob(tmp_path / "x.bin", 11, 300_000)
+    ok("make", "-s", loc, tmp_path / "x.caibx", tmp_path / "x.bin")
+    ids = ok("list-chunks", tmp_path / "x.caibx").text.split()
+    bad = SHA512_256.sum(b"the chunk the data claims to be").hex()
+    raw = RawRegistry(registry.http_url, repo)
+    raw.put(f"{bad}.cacnk", raw.get(f"{ids[0]}.cacnk") or b"")
+    result = cli("verify", "-s", loc)
+    assert result.code == 5, result.err
+    assert bad in result.err
+    assert "1 invalid chunk in store" in result.err
+    ok("verify", "-s", loc, "-r")
+    assert sorted(raw.tags()) == sorted(f"{i}.cacnk" for i in ids)
+    ok("verify", "-s", loc)
