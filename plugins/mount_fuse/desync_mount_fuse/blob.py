@@ -1,0 +1,312 @@
+"""Random access to the stream of an index: the reading engine behind every mount.
+
+* :class:`SourceHolder` — the chunk source, replaceable while reads run (``--store-file``
+  + SIGHUP); each load finishes on the source it started with, which is closed once its
+  last load is done.
+* :class:`ChunkLoader` — fetches chunk ``i`` of the index through the current source
+  (verified: the source comes from ``ctx.open_source``) on a pool of ``-n`` threads;
+  null chunks are never fetched.
+* :class:`MemoryBlob` — a bounded LRU cache of decoded chunks in memory;
+  :class:`~desync_mount_fuse.sparse.SparseBlob` keeps them in a copy-on-read file.
+  Both share :class:`Blob`'s read path: a read fetches only the chunks it touches, all
+  at once, and a :class:`ReadStream` that reads sequentially gets a growing readahead
+  window fetched in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from desync_core.plugin_api import Index, IntegrityError, error_text
+
+#: First readahead window of a sequential stream, and its limit (it doubles per read).
+READAHEAD_START = 1 << 20
+READAHEAD_MAX = 32 << 20
+#: Reads closer than this to where the stream's last read ended count as sequential
+#: (the kernel issues readahead requests concurrently, slightly out of order).
+SEQUENTIAL_SLACK = 4 << 20
+#: Default bound of the in-memory chunk cache.
+DEFAULT_CACHE_BYTES = 256 << 20
+
+Report = Callable[[str], None]
+
+
+def report_stderr(message: str) -> None:
+    """Print one diagnostic line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Slot:
+    __slots__ = ("retired", "source", "users")
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.users = 0
+        self.retired = False
+
+
+class SourceHolder:
+    """The current chunk source; :meth:`swap` installs a new one while loads run."""
+
+    def __init__(self, source: Any) -> None:
+        self._lock = threading.Lock()
+        self._slot = _Slot(source)
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Any]:
+        """The current source, kept open until the block ends."""
+        with self._lock:
+            slot = self._slot
+            slot.users += 1
+        try:
+            yield slot.source
+        finally:
+            with self._lock:
+                slot.users -= 1
+                close = slot.retired and slot.users == 0
+            if close:
+                slot.source.close()
+
+    def swap(self, source: Any) -> None:
+        """Install ``source``; the old one is closed when no load uses it any more."""
+        with self._lock:
+            old, self._slot = self._slot, _Slot(source)
+            old.retired = True
+            close = old.users == 0
+        if close:
+            old.source.close()
+
+    def close(self) -> None:
+        """Close the current source (now, or when its last load is done)."""
+        with self._lock:
+            slot = self._slot
+            close = not slot.retired and slot.users == 0
+            slot.retired = True
+        if close:
+            slot.source.close()
+
+
+class ChunkLoader:
+    """Fetches the chunks of one index through a :class:`SourceHolder`.
+
+    Args:
+        index: the index whose stream is read.
+        holder: where chunks come from.
+        workers: fetch threads (``-n``).
+        report: where a failed fetch is reported (one line each).
+    """
+
+    def __init__(self, index: Index, holder: SourceHolder, workers: int,
+                 report: Report = report_stderr) -> None:
+        self.index = index
+        self.holder = holder
+        self.report = report
+        self.ends = index.ends
+        self.starts: list[int] = index.starts().tolist()
+        self.sizes: list[int] = index.sizes().tolist()
+        self.length = index.length
+        self._null_id = index.digest.null_chunk_id(index.chunk_size_max)
+        self._null_size = index.chunk_size_max
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="desync-fetch")
+        self.fetches = 0  # chunks fetched from the source (diagnostics, tests)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def is_null(self, i: int) -> bool:
+        """Whether chunk ``i`` is the index's null chunk (zeros; never fetched)."""
+        return self.sizes[i] == self._null_size and self.index.chunk_id(i) == self._null_id
+
+    def chunk_range(self, offset: int, size: int) -> tuple[int, int]:
+        """``(first, stop)``: the chunks holding stream bytes ``[offset, offset+size)``."""
+        first = int(np.searchsorted(self.ends, offset, side="right"))
+        stop = int(np.searchsorted(self.ends, offset + size - 1, side="right")) + 1
+        return first, min(stop, len(self.sizes))
+
+    def fetch(self, i: int) -> bytes:
+        """The decoded data of chunk ``i`` (blocking; zeros for the null chunk).
+
+        Raises:
+            DesyncError, OSError: the store failed (reported here, once).
+        """
+        size = self.sizes[i]
+        if self.is_null(i):
+            return bytes(size)
+        chunk_id = self.index.chunk_id(i)
+        try:
+            with self.holder.use() as source:
+                data = source.get_chunk(chunk_id).data()
+            if len(data) != size:
+                raise IntegrityError(f"chunk {chunk_id.hex()} has {len(data)} bytes, the "
+                                     f"index says {size}")
+        except Exception as exc:
+            self.report(f"Error: {error_text(exc)}")
+            raise
+        self.fetches += 1
+        return bytes(data)
+
+    def close(self, wait: bool = False) -> None:
+        """Stop the fetch threads: queued fetches are dropped; with ``wait``, running
+        ones are waited for."""
+        self.pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class ReadStream:
+    """Readahead state of one reader (an open file handle).
+
+    A read that starts near where the previous one ended doubles the window (up to
+    :data:`READAHEAD_MAX`); any other read resets it.
+    """
+
+    __slots__ = ("lock", "next_offset", "scheduled", "window")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.next_offset = -1
+        self.window = 0
+        self.scheduled = 0  # chunks below this index were already requested
+
+    def advance(self, offset: int, end: int) -> int:
+        """Record a read of ``[offset, end)``; the readahead window in bytes (0: none)."""
+        with self.lock:
+            if self.next_offset >= 0 and abs(offset - self.next_offset) <= SEQUENTIAL_SLACK:
+                self.window = min(max(self.window * 2, READAHEAD_START), READAHEAD_MAX)
+            else:
+                self.window = 0
+                self.scheduled = 0
+            self.next_offset = max(end, self.next_offset) if self.window else end
+            return self.window
+
+
+class Blob:
+    """Random-access reads of an index's stream; subclasses say where chunks are kept."""
+
+    def __init__(self, loader: ChunkLoader) -> None:
+        self.loader = loader
+        self.length = loader.length
+
+    # -- what subclasses provide ---------------------------------------------------------
+
+    def chunk_future(self, i: int) -> Future[Any] | None:
+        """A future for chunk ``i`` being available (None: it already is)."""
+        raise NotImplementedError
+
+    def assemble(self, offset: int, size: int, first: int, stop: int,
+                 results: dict[int, Any]) -> bytes:
+        """The bytes of ``[offset, offset+size)`` once chunks ``first..stop-1`` are
+        available (``results`` holds what their futures returned)."""
+        raise NotImplementedError
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, offset: int, size: int, stream: ReadStream | None = None) -> bytes:
+        """Stream bytes ``[offset, offset+size)`` (shorter at the end of the stream).
+
+        Raises:
+            DesyncError, OSError: a chunk could not be fetched.
+        """
+        size = min(size, self.length - offset)
+        if size <= 0:
+            return b""
+        first, stop = self.loader.chunk_range(offset, size)
+        futures = {i: self.chunk_future(i) for i in range(first, stop)}
+        if stream is not None:
+            self._read_ahead(stream, offset, offset + size, stop)
+        results = {i: (f.result() if f is not None else None) for i, f in futures.items()}
+        return self.assemble(offset, size, first, stop, results)
+
+    def _read_ahead(self, stream: ReadStream, offset: int, end: int, stop: int) -> None:
+        window = stream.advance(offset, end)
+        if not window:
+            return
+        loader = self.loader
+        _, ahead_stop = loader.chunk_range(end, min(window, max(1, self.length - end)))
+        with stream.lock:
+            start = max(stop, stream.scheduled)
+            stream.scheduled = max(stream.scheduled, ahead_stop)
+        for i in range(start, ahead_stop):
+            self.chunk_future(i)  # started in the background; failures surface on read
+
+    def close(self) -> None:
+        """Release the loader's threads."""
+        self.loader.close()
+
+
+class MemoryBlob(Blob):
+    """A :class:`Blob` with an LRU cache of decoded chunks, keyed by chunk id.
+
+    Concurrent readers of one chunk share one fetch; a failed fetch is not cached (the
+    next read tries again).
+    """
+
+    def __init__(self, loader: ChunkLoader, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        super().__init__(loader)
+        self.capacity = max(cache_bytes, 2 * READAHEAD_MAX)
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cached_bytes = 0
+        self._inflight: dict[bytes, Future[bytes]] = {}
+
+    def chunk_future(self, i: int) -> Future[Any] | None:
+        key = self.loader.index.chunk_id(i)
+        with self._lock:
+            data = self._cache.get(key)
+            if data is not None:
+                self._cache.move_to_end(key)
+                done: Future[bytes] = Future()
+                done.set_result(data)
+                return done
+            future = self._inflight.get(key)
+            if future is None:
+                future = self._inflight[key] = self.loader.pool.submit(self._load, i, key)
+            return future
+
+    def _load(self, i: int, key: bytes) -> bytes:
+        try:
+            data = self.loader.fetch(i)
+        except BaseException:
+            with self._lock:
+                self._inflight.pop(key, None)
+            raise
+        with self._lock:  # cached and no longer in flight in one step: no second fetch
+            self._inflight.pop(key, None)
+            if key not in self._cache:
+                self._cache[key] = data
+                self._cached_bytes += len(data)
+                while self._cached_bytes > self.capacity and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached_bytes -= len(old)
+        return data
+
+    def assemble(self, offset: int, size: int, first: int, stop: int,
+                 results: dict[int, Any]) -> bytes:
+        starts = self.loader.starts
+        if stop - first == 1:
+            begin = offset - starts[first]
+            return bytes(results[first][begin:begin + size])
+        parts = []
+        end = offset + size
+        for i in range(first, stop):
+            data = results[i]
+            lo = max(offset, starts[i]) - starts[i]
+            hi = min(end, starts[i] + len(data)) - starts[i]
+            parts.append(memoryview(data)[lo:hi])
+        return b"".join(parts)
+
+
+__all__ = [
+    "Blob",
+    "ChunkLoader",
+    "MemoryBlob",
+    "ReadStream",
+    "SourceHolder",
+    "report_stderr",
+]
