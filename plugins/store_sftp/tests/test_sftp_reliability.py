@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -179,3 +180,29 @@ def test_several_clients_at_once(ok: Cli, remote: tuple[Path, str], tmp_path: Pa
     assert (tmp_path / "out-b").read_bytes() == (tmp_path / "b").read_bytes()
     leftovers = [p for p in base.rglob("*") if p.is_file() and not p.name.endswith(".cacnk")]
     assert leftovers == []
+
+
+def test_pool_holds_at_most_n_sessions(own_sshd: SSHServer, tmp_path: Path) -> None:
+    """Eight threads share ``-n 3`` sessions: the server sees three connections, each
+    with TCP_NODELAY on the client's socket, and every read is right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sftp://{ALIAS}{tmp_path}"
+    writer = open_chunk_store(url)
+    chunks = [sample_chunk(seed, 20_000) for seed in range(40)]
+    for chunk_id, data in chunks:
+        writer.store_chunk(Chunk(chunk_id, data))
+    writer.close()
+    store = Context(concurrency=3).open_chunk_store(url)
+    assert isinstance(store, SFTPChunkStore)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda c: bytes(store.get_chunk(c[0]).data()), chunks * 3))
+    assert got == [data for _, data in chunks] * 3
+    _wait_until(lambda: len(own_sshd.session_pids()) <= 3, "closed sessions to go away")
+    assert len(own_sshd.session_pids()) == 3
+    sessions = store._conn.pool()._idle
+    assert len(sessions) == 3
+    for session in sessions:
+        sock = session.sftp.get_channel().get_transport().sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    store.close()
