@@ -991,9 +991,15 @@ def write_blocks(blocks: Iterable[bytes | bytearray | memoryview], target: str, 
                 pass  # not a file
         total = 0
         for block in blocks:
-            out.write(block)
+            try:
+                out.write(block)
+            except OSError as exc:
+                raise _write_error("stdout", exc) from None
             total += len(block)
-        out.flush()
+        try:
+            out.flush()
+        except OSError as exc:
+            raise _write_error("stdout", exc) from None
         return total
     directory, base = os.path.split(os.path.abspath(target))
     tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
@@ -1009,10 +1015,16 @@ def write_blocks(blocks: Iterable[bytes | bytearray | memoryview], target: str, 
                 opened(os.fstat(fd))
             for block in blocks:
                 view = memoryview(block)
-                while view:
-                    view = view[f.write(view):]
+                try:
+                    while view:
+                        view = view[f.write(view):]
+                except OSError as exc:  # a full disk (ENOSPC), EIO, a quota: one line
+                    raise _write_error(target, exc) from None
                 total += len(block)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _write_error(target, exc) from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -1020,6 +1032,10 @@ def write_blocks(blocks: Iterable[bytes | bytearray | memoryview], target: str, 
             pass
         raise
     return total
+
+
+def _write_error(target: str, exc: OSError) -> DesyncError:
+    return DesyncError(f"writing {target}: {exc.strerror or exc}")
 
 
 __all__ = [

@@ -712,11 +712,11 @@ class DiskWriter:
                 os.fchown(fd, *owner)
         if node.xattrs or node.acl or node.selinux or node.fcaps:
             for name, value in self._xattr_list(node):
-                os.setxattr(fd, name, value)
+                _set_xattr(fd, name, value, node)
         if self.same_perms and not mode_done:
             os.fchmod(fd, node.mode & 0o7777)
         if node.mtime:
-            os.utime(fd, ns=(node.mtime, node.mtime))
+            _set_mtime(lambda: os.utime(fd, ns=(node.mtime, node.mtime)), node)
         attrs = flags_to_chattr(node.flags & WITH_CHATTR) if node.flags else 0
         if attrs:
             # Like chattr(1): keep the attributes catar does not know (e.g. extents).
@@ -737,12 +737,47 @@ class DiskWriter:
         if xattrs:
             path = f"/proc/self/fd/{parent}/{os.fsdecode(name)}"
             for xname, value in xattrs:
-                os.setxattr(path, xname, value, follow_symlinks=False)
+                _set_xattr(path, xname, value, node)
         if self.same_perms and not symlink:
             os.chmod(name, node.mode & 0o7777, dir_fd=parent, follow_symlinks=False)
         if node.mtime:
-            os.utime(name, ns=(node.mtime, node.mtime), dir_fd=parent,
-                     follow_symlinks=False)
+            _set_mtime(lambda: os.utime(name, ns=(node.mtime, node.mtime), dir_fd=parent,
+                                        follow_symlinks=False), node)
+
+
+#: setxattr errors that mean "this name or value is not acceptable", not "you may not".
+_REFUSED_XATTR = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ERANGE,
+                            errno.E2BIG})
+
+
+def _set_xattr(target: int | str, name: bytes, value: bytes, node: Node) -> None:
+    """Set one extended attribute; a name or value the kernel refuses (an unknown
+    namespace, a malformed ACL or capability) is the archive's fault: exit 6."""
+    try:
+        if isinstance(target, int):
+            os.setxattr(target, name, value)
+        else:
+            os.setxattr(target, name, value, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _REFUSED_XATTR:
+            raise ArchiveFormatError(
+                f"{display(node.path)}: the kernel refused extended attribute "
+                f"{name.decode(errors='replace')!r}: {exc.strerror}") from None
+        raise
+
+
+def _set_mtime(apply: Callable[[], None], node: Node) -> None:
+    """Set a modification time; one the kernel cannot represent is the archive's fault."""
+    try:
+        apply()
+    except (OverflowError, ValueError) as exc:
+        raise ArchiveFormatError(f"{display(node.path)}: invalid modification time "
+                                 f"{node.mtime}: {exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise ArchiveFormatError(f"{display(node.path)}: the kernel refused modification "
+                                     f"time {node.mtime}: {exc.strerror}") from None
+        raise
 
 
 class MadeDir:
