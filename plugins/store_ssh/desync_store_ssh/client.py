@@ -297,7 +297,10 @@ class Session:
             return cls(f"store {self.store}: {what}: it ended before the casync "
                        f"handshake{code}{self._stderr_tail()}")
         detail = f": {detail}" if detail else ""
-        return StoreConnectionError(f"store {self.store}: the ssh session ended{code}"
+        # 255: ssh lost the connection or the remote was killed (transient, retried);
+        # another status: the server quit by itself (casync does on a corrupt chunk)
+        cls = StoreConnectionError if status in (255, None) else StoreError
+        return cls(f"store {self.store}: the ssh session ended{code}"
                                     f"{detail}{self._stderr_tail()}")
 
     def _not_casync(self, why: str) -> StoreError:
@@ -322,11 +325,11 @@ class SSHChunkStore(ChunkStore):
     returns_stored_bytes = True  # casync and desync servers send compressed chunks
 
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
-        super().__init__(location, options)
-        opts = self.options
+        opts = options or StoreOptions()
         if opts.encryption or opts.encryption_key or opts.encryption_algorithm:
             raise ConfigError(f"store options for {location.raw!r}: encryption is not "
                               "supported by casync protocol (ssh://) stores")
+        super().__init__(location, opts)
         self.codec = COMPRESSED  # the wire format, whatever ``uncompressed`` says
         self.destination, self.port, self.path = parse_ssh_location(location)
         self.size = max(1, opts.n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import struct
 import sys
 import time
@@ -53,8 +54,10 @@ def main() -> None:
     _, body = reader.read()
     _, ids = p.parse_request(body)
     chunk_id = ids[0]
-    if mode == "hangup":  # the session dies with a request pending
-        return
+    if mode == "hangup":  # the session dies with a request pending (killed: ssh exits 255)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "quits":  # the server exits by itself with a request pending
+        sys.exit(3)
     if mode == "truncated":
         send(p.chunk_head(chunk_id, p.CHUNK_COMPRESSED, 1000) + b"x" * 100)
         return

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import blob
 
-from desync_store_ssh.protocol import READABLE_STORE, hello
-
 import desync_core.testing.fixtures as fx
 from desync_core.testing.fixtures import assert_one_line_error
+from desync_store_ssh.protocol import READABLE_STORE, hello
 
 PEERS = Path(__file__).with_name("peers.py")
 
@@ -59,6 +58,7 @@ def peer(mode: str) -> str:
     ("abort", "the server aborted the session: the disk is on fire (Input/output error)"),
     ("wrong-id", "answer for chunk " + "00" * 32 + ", which was not requested"),
     ("bad-flags", "CHUNK with unknown flags 0x6"),
+    ("quits", "the ssh session ended (exit status 3)"),
 ])
 def test_broken_peer_is_one_line(cli, ssh_env, host, made, tmp_path, monkeypatch,  # type: ignore[no-untyped-def]
                                  mode, fragment) -> None:
@@ -121,7 +121,8 @@ def test_dead_session_is_retried_then_one_line(cli, ssh_env, host, made, tmp_pat
     log = tmp_path / "starts"
     remote = f"echo >> {log}; {peer('hangup')}"
     result, location = extract_with(cli, monkeypatch, tmp_path, host, made, remote, retries=2)
-    assert_one_line_error(result, 4, f"store {location}", "the ssh session ended")
+    assert_one_line_error(result, 4, f"store {location}", "the ssh session ended (exit status "
+                          "255)")
     # two attempts per fetch (extract may fetch the failed chunk once more to report it)
     starts = len(log.read_text().splitlines())
     assert starts in (2, 4)
