@@ -116,7 +116,51 @@ def verify_store(store: LocalChunkStore, digest: Digest, *, workers: int = 10, r
                 msg, removed = result
                 remaining += not removed
                 err.write(msg + "\n")
+    for msg, removed in _not_chunk_files(store, repair):
+        remaining += not removed
+        err.write(msg + "\n")
     return remaining
+
+
+def _not_chunk_files(store: Any, repair: bool) -> Iterable[tuple[str, bool]]:
+    """Entries of a local store named like chunks that are not regular files.
+
+    The store's listing skips them, so the chunk walk never sees them; yet a reader
+    asking for that chunk finds a directory, or follows a symlink out of the store.
+    Each is reported; with ``repair`` a symlink, FIFO or socket is removed (unlinking
+    never touches what a link points to), a directory never is.
+    """
+    base = getattr(store, "base", None)
+    codec = getattr(store, "codec", None)
+    if not isinstance(base, str) or codec is None:
+        return
+    from desync_core.stores.base import parse_chunk_key
+
+    try:
+        prefixes = [e for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return  # the chunk walk has reported an unreadable store already
+    for prefix in sorted(prefixes, key=lambda e: e.name):
+        try:
+            entries = sorted(os.scandir(prefix.path), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            chunk_id = parse_chunk_key(f"{prefix.name}/{entry.name}", codec.extension)
+            if chunk_id is None or entry.is_file(follow_symlinks=False):
+                continue
+            kind = ("a directory" if entry.is_dir(follow_symlinks=False)
+                    else "a symbolic link" if entry.is_symlink() else "not a regular file")
+            msg = f"chunk {chunk_id.hex()}: {entry.path} is {kind}, not a chunk file"
+            if repair and kind != "a directory":
+                try:
+                    os.unlink(entry.path)
+                except OSError as exc:
+                    yield f"{msg}: {exc.strerror}", False
+                    continue
+                yield msg + ": removed", True
+                continue
+            yield msg, False
 
 
 def confirm_prune(count: int, store: str, stdin: TextIO, stdout: TextIO) -> bool:
