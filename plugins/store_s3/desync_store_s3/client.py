@@ -72,6 +72,8 @@ def _build_client(location: S3Location, options: StoreOptions, creds: Credential
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         user_agent_extra=f"desync-store-s3/{__version__}",
+        # The parameters are built here, not by users; checking them costs CPU per request.
+        parameter_validation=False,
         client_cert=((options.client_cert, options.client_key)
                      if options.client_cert else None),
     )
