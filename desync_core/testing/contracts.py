@@ -79,13 +79,52 @@ def _worker_has(store: ChunkStore, chunk_id: bytes, queue: Any) -> None:
         queue.put(("error", repr(exc), b""))
 
 
-class ChunkStoreContract:
+def _worker_store_many(store: Any, chunks: list[tuple[bytes, bytes]]) -> None:
+    """(in a spawned process) Store chunks one after another until killed."""
+    for chunk_id, data in chunks:
+        store.store_chunk(Chunk(chunk_id, data))
+
+
+class _OptOuts:
+    """Contract tests a store may leave out, each with the reason it cannot pass.
+
+    Set ``OPT_OUTS = {"test_usable_in_spawned_worker": "an in-memory store cannot be
+    shared with spawned workers"}`` on the subclass. A left-out test is reported as
+    skipped with that reason (``pytest -ra`` lists them); an unknown test name or an
+    empty reason is an error, so opt-outs cannot hide by accident.
+    """
+
+    OPT_OUTS: dict[str, str] = {}
+
+    @pytest.fixture(autouse=True)
+    def _contract_opt_outs(self, request: pytest.FixtureRequest) -> None:
+        for name, reason in self.OPT_OUTS.items():
+            if not hasattr(self, name) or not name.startswith("test_"):
+                raise AssertionError(f"OPT_OUTS names no contract test: {name!r}")
+            if not reason.strip():
+                raise AssertionError(f"OPT_OUTS[{name!r}] needs a reason")
+        reason = self.OPT_OUTS.get(getattr(request.node, "originalname", request.node.name))
+        if reason:
+            pytest.skip(f"opted out of the store contract: {reason}")
+
+
+class ChunkStoreContract(_OptOuts):
     """Reading: every readable chunk store passes these."""
 
     @pytest.fixture
     def store(self) -> ChunkStore:
         """The store under test (override)."""
         raise NotImplementedError
+
+    def cli_arguments(self, store: ChunkStore, tmp_path: Any) -> list[str]:
+        """Global ``desync`` flags that make a CLI run open ``str(store)`` with the
+        same options as the store under test (default: a config file holding its
+        store options; override to add credentials or the like)."""
+        import json
+
+        path = tmp_path / "contract-config.json"
+        path.write_text(json.dumps({"store-options": {str(store): store.options.to_json()}}))
+        return ["--config", str(path)]
 
     def put_raw(self, store: ChunkStore, key: str, data: bytes) -> None:
         """Write an object bypassing the store's API (override)."""
@@ -235,6 +274,52 @@ class WritableChunkStoreContract(ChunkStoreContract):
         plain_layer = compress(data) if store.codec.compressed else data
         assert store.codec.unseal(raw, chunk_id) == plain_layer
 
+    def test_interrupted_writes_leave_no_partial_object(self, store: WritableChunkStore) -> None:
+        """A writer killed (SIGKILL) in the middle of storing large chunks leaves each
+        chunk either absent or complete under its final name, never a partial object."""
+        import signal
+        import time
+
+        chunks = [sample_chunk(100 + k, 4 << 20) for k in range(12)]
+        ctx = multiprocessing.get_context("spawn")
+        proc = ctx.Process(target=_worker_store_many, args=(store, chunks))
+        proc.start()
+        try:
+            deadline = time.monotonic() + 120
+            while not store.has_chunk(chunks[0][0]):  # killed while writing the next ones
+                assert proc.is_alive() or proc.exitcode == 0, "the writer failed"
+                assert time.monotonic() < deadline, "the first chunk never appeared"
+                time.sleep(0.01)
+            time.sleep(0.05)
+        finally:
+            if proc.pid is not None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.join(60)
+        present = 0
+        for chunk_id, data in chunks:
+            raw = self.get_raw(store, chunk_key(chunk_id, store.codec.extension))
+            if raw is None:
+                continue
+            present += 1
+            assert store.codec.decode(raw, chunk_id) == data, \
+                f"partial object under the final name of chunk {chunk_id.hex()}"
+            assert bytes(VerifyingStore(store, SHA512_256).get_chunk(chunk_id).data()) == data
+        assert present >= 1
+
+    def test_cli_make_then_extract(self, store: WritableChunkStore, tmp_path: Any) -> None:
+        """End to end through the CLI and the plugin's entry point: ``make -s STORE``
+        then ``extract -s STORE`` gives the same bytes, and ``verify-index`` agrees."""
+        from desync_core.cli import run
+
+        blob = tmp_path / "contract-blob"
+        blob.write_bytes(os.urandom(300_000) + bytes(100_000) + os.urandom(200_000))
+        index, out = tmp_path / "contract.caibx", tmp_path / "contract-out"
+        flags = self.cli_arguments(store, tmp_path)
+        assert run([*flags, "make", "-s", str(store), str(index), str(blob)]) == 0
+        assert run([*flags, "extract", "-s", str(store), str(index), str(out)]) == 0
+        assert out.read_bytes() == blob.read_bytes()
+        assert run([*flags, "verify-index", str(index), str(out)]) == 0
+
     def test_stored_encoded_chunk_is_passed_through(self, store: WritableChunkStore) -> None:
         """A chunk that arrives already encoded is stored without re-encoding."""
         chunk_id, data = sample_chunk(24)
@@ -270,8 +355,32 @@ class PrunableChunkStoreContract(WritableChunkStoreContract):
         store.prune({ids[0], ids[2]})
         assert set(store.iter_chunk_ids()) == {ids[0], ids[2]}
 
+    def test_cli_make_extract_prune(self, store: PrunableChunkStore, tmp_path: Any) -> None:
+        """End to end through the CLI: two blobs made into the store, ``prune`` with
+        the second's index keeps exactly its chunks, and it still extracts."""
+        from desync_core.cli import run
+        from desync_core.index import Index
 
-class IndexStoreContract:
+        flags = self.cli_arguments(store, tmp_path)
+        blobs = []
+        for k in (1, 2):
+            blob = tmp_path / f"contract-blob{k}"
+            blob.write_bytes(os.urandom(250_000))
+            index = tmp_path / f"contract{k}.caibx"
+            assert run([*flags, "make", "-s", str(store), str(index), str(blob)]) == 0
+            blobs.append((blob, index))
+        keep = set(Index.from_bytes((tmp_path / "contract2.caibx").read_bytes()).chunk_ids())
+        gone = set(Index.from_bytes((tmp_path / "contract1.caibx").read_bytes()).chunk_ids())
+        assert run([*flags, "prune", "-y", "-s", str(store), str(blobs[1][1])]) == 0
+        listed = set(store.iter_chunk_ids())
+        assert keep <= listed
+        assert not (gone - keep) & listed
+        out = tmp_path / "contract-out"
+        assert run([*flags, "extract", "-s", str(store), str(blobs[1][1]), str(out)]) == 0
+        assert out.read_bytes() == blobs[1][0].read_bytes()
+
+
+class IndexStoreContract(_OptOuts):
     """Index stores: get (and, if writable, put) index files by name."""
 
     @pytest.fixture
