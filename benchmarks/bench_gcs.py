@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bench import build_tarball
 from benchutil import compile_bytecode
@@ -99,6 +100,47 @@ def timed_pool(n: int, fn: Callable[[str], object], names: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def one_run(run: int, client: Any, objects: dict[str, bytes], tar: Path, n: int,
+            expected: str, scratch: Path) -> dict[str, float]:
+    """Time every case once, in fresh buckets; returns seconds by case."""
+    names = list(objects)
+    ours, raw, raw2 = (client.create_bucket(f"bench-{kind}-{run}")
+                       for kind in ("desync", "raw", "rawx"))
+    store, index, out = f"gs://{ours.name}/store", f"gs://{ours.name}/x.caibx", scratch / "out"
+
+    def run_make() -> float:
+        return desync("make", "-n", str(n), "-s", store, index, str(tar))
+
+    def run_extract() -> float:
+        seconds = desync("extract", "-n", str(n), "-s", store, index, str(out))
+        if sha256(out) != expected:
+            sys.exit("extract produced different bytes")
+        out.unlink()
+        return seconds
+
+    def upload(name: str, bucket: Any = raw) -> None:
+        bucket.blob(f"store/{name}").upload_from_string(
+            objects[name], content_type="application/zstd", retry=None, checksum=None)
+
+    def check_and_upload(name: str) -> None:
+        if not raw2.blob(f"store/{name}").exists(retry=None):
+            upload(name, raw2)
+
+    def download(name: str) -> None:
+        raw.blob(f"store/{name}").download_as_bytes(retry=None, checksum=None)
+
+    steps: list[tuple[str, Callable[[], float]]] = [
+        ("make", run_make),
+        ("upload", lambda: timed_pool(n, upload, names)),
+        ("exists+upload", lambda: timed_pool(n, check_and_upload, names)),
+        ("extract", run_extract),
+        ("download", lambda: timed_pool(n, download, names)),
+    ]
+    if run % 2:  # the machine is shared: alternate which side goes first
+        steps = [steps[i] for i in (1, 2, 0, 4, 3)]
+    return {key: step() for key, step in steps}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=400, help="tarball size (default 400)")
@@ -133,33 +175,9 @@ def main() -> None:
               file=sys.stderr)
 
         for run in range(args.runs):
-            ours, raw, raw2 = (client.create_bucket(f"bench-{kind}-{run}")
-                               for kind in ("desync", "raw", "rawx"))
-            store = f"gs://{ours.name}/store"
-            results["make"].append(desync("make", "-n", n, "-s", store,
-                                          f"gs://{ours.name}/x.caibx", str(tar)))
-
-            def upload(name: str, bucket=raw) -> None:  # type: ignore[no-untyped-def]
-                bucket.blob(f"store/{name}").upload_from_string(
-                    objects[name], content_type="application/zstd", retry=None,
-                    checksum=None)
-
-            def check_and_upload(name: str, bucket=raw2) -> None:  # type: ignore[no-untyped-def]
-                if not bucket.blob(f"store/{name}").exists(retry=None):
-                    upload(name, bucket)
-
-            def download(name: str, bucket=raw) -> None:  # type: ignore[no-untyped-def]
-                bucket.blob(f"store/{name}").download_as_bytes(retry=None, checksum=None)
-
-            results["upload"].append(timed_pool(args.n, upload, names))
-            results["exists+upload"].append(timed_pool(args.n, check_and_upload, names))
-            out = scratch / "out"
-            results["extract"].append(desync("extract", "-n", n, "-s", store,
-                                             f"gs://{ours.name}/x.caibx", str(out)))
-            if sha256(out) != expected:
-                sys.exit("extract produced different bytes")
-            out.unlink()
-            results["download"].append(timed_pool(args.n, download, names))
+            times = one_run(run, client, objects, tar, args.n, expected, scratch)
+            for key, seconds in times.items():
+                results[key].append(seconds)
             print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s"
                                                  for k, v in results.items()),
                   file=sys.stderr)
