@@ -41,15 +41,27 @@ class SessionPool:
 
     def _acquire(self) -> tuple[Session, int]:
         self._check_fork()
-        with self._cond:
-            while True:
-                if self._idle:
-                    return self._idle.pop(), self._generation
-                if self._count < self.size:
-                    self._count += 1
-                    generation = self._generation
-                    break
-                self._cond.wait()
+        dead: list[Session] = []
+        try:
+            with self._cond:
+                while True:
+                    while self._idle:
+                        session = self._idle.pop()
+                        if session.alive():
+                            return session, self._generation
+                        # The server went away while it was idle (restart, cut): after
+                        # a restart every idle session is dead, and each one tried
+                        # would cost the caller a retry attempt.
+                        dead.append(session)
+                        self._count -= 1
+                    if self._count < self.size:
+                        self._count += 1
+                        generation = self._generation
+                        break
+                    self._cond.wait()
+        finally:
+            for session in dead:
+                session.close()
         try:
             return self.opener(), generation
         except BaseException:

@@ -68,38 +68,44 @@ def _some_chunk_written(path: Path, data: bytes, ranges: list[tuple[int, int]]) 
 
 
 def test_dropped_connection_is_reestablished(own_sshd: SSHServer, tmp_path: Path) -> None:
-    """Cut every session: the bare store says StoreConnectionError (so the core
-    retries), and the next request opens a new session and succeeds."""
-    store = open_chunk_store(f"sftp://{ALIAS}{tmp_path}")
+    """Cut every session of a pool of four idle ones: the next request (no retries)
+    discards the dead sessions and succeeds on a new one; through the core's retrying
+    reader a cut is invisible too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sftp://{ALIAS}{tmp_path}"
+    store = Context(concurrency=4).open_chunk_store(url)
+    assert isinstance(store, SFTPChunkStore)
     chunk_id, data = sample_chunk(1)
     store.store_chunk(Chunk(chunk_id, data))
+    with ThreadPoolExecutor(4) as pool:  # four sessions, all idle afterwards
+        list(pool.map(lambda _: store.get_chunk(chunk_id), range(40)))
     assert own_sshd.kill_sessions() >= 1
-    time.sleep(0.2)  # let the client notice the EOF
-    with pytest.raises(StoreConnectionError):
-        store.get_chunk(chunk_id)
+    _wait_until(lambda: not any(s.alive() for s in store._conn.pool()._idle),
+                "the client to notice the cut")
     assert bytes(store.get_chunk(chunk_id).data()) == data
-    # Through the core's retrying reader a cut is invisible.
-    reader = Context().open_reader(f"sftp://{ALIAS}{tmp_path}")
+    reader = Context().open_reader(url)
     assert bytes(reader.get_chunk(chunk_id).data()) == data
     own_sshd.kill_sessions()
-    time.sleep(0.2)
     assert bytes(reader.get_chunk(chunk_id).data()) == data
     store.close()
     reader.close()
 
 
 def test_cut_write_leaves_no_final_name(own_sshd: SSHServer, tmp_path: Path) -> None:
-    """A write cut off while the temporary file is being filled raises a connection
-    error, and nothing appears under the final name."""
+    """A write cut off while the temporary file is being filled raises
+    StoreConnectionError (so the core retries), and nothing appears under the final
+    name."""
     store = open_chunk_store(f"sftp://{ALIAS}{tmp_path}")
     assert isinstance(store, SFTPChunkStore)
-    store.has_chunk(sample_chunk(0)[0])  # connect first: the cut must hit the write
-    key = "abcd/" + "ab" * 32 + ".cacnk"
+    chunk_id = bytes.fromhex("abcd" + "ab" * 30)
+    store.has_chunk(chunk_id)  # connect first: the cut must hit the write
+    chunk = Chunk(chunk_id, encoded=os.urandom(64 << 20), codec=store.codec)
     errors: list[BaseException] = []
 
     def write() -> None:
         try:
-            store._write(key, os.urandom(64 << 20))
+            store.store_chunk(chunk)
         except BaseException as exc:  # collected for the assertion
             errors.append(exc)
 
@@ -111,9 +117,10 @@ def test_cut_write_leaves_no_final_name(own_sshd: SSHServer, tmp_path: Path) -> 
     own_sshd.kill_sessions()
     writer.join(DEADLINE)
     assert not writer.is_alive()
-    assert errors
-    assert isinstance(errors[0], ConnectionError), errors
-    assert not (tmp_path / key).exists()
+    assert len(errors) == 1
+    assert isinstance(errors[0], StoreConnectionError), errors
+    assert f"storing chunk {chunk_id.hex()}" in str(errors[0])
+    assert not (tmp_path / store.key(chunk_id)).exists()
     store.close()
 
 
