@@ -71,7 +71,8 @@ class SSHTarget:
     @property
     def destination(self) -> str:
         """The host word desync passes to ssh: ``[user@]host[:port]``."""
-        host = self.host if self.port is None else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as in the URL
+        host = host if self.port is None else f"{host}:{self.port}"
         return f"{self.user}@{host}" if self.user else host
 
 

@@ -165,3 +165,17 @@ def test_encrypted_identity_file_without_agent(sshd: SSHServer, tmp_path: Path,
     store = open_chunk_store(f"sftp://{ALIAS}{tmp_path}/s")
     with pytest.raises(StorePermissionError, match="is encrypted and not in ssh-agent"):
         store.has_chunk(sample_chunk(1)[0])
+
+
+def test_location_parsing() -> None:
+    """User, host (IPv6 in brackets), port and percent-decoded path of sftp:// URLs;
+    the destination word is desync's ``[user@]host[:port]``."""
+    from desync_core.plugin_api import parse_location
+    from desync_store_sftp.store import parse_sftp_location
+
+    target, path = parse_sftp_location(parse_location("sftp://al%40ice@[::1]:2222/a%20b/s"))
+    assert (target.user, target.host, target.port, path) == ("al@ice", "::1", 2222, "/a b/s/")
+    assert target.destination == "al@ice@[::1]:2222"
+    target, path = parse_sftp_location(parse_location("sftp://box/srv/store/"))
+    assert (target.user, target.host, target.port, path) == (None, "box", None, "/srv/store/")
+    assert target.destination == "box"
