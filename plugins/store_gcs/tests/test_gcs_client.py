@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +35,8 @@ class CountingServer:
     """An HTTP server answering every request with ``status`` (and a JSON reply like
     the JSON API's), or with ``reply`` when given; it records the request paths."""
 
-    def __init__(self, status: int, reply: dict[str, object] | None = None) -> None:
+    def __init__(self, status: int, reply: dict[str, object] | None = None,
+                 delay: float = 0.0) -> None:
         self.paths: list[str] = []
         self.bodies: list[bytes] = []
         outer = self
@@ -46,6 +48,8 @@ class CountingServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 outer.bodies.append(self.rfile.read(length) if length else b"")
                 outer.paths.append(self.path)
+                if delay:
+                    time.sleep(delay)
                 body = json.dumps(reply if reply is not None else {
                     "error": {"code": status, "message": f"status {status} for test"}}
                 ).encode()
@@ -76,8 +80,9 @@ def failing_server() -> Iterator[Callable[..., CountingServer]]:
     """``failing_server(503)`` starts a CountingServer; all are stopped afterwards."""
     servers: list[CountingServer] = []
 
-    def start(status: int, reply: dict[str, object] | None = None) -> CountingServer:
-        server = CountingServer(status, reply)
+    def start(status: int, reply: dict[str, object] | None = None,
+              delay: float = 0.0) -> CountingServer:
+        server = CountingServer(status, reply, delay)
         servers.append(server)
         return server
 
@@ -148,6 +153,18 @@ def test_connection_refused_is_one_line(cli: Cli, monkeypatch: pytest.MonkeyPatc
     result = cli("extract", "-e", "2", "-b", "1ms", "-s", "gs://bkt/x",
                  cmd_testdata / "blob1.caibx", tmp_path / "out")
     assert_one_line_error(result, 4, "bucket 'bkt'", "onnection refused")
+
+
+def test_timeout_option_bounds_requests(failing_server: Callable[..., CountingServer],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's ``timeout`` bounds each request; a timeout is retried."""
+    server = failing_server(200, {}, delay=3.0)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    ctx = Context(overrides={"timeout": 0.3, "error_retry": 2,
+                             "error_retry_base_interval": 0.001})
+    with pytest.raises(StoreConnectionError, match=r"timeout after 0\.3s"):
+        ctx.open_reader("gs://bkt").get_chunk(sample_chunk(6)[0])
+    assert len(server.paths) == 2
 
 
 def test_other_statuses_are_store_errors(failing_server: Callable[..., CountingServer],
