@@ -19,7 +19,7 @@ import pytest
 from desync_core.plugin_api import Chunk, StorePermissionError
 from desync_core.testing import open_chunk_store, sample_chunk
 from desync_core.testing.servers import SSHServer
-from desync_store_sftp.connect import SSHTarget, resolve
+from desync_store_sftp.sshconfig import SSHTarget, resolve
 
 ALIAS = SSHServer.alias
 
