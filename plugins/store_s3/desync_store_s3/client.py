@@ -12,7 +12,9 @@ retries what this module reports as :class:`StoreConnectionError`, with desync's
 from __future__ import annotations
 
 import os
+import re
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +80,11 @@ def _build_client(location: S3Location, options: StoreOptions, creds: Credential
                      if options.client_cert else None),
     )
     verify: bool | str = False if options.trust_insecure else (options.ca_cert or True)
+    if options.trust_insecure:
+        # The user asked for this explicitly; don't warn on every request.
+        import urllib3
+
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
     session = botocore.session.Session(session_vars=_ISOLATED_SESSION_VARS)
     return session.create_client(
         "s3",
@@ -194,7 +201,10 @@ class S3Connection:
             return exc
         reason = self._scrub(" ".join(str(exc).split()) or type(exc).__name__)
         if isinstance(exc, botocore.exceptions.SSLError):
-            return self._error(StoreError, reason, what, wrap)  # retrying cannot fix it
+            # "SSL validation failed for <url> [SSL: X] why (_ssl.c:1006)" -> "TLS: why"
+            m = re.search(r"\[SSL[^\]]*\]\s*(.*?)\s*(\(_ssl\.c:\d+\))?$", reason)
+            return self._error(StoreError, f"TLS: {m.group(1) if m else reason}", what,
+                               wrap)  # retrying cannot fix a certificate
         if isinstance(exc, botocore.exceptions.ReadTimeoutError
                       | botocore.exceptions.ConnectTimeoutError):
             return self._error(StoreTimeoutError, reason, what, wrap)

