@@ -15,7 +15,9 @@ import pytest
 from conftest import blob
 
 import desync_core.testing.fixtures as fx
+from desync_core.plugin_api import StoreOptions, StoreTimeoutError, parse_location
 from desync_core.testing.fixtures import assert_one_line_error
+from desync_store_ssh.client import SSHChunkStore
 from desync_store_ssh.protocol import READABLE_STORE, hello
 
 PEERS = Path(__file__).with_name("peers.py")
@@ -104,14 +106,18 @@ def test_silent_peer_times_out(cli, ssh_env, host, made, tmp_path, monkeypatch) 
     assert time.monotonic() - started < 60
 
 
-def test_peer_silent_after_hello_times_out(cli, ssh_env, host, made, tmp_path,  # type: ignore[no-untyped-def]
-                                           monkeypatch) -> None:
-    """The timeout bounds the wait for an answer too (5 s: the HELLO must come first)."""
+def test_peer_silent_after_hello_times_out(ssh_env, host, made, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The timeout bounds the wait for an answer too (4 s: the HELLO must come first)."""
+    store, _, _ = made
+    monkeypatch.setenv("CASYNC_REMOTE_PATH", HELLO_THEN_SILENCE)
+    ssh = SSHChunkStore(parse_location(f"ssh://{host}{store}"), StoreOptions(n=1, timeout=4))
     started = time.monotonic()
-    result, location = extract_with(cli, monkeypatch, tmp_path, host, made,
-                                    HELLO_THEN_SILENCE, timeout_s=5)
-    assert_one_line_error(result, 4, f"store {location}", "no answer from", "within 5 s")
-    assert time.monotonic() - started < 90
+    try:
+        with pytest.raises(StoreTimeoutError, match=r"no answer from .* within 4 s"):
+            ssh.get_chunk(bytes(32))
+    finally:
+        ssh.close()
+    assert time.monotonic() - started < 60
 
 
 def test_dead_session_is_retried_then_one_line(cli, ssh_env, host, made, tmp_path,  # type: ignore[no-untyped-def]
