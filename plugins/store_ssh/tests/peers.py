@@ -78,6 +78,19 @@ def main() -> None:
         send(p.chunk_head(chunk_id, 6, 4) + b"abcd")
         wait_for_eof()
         return
+    if mode.startswith("record="):  # MISSING for everything; how the session ended
+        record = Path(mode.split("=", 1)[1])
+        while True:
+            send(b"".join(p.missing(cid) for cid in ids))
+            try:
+                msg_type, body = reader.read()
+            except p.PeerClosedError:
+                record.write_text("hung up")
+                return
+            if msg_type != p.REQUEST:
+                record.write_text(p.type_name(msg_type))
+                return
+            _, ids = p.parse_request(body)
     if mode == "uncompressed":  # a valid server sending plain chunk data (flag clear)
         from desync_core.plugin_api import decompress
 

@@ -155,3 +155,14 @@ def test_corrupt_chunk_from_the_wire_is_an_integrity_error(cli, ssh_env, host, t
     location = f"ssh://{host}{tmp_path / 'store'}"
     result = cli("extract", "-s", location, tmp_path / "in.caibx", tmp_path / "out")
     assert_one_line_error(result, 5, files[0].name[:64], location)
+
+
+def test_close_says_goodbye(ssh_env, host, made, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """close() ends every session with GOODBYE (not by hanging up)."""
+    store, _, _ = made
+    record = tmp_path / "ended"
+    monkeypatch.setenv("CASYNC_REMOTE_PATH", peer(f"record={record}"))
+    ssh = SSHChunkStore(parse_location(f"ssh://{host}{store}"), StoreOptions(n=1, timeout=30))
+    assert ssh.has_chunk(bytes(32)) is False
+    ssh.close()
+    assert record.read_text() == "GOODBYE"

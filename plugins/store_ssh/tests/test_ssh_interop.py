@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DESYNC, blob
+from conftest import blob
 
 import desync_core.testing.fixtures as fx
 from desync_core.testing.fixtures import assert_one_line_error
@@ -148,21 +148,3 @@ def test_chunk_server_proxies_an_ssh_store(ssh_env, host, desync_store, data, tm
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def test_sessions_end_with_goodbye(ok, ssh_env, host, desync_store, tmp_path,  # type: ignore[no-untyped-def]
-                                   data) -> None:
-    """After extract, every remote ``desync pull`` got GOODBYE and exited 0."""
-    store, index = desync_store
-    log = tmp_path / "remote.log"
-    remote = tmp_path / "remote.sh"
-    remote.write_text(f'#!/bin/sh\n"{DESYNC}" "$@"\necho "exit $?" >> "{log}"\n')
-    remote.chmod(0o755)
-    os.environ["CASYNC_REMOTE_PATH"] = str(remote)  # restored by ssh_env's monkeypatch
-    out = tmp_path / "out.bin"
-    ok("extract", "-n", "3", "-s", f"ssh://{host}{store}", index, out)
-    assert out.read_bytes() == data.read_bytes()
-    # close() waits for each ssh to exit, which waits for the remote command
-    lines = log.read_text().splitlines()
-    assert 1 <= len(lines) <= 3
-    assert set(lines) == {"exit 0"}
