@@ -16,17 +16,19 @@ core's ``RetryingStore`` then retries on a fresh session under the store's
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import random
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import paramiko  # type: ignore[import-untyped]
 
 from desync_core.plugin_api import (
+    Chunk,
     IndexNotFoundError,
     KeyValueChunkStore,
     StoreError,
@@ -39,9 +41,12 @@ from desync_core.plugin_api import (
 )
 from desync_store_sftp.connect import Session, SSHTarget, open_session
 from desync_store_sftp.pool import SessionPool
-from desync_store_sftp.wire import read_file, write_file
+from desync_store_sftp.wire import read_file, read_files, write_file
 
 T = TypeVar("T")
+
+#: Chunks read together on one session by :meth:`SFTPChunkStore.get_chunks`.
+GET_CHUNKS_GROUP = 16
 
 
 def parse_sftp_location(location: StoreLocation) -> tuple[SSHTarget, str]:
@@ -162,6 +167,21 @@ class SFTPChunkStore(KeyValueChunkStore):
 
     def _exists(self, key: str) -> bool:
         return self._conn.call(_exists, self.base + key)
+
+    def get_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[tuple[bytes, Chunk | None]]:
+        """Chunks in request order (None for missing ones), read in groups of
+        :data:`GET_CHUNKS_GROUP` on one session: two round trips and two channel writes
+        per group instead of per chunk (measured 2-3x the per-chunk rate)."""
+        todo = iter(chunk_ids)
+        while group := list(itertools.islice(todo, GET_CHUNKS_GROUP)):
+            paths = [self.base + self.key(chunk_id) for chunk_id in group]
+            try:
+                found = self._conn.call(read_files, paths)
+            except OSError as exc:
+                raise os_error(exc, self, "reading") from None
+            for chunk_id, raw in zip(group, found, strict=True):
+                yield chunk_id, (None if raw is None
+                                 else Chunk(chunk_id, encoded=raw, codec=self.codec))
 
     def _write(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self._conn.call(_store_object, self.base + key, data, True)

@@ -171,6 +171,55 @@ def read_file(sftp: paramiko.SFTPClient, path: str) -> bytes:
     return data + _read_from(sftp, path, len(data))
 
 
+def read_files(sftp: paramiko.SFTPClient, paths: list[str]) -> list[bytes | None]:
+    """The contents of several files (None for a missing one), in two round trips:
+    every OPEN in one write, then every FSTAT + READ + CLOSE in another. Other errors
+    are raised after every handle was closed."""
+    replies = _Replies()
+    flags = SFTP_FLAG_READ
+    with batched(sftp):
+        opens = [_send(sftp, replies, CMD_OPEN, p, flags, paramiko.SFTPAttributes())
+                 for p in paths]
+    handles: list[bytes | None] = []
+    error: OSError | None = None
+    for path, num in zip(paths, opens, strict=True):
+        t, msg = _wait(sftp, replies, num)
+        if t == CMD_HANDLE:
+            handles.append(bytes(msg.get_binary()))
+            continue
+        handles.append(None)
+        if t != CMD_STATUS:
+            error = error or OSError(None, f"unexpected SFTP reply {t} to open {path}")
+            continue
+        code = msg.get_int()
+        if code != SFTP_NO_SUCH_FILE:
+            error = error or _status_error(code, msg, path)
+    with batched(sftp):
+        requests: list[tuple[int, int] | None] = []
+        for handle in handles:
+            if handle is None:
+                requests.append(None)
+                continue
+            if error is None:
+                requests.append((_send(sftp, replies, CMD_FSTAT, handle),
+                                 _send(sftp, replies, CMD_READ, handle, int64(0), READ_SIZE)))
+            _close_quietly(sftp, handle)
+    if error is not None:
+        raise error
+    out: list[bytes | None] = []
+    for path, request in zip(paths, requests, strict=True):
+        if request is None:
+            out.append(None)
+            continue
+        t, msg = _wait(sftp, replies, request[0])
+        size = paramiko.SFTPAttributes._from_msg(msg).st_size if t == CMD_ATTRS else None
+        data, eof = _data_reply(*_wait(sftp, replies, request[1]), path)
+        if not eof and (size is None or len(data) < size):
+            data += _read_from(sftp, path, len(data))
+        out.append(data)
+    return out
+
+
 def _data_reply(t: int, msg: Message, path: str) -> tuple[bytes, bool]:
     """(data, at end of file) of a READ's answer."""
     if t == CMD_DATA:
@@ -244,4 +293,4 @@ def write_file(sftp: paramiko.SFTPClient, tmp: str, final: str,
 
 
 __all__ = ["READ_SIZE", "WRITE_SIZE", "BatchingSFTPClient", "batched", "read_file",
-           "write_file"]
+           "read_files", "write_file"]

@@ -142,3 +142,53 @@ class TestSFTPIndexStore(IndexStoreContract):
         store = open_index_store(f"sftp://{ALIAS}{tmp_path}/nowhere/")
         with pytest.raises(StoreError, match=f"failed to stat '{tmp_path}/nowhere/'"):
             store.get_index("x.caibx")
+
+
+class TestGetChunksInGroups(LocalDirectoryRaw):
+    """get_chunks reads groups of chunks per session in two round trips; the answers
+    are those of get_chunk, in order, across group boundaries and odd cases."""
+
+    def test_many_with_missing_and_large(self, remote: tuple[Path, str]) -> None:
+        from desync_core.plugin_api import chunk_key
+
+        self.base, url = remote
+        store = open_chunk_store(url)
+        assert isinstance(store, SFTPChunkStore)
+        ids = []
+        for seed in range(40):
+            chunk_id, data = sample_chunk(seed + 500, 5000)
+            if seed % 7 != 3:  # some are missing
+                store.store_chunk(Chunk(chunk_id, data))
+            ids.append(chunk_id)
+        big_id = sample_chunk(999)[0]  # a file larger than one READ answers
+        big = os.urandom(700_000)
+        self.put_raw(store, chunk_key(big_id, store.codec.extension), big)
+        empty_id = sample_chunk(998)[0]
+        self.put_raw(store, chunk_key(empty_id, store.codec.extension), b"")
+        wanted = [*ids[:20], big_id, empty_id, *ids[20:]]
+        got = list(store.get_chunks(wanted))
+        assert [cid for cid, _ in got] == wanted
+        for chunk_id, chunk in got:
+            raw = self.get_raw(store, chunk_key(chunk_id, store.codec.extension))
+            if raw is None:
+                assert chunk is None
+            else:
+                assert chunk is not None
+                assert bytes(chunk.encoded(store.codec)) == raw
+        store.close()
+
+    def test_error_other_than_missing_is_raised(self, remote: tuple[Path, str]) -> None:
+        """A chunk path that is a directory: a store error naming the store, and the
+        session is still usable afterwards."""
+        from desync_core.plugin_api import chunk_key
+
+        self.base, url = remote
+        store = open_chunk_store(url)
+        good_id, data = sample_chunk(600)
+        store.store_chunk(Chunk(good_id, data))
+        bad_id = sample_chunk(601)[0]
+        (self.base / chunk_key(bad_id, store.codec.extension)).mkdir(parents=True)
+        with pytest.raises(StoreError, match=f"store {url}: reading"):
+            list(store.get_chunks([good_id, bad_id]))
+        assert [c is not None for _, c in store.get_chunks([good_id])] == [True]
+        store.close()
