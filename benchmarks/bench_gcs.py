@@ -104,8 +104,8 @@ def one_run(run: int, client: Any, objects: dict[str, bytes], tar: Path, n: int,
             expected: str, scratch: Path) -> dict[str, float]:
     """Time every case once, in fresh buckets; returns seconds by case."""
     names = list(objects)
-    ours, raw, raw2 = (client.create_bucket(f"bench-{kind}-{run}")
-                       for kind in ("desync", "raw", "rawx"))
+    ours, raw, raw2, api = (client.create_bucket(f"bench-{kind}-{run}")
+                            for kind in ("desync", "raw", "rawx", "api"))
     store, index, out = f"gs://{ours.name}/store", f"gs://{ours.name}/x.caibx", scratch / "out"
 
     def run_make() -> float:
@@ -129,7 +129,26 @@ def one_run(run: int, client: Any, objects: dict[str, bytes], tar: Path, n: int,
     def download(name: str) -> None:
         raw.blob(f"store/{name}").download_as_bytes(retry=None, checksum=None)
 
+    # The plugin's store API alone (no chunking, no process start): what make and
+    # extract ask of the transport, the lookup + write and the verified read.
+    from desync_core.plugin_api import Chunk, Context
+
+    ctx = Context(concurrency=n)
+    transport = ctx.open_chunk_store(f"gs://{api.name}/store")
+    reader = ctx.open_reader(f"gs://{api.name}/store")
+
+    def api_write(name: str) -> None:
+        chunk_id = bytes.fromhex(name.split("/")[1][:64])
+        if not transport.has_chunk(chunk_id):
+            transport.store_chunk(Chunk(chunk_id, encoded=objects[name],  # type: ignore[attr-defined]
+                                        codec=transport.codec))
+
+    def api_read(name: str) -> None:
+        reader.get_chunk(bytes.fromhex(name.split("/")[1][:64])).data()
+
     steps: list[tuple[str, Callable[[], float]]] = [
+        ("store has+write", lambda: timed_pool(n, api_write, names)),
+        ("store read+verify", lambda: timed_pool(n, api_read, names)),
         ("make", run_make),
         ("upload", lambda: timed_pool(n, upload, names)),
         ("exists+upload", lambda: timed_pool(n, check_and_upload, names)),
@@ -137,7 +156,7 @@ def one_run(run: int, client: Any, objects: dict[str, bytes], tar: Path, n: int,
         ("download", lambda: timed_pool(n, download, names)),
     ]
     if run % 2:  # the machine is shared: alternate which side goes first
-        steps = [steps[i] for i in (1, 2, 0, 4, 3)]
+        steps = [steps[i] for i in (3, 4, 0, 2, 1, 6, 5)]
     return {key: step() for key, step in steps}
 
 
@@ -161,7 +180,8 @@ def main() -> None:
     emulator = Emulator.start()
     os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
     results: dict[str, list[float]] = {k: [] for k in (
-        "make", "upload", "exists+upload", "extract", "download")}
+        "make", "upload", "exists+upload", "extract", "download", "store has+write",
+        "store read+verify")}
     try:
         # The same objects for the raw loops: the chunk files of the same tar.
         local = scratch / "local.store"
@@ -200,6 +220,14 @@ def main() -> None:
     print(f"| make (fresh store) | same | exists + upload {med['exists+upload']:.1f} s "
           f"({mbps(med['exists+upload'])} MB/s) | "
           f"{med['exists+upload'] / med['make']:.2f} |")
+    print(f"| desync-store-gcs API: has + write, {args.n} threads | "
+          f"{med['store has+write']:.1f} s ({mbps(med['store has+write'])} MB/s) | "
+          f"exists + upload {med['exists+upload']:.1f} s | "
+          f"{med['exists+upload'] / med['store has+write']:.2f} |")
+    print(f"| desync-store-gcs API: verified read, {args.n} threads | "
+          f"{med['store read+verify']:.1f} s ({mbps(med['store read+verify'])} MB/s) | "
+          f"download {med['download']:.1f} s | "
+          f"{med['download'] / med['store read+verify']:.2f} |")
     print(f"| extract | {med['extract']:.1f} s ({mbps(med['extract'])} MB/s) | "
           f"download {med['download']:.1f} s ({mbps(med['download'])} MB/s) | "
           f"{med['download'] / med['extract']:.2f} |")
