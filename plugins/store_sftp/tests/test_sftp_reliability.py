@@ -131,7 +131,7 @@ def test_server_stopped_mid_extract(own_sshd: SSHServer, tmp_path: Path,
     no output (without -k); after a restart, ``-k`` finishes the partial output,
     reusing the chunks already in place."""
     store = tmp_path / "store"
-    data = _blob(tmp_path / "blob", 12 << 20)
+    data = _blob(tmp_path / "blob", 6 << 20)
     index = tmp_path / "blob.caibx"
     run_desync("make", "-s", store, index, tmp_path / "blob")
     ranges = _chunk_ranges(index)
@@ -167,7 +167,7 @@ def test_server_stopped_mid_extract(own_sshd: SSHServer, tmp_path: Path,
 
 
 def test_several_clients_at_once(ok: Cli, remote: tuple[Path, str], tmp_path: Path) -> None:
-    """Two makes writing overlapping chunks and three extracts, all at the same time,
+    """Two makes writing overlapping chunks and two extracts, all at the same time,
     each with its own session pool: every one succeeds with the right bytes."""
     base, url = remote
     shared = random.Random(5).randbytes(1 << 20)
@@ -177,11 +177,11 @@ def test_several_clients_at_once(ok: Cli, remote: tuple[Path, str], tmp_path: Pa
     procs = [_desync("make", "-n", "2", "-s", url, tmp_path / f"{n}.caibx", tmp_path / n)
              for n in ("a", "b")]
     procs += [_desync("extract", "-n", "2", "-s", url, tmp_path / "first.caibx",
-                      tmp_path / f"out{i}") for i in range(3)]
+                      tmp_path / f"out{i}") for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=DEADLINE)
         assert proc.returncode == 0, err
-    for i in range(3):
+    for i in range(2):
         assert (tmp_path / f"out{i}").read_bytes() == (tmp_path / "a").read_bytes()
     ok("extract", "-s", url, tmp_path / "b.caibx", tmp_path / "out-b")
     assert (tmp_path / "out-b").read_bytes() == (tmp_path / "b").read_bytes()
