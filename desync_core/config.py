@@ -207,7 +207,7 @@ class Config:
         Raises:
             ConfigError: the section is malformed, or several keys match.
         """
-        return self._match(self.section(name), location, name)  # type: ignore[no-any-return]
+        return self._match(self.section(name), location, name)
 
     def _match(self, table: dict[str, Any] | None, location: str, what: str) -> Any:
         if not table:

@@ -141,7 +141,7 @@ class Context:
 
         loc = parse_location(location) if isinstance(location, str) else location
         reg = get_registries().chunk_stores.get(loc.scheme, what=loc.raw)
-        return _instantiate(reg.load(), loc, self.store_options(loc.raw), self)  # type: ignore[no-any-return]
+        return _instantiate(reg.load(), loc, self.store_options(loc.raw), self)
 
     def _reader(self, loc: StoreLocation, digest: Digest, max_chunk_size: int | None) -> Any:
         store = self.open_chunk_store(loc)
@@ -218,7 +218,7 @@ class Context:
 
         loc = parse_location(location) if isinstance(location, str) else location
         reg = get_registries().index_stores.get(loc.scheme, what=loc.raw)
-        return _instantiate(reg.load(), loc, self.index_store_options(loc.raw), self)  # type: ignore[no-any-return]
+        return _instantiate(reg.load(), loc, self.index_store_options(loc.raw), self)
 
     def read_index_bytes(self, location: str) -> bytes:
         """The raw bytes of an index location (``-`` reads stdin).

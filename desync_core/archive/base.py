@@ -277,6 +277,11 @@ NodeStream = Iterator[Node | DirEnd]
 PlainFile = tuple[bytes, bytes, int, int, int, int, "bytes | bytearray | memoryview", int, int]
 
 
+#: A node stream that may also carry :data:`PlainFile` tuples (for consumers that
+#: accept them, see :attr:`ArchiveFormat.accepts_plain_files`).
+PlainNodeStream = Iterator["Node | DirEnd | PlainFile"]
+
+
 def plain_node(item: PlainFile) -> Node:
     """The :class:`Node` of a :data:`PlainFile` (its content copied)."""
     name, path, mode, uid, gid, mtime, buf, start, size = item
@@ -400,6 +405,7 @@ __all__ = [
     "NodeStream",
     "Payload",
     "PlainFile",
+    "PlainNodeStream",
     "check_writable_flags",
     "display",
     "plain_node",

@@ -14,15 +14,16 @@ the offset and path; nothing is yielded for the element that failed.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
 import stat
 import struct
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 from desync_core import flags as ff
 from desync_core.archive.base import (
@@ -560,6 +561,8 @@ class CatarDecoder:
     def __init__(self, read: Callable[[int], bytes | bytearray | memoryview], *,
                  name: str = "archive", xattr_form: str = "auto") -> None:
         self._in = _Input(read)
+        #: where the entry being decoded starts (for directories' goodbye checks)
+        self._entry_offset = 0
         self.name = name
         self.xattr_form = xattr_form
         self.feature_flags: int | None = None
@@ -624,7 +627,13 @@ class CatarDecoder:
     def __iter__(self) -> NodeStream:
         return self.nodes()
 
-    def nodes(self, *, plain_files: bool = False) -> Iterator[Node | DirEnd | PlainFile]:
+    @overload
+    def nodes(self, *, plain_files: Literal[False] = False) -> Generator[Node | DirEnd]: ...
+
+    @overload
+    def nodes(self, *, plain_files: bool) -> Generator[Node | DirEnd | PlainFile]: ...
+
+    def nodes(self, *, plain_files: bool = False) -> Generator[Node | DirEnd | PlainFile]:
         """Yield the archive's nodes (with :data:`DIR_END` after each directory).
 
         File contents are read when the consumer iterates a node's payload; whatever
@@ -792,9 +801,9 @@ class CatarDecoder:
                 return node
         self._metadata(node)
         if kind_bits == stat.S_IFREG:
-            head = self._expect(PAYLOAD, "PAYLOAD")
+            payload_size = self._expect(PAYLOAD, "PAYLOAD")
             self._in.pos += 16
-            node.size = head - 16
+            node.size = payload_size - 16
             node.payload = _StreamPayload(self, node.size)
         elif kind_bits == stat.S_IFLNK:
             size = self._expect(SYMLINK, "SYMLINK")
@@ -942,7 +951,7 @@ def open_input(source: str, *, readinto: bool = False) -> tuple[Callable[..., An
     """``(read, close)`` for a catar path or ``-`` (stdin); with ``readinto``, the
     input's ``readinto(buffer)`` instead of ``read(n)``."""
     if source == "-":
-        stdin = sys.stdin.buffer
+        stdin = cast(io.BufferedReader, sys.stdin.buffer)
         return (stdin.readinto if readinto else stdin.read), lambda: None
     try:
         f = open(source, "rb", buffering=0)  # noqa: SIM115

@@ -98,7 +98,7 @@ def flags_to_chattr(flags: int) -> int:
 def _ioctl_int(fd: int, request: int) -> int:
     """An ``int``-returning ioctl (0 where the filesystem does not support it)."""
     try:
-        return _INT.unpack(fcntl.ioctl(fd, request, _ZERO_LONG))[0]  # type: ignore[no-any-return]
+        return _INT.unpack(fcntl.ioctl(fd, request, _ZERO_LONG))[0]
     except OSError as exc:
         if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
             return 0
@@ -201,10 +201,10 @@ class _NameCache:
         self.groups: dict[int, bytes | None] = {0: None}
 
     def user(self, uid: int) -> bytes | None:
-        return _memo(self.users, uid, lambda: os.fsencode(pwd.getpwuid(uid).pw_name))  # type: ignore[no-any-return]
+        return _memo(self.users, uid, lambda: os.fsencode(pwd.getpwuid(uid).pw_name))
 
     def group(self, gid: int) -> bytes | None:
-        return _memo(self.groups, gid, lambda: os.fsencode(grp.getgrgid(gid).gr_name))  # type: ignore[no-any-return]
+        return _memo(self.groups, gid, lambda: os.fsencode(grp.getgrgid(gid).gr_name))
 
 
 class DiskReader:
@@ -224,7 +224,7 @@ class DiskReader:
         self.want_projid = bool(flags & ff.WITH_QUOTA_PROJID)
         self.names = _NameCache() if flags & ff.WITH_USER_NAMES else None
         self.submounts = bool(flags & ff.EXCLUDE_SUBMOUNTS) or options.one_file_system
-        self.skip_types = set()
+        self.skip_types: set[int] = set()
         for bit, kinds in ((ff.WITH_SYMLINKS, (stat.S_IFLNK,)),
                            (ff.WITH_DEVICE_NODES, (stat.S_IFBLK, stat.S_IFCHR)),
                            (ff.WITH_FIFOS, (stat.S_IFIFO,)),
@@ -245,7 +245,10 @@ class DiskReader:
         skip = self.options.skip
         try:
             st = os.fstat(root_fd)
-            yield self._node(st, b"", b"", root_fd, -1)
+            root = self._node(st, b"", b"", root_fd, -1)
+            if root is None:  # (a directory is never left out; the types say it could)
+                raise UsageError(f"{self.root} cannot be archived")
+            yield root
             stack.append((root_fd, self._children(root_fd, b""), b"", st.st_dev))
             root_fd = -1
             while stack:
@@ -501,7 +504,8 @@ class DiskWriter:
             raise _os_error(node.path, exc, "cannot create") from None
         return _OpenDir(fd, node, fresh=made.fresh, mode_done=made.mode_done)
 
-    def _write_single(self, node: Node, rest: Iterator[Node | DirEnd]) -> None:
+    def _write_single(self, node: Node,
+                      rest: Iterator[Node | DirEnd | PlainFile | MadeDir]) -> None:
         """An archive whose root is not a directory becomes the file ``target``."""
         directory, name = os.path.split(os.path.abspath(self.target))
         node.name = os.fsencode(name)
@@ -721,9 +725,9 @@ class DiskWriter:
         if attrs:
             # Like chattr(1): keep the attributes catar does not know (e.g. extents).
             current = _ioctl_int(fd, FS_IOC_GETFLAGS)
-            value = (current & ~_CHATTR_KNOWN) | attrs
+            new_flags = (current & ~_CHATTR_KNOWN) | attrs
             try:
-                fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", value) + bytes(4))
+                fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", new_flags) + bytes(4))
             except OSError as exc:
                 if exc.errno not in (errno.ENOTTY, errno.EOPNOTSUPP):
                     raise

@@ -80,7 +80,7 @@ _ACK, _DONE, _ERROR, _PRODUCED = b"A", b"D", b"E", b"P"
 # chunk worker -> here: the ids of a run (payload: seq + ids)
 _RESULT = b"R"
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_NODE_FIELDS = tuple(Node.__dataclass_fields__)  # type: ignore[attr-defined]
+_NODE_FIELDS = tuple(Node.__dataclass_fields__)
 
 
 def can_fork() -> bool:
@@ -143,12 +143,12 @@ def _unpack_error(data: bytes) -> BaseException:
     """The exception :func:`_pack_error` packed."""
     try:
         if data[:1] == b"P":
-            return pickle.loads(data[1:])  # type: ignore[no-any-return]
+            return pickle.loads(data[1:])
         cls, args, state = pickle.loads(data[1:])
         exc = cls.__new__(cls)
         exc.args = args
         exc.__dict__.update(state)
-        return exc  # type: ignore[no-any-return]
+        return exc
     except Exception:
         return DesyncError("an extraction process failed")
 

@@ -31,7 +31,7 @@ def siphash24(data: bytes, key: tuple[int, int] = GOODBYE_KEY) -> int:
     words.append(((n & 0xFF) << 56) | int.from_bytes(data[full:], "little"))
     # Each step: v3 ^= a word, v2 ^= x, that many SipRounds, v0 ^= the word. Two rounds
     # per message word, then the four finalisation rounds after v2 ^= 0xff.
-    steps = [(w, 0, (0, 1), w) for w in words]
+    steps: list[tuple[int, int, tuple[int, ...], int]] = [(w, 0, (0, 1), w) for w in words]
     steps.append((0, 0xFF, (0, 1, 2, 3), 0))
     for word, x2, rounds, x0 in steps:
         v3 ^= word

@@ -87,9 +87,10 @@ def _load() -> KernelFn | None:
             except (OSError, ValueError, AttributeError) as exc:
                 _log.debug("cached hash kernel %s unusable: %s", path, exc)
     try:
-        directory = writable_dir(_cache_dirs())
-        if directory is None:
+        found = writable_dir(_cache_dirs())
+        if found is None:
             return None
+        directory = found
         from desync_core.batchhash._kernel import build_shared_library
 
         if build_shared_library(directory / name):
@@ -103,7 +104,7 @@ def _open(path: Path) -> KernelFn:
     """``dlopen`` the library; its kernel must pass the self-test."""
     fn = load_function(path, _SYMBOL, ctypes.c_int64, _ARGTYPES)
     _self_test(fn)
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _self_test(fn: KernelFn) -> None:
@@ -151,7 +152,7 @@ class BatchHasher:
         """
         count = len(offsets)
         if self.kernel is None or count < MIN_MESSAGES:
-            view = memoryview(buf)
+            view = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
             new = hashlib.new
             return b"".join(new("sha512_256", view[o : o + n]).digest()
                             for o, n in zip(offsets.tolist(), lengths.tolist()))
@@ -180,13 +181,13 @@ def chunk_digests(buf: bytes | bytearray | memoryview | np.ndarray, starts: np.n
         if hasher is None:
             hasher = _hashers.hasher = BatchHasher()
         return hasher.sums(np.frombuffer(buf, dtype=np.uint8), starts, lengths)
-    view = memoryview(buf)
+    view = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
     return b"".join(digest.sum(view[a : a + n])
                     for a, n in zip(starts.tolist(), lengths.tolist()))
 
 
 def _address(arr: np.ndarray) -> int:
-    return arr.__array_interface__["data"][0]  # type: ignore[no-any-return]
+    return arr.__array_interface__["data"][0]
 
 
 def cache_key() -> str:

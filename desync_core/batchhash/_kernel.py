@@ -159,8 +159,8 @@ def _start(lane, m, buf, offsets, lengths, state, tail, full, total, iv):  # typ
 
 
 @njit(nogil=True, boundscheck=False)
-def _next_message(lane, taken, count, order, msg, block, buf, offsets, lengths, state, tail,
-                  full, total, iv):  # type: ignore[no-untyped-def]
+def _next_message(lane, taken, count, order, msg, block, buf, offsets,  # type: ignore[no-untyped-def]  # numba types it
+                  lengths, state, tail, full, total, iv):
     """Give ``lane`` the next message in ``order`` (it stays idle, ``msg[lane] ==
     count``, when none is left); returns the number of messages taken."""
     msg[lane] = count
@@ -174,8 +174,8 @@ def _next_message(lane, taken, count, order, msg, block, buf, offsets, lengths, 
 
 
 @njit(nogil=True, boundscheck=False)
-def sha512_256_many(buf, offsets, lengths, order, count, out, vectors, lanes, tail,
-                    iv):  # type: ignore[no-untyped-def]
+def sha512_256_many(buf, offsets, lengths, order, count,  # type: ignore[no-untyped-def]  # numba types it
+                    out, vectors, lanes, tail, iv):
     """SHA-512/256 of ``buf[offsets[m] : offsets[m] + lengths[m]]`` for every message,
     taken in ``order``; digest ``m`` goes to ``out[32 m : 32 m + 32]``.
 

@@ -194,7 +194,7 @@ def iter_chunks(
     while not eof:
         buf = np.empty(cap, dtype=np.uint8)
         buf[:len(tail)] = tail
-        view = memoryview(buf)
+        view = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
         n, eof = fill_from(readinto, view, len(tail))
         if n == 0:
             return

@@ -217,7 +217,7 @@ def load_object(llvm: Any, blob: bytes) -> KernelFn:
         raise ValueError("kernel symbol missing from cache file")
     _keep.append(engine)
     proto = ctypes.CFUNCTYPE(ctypes.c_int64, *_ARGTYPES)
-    return _checked(proto(address))  # type: ignore[arg-type]
+    return _checked(proto(address))
 
 
 def load_shared_library(path: Path) -> KernelFn:

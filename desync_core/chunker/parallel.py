@@ -248,7 +248,7 @@ class PartPipeline(Generic[R]):
             stop = min(self.size, end + self._longest)
             eof = stop == self.size
             buf = self._buffer(stop - start)
-            read_exact(self.fd, memoryview(buf), start)
+            read_exact(self.fd, memoryview(buf), start)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
             spec = np.empty(0, dtype=np.int64)
             produced = 0
             if speculate and k > 0:
@@ -272,7 +272,7 @@ class PartPipeline(Generic[R]):
         result = None
         try:
             if self.handler is not None and len(ends):
-                result = self.handler(memoryview(buf), start, entry, ends)
+                result = self.handler(memoryview(buf), start, entry, ends)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
         finally:
             self._release(buf)
         return PartResult(entry, ends, result, produced)

@@ -40,7 +40,8 @@ class ArrayAction(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
-def add_bool(parser: argparse.ArgumentParser, *names: str, default: bool = False,
+def add_bool(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str,
+             default: bool | None = False,
              help: str = "", dest: str | None = None) -> None:
     """A boolean flag that also takes ``--name=false`` (and the other ParseBool forms)."""
     longs = [n for n in names if n.startswith("--")]
@@ -105,7 +106,7 @@ def add_store_flags(parser: argparse.ArgumentParser, *, concurrency: int = 10) -
                    help="path to client key for TLS authentication")
     g.add_argument("--ca-cert", default=None, metavar="PATH",
                    help="trust authorities in this file, instead of OS trust store")
-    add_bool(g, "-t", "--trust-insecure", default=None,  # type: ignore[arg-type]
+    add_bool(g, "-t", "--trust-insecure", default=None,
              help="trust invalid certificates")
     add_bool(g, "-r", "--cache-repair", default=True,
              help="replace invalid chunks in the cache from source (default true)")

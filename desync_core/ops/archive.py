@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from desync_core import flags as ff
 from desync_core.archive.base import (
@@ -28,6 +28,7 @@ from desync_core.archive.base import (
     ArchiveFormat,
     ArchiveOptions,
     NodeStream,
+    PlainNodeStream,
 )
 from desync_core.archive.catar import CatarDecoder, CatarEncoder, open_input
 from desync_core.archive.mtree import write_mtree
@@ -69,7 +70,7 @@ def get_format(name: str, *, direction: str) -> ArchiveFormat:
     fmt = registry.get(name, what=f"{direction} format '{name}'").load()()
     if not (fmt.can_read if direction == "input" else fmt.can_write):
         raise UsageError(f"invalid {direction} format '{name}'")
-    return fmt  # type: ignore[no-any-return]
+    return fmt
 
 
 # -- tar -----------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def _counting(readinto: Any, progress: Progress) -> Any:
     def read(view: memoryview) -> int:
         n = readinto(view)
         progress.update(n)
-        return n  # type: ignore[no-any-return]
+        return n
 
     return read
 
@@ -148,10 +149,10 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
         chunk_workers = ChunkWorkers(make_sink, workers, params)
         chunk_workers.start()
         try:
-            ends, joined, first = chunk_workers.run(_counting(stream.readinto, progress))
+            run_ends, joined, first = chunk_workers.run(_counting(stream.readinto, progress))
         finally:
             chunk_workers.close()
-        return Index.from_chunks(ends, joined, params, index_flags_for(first, digest))
+        return Index.from_chunks(run_ends, joined, params, index_flags_for(first, digest))
     io_pool = None
     if store is not None and not store_is_local:
         io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
@@ -275,7 +276,7 @@ class IndexStream:
 @contextmanager
 def open_archive(ctx: Any, location: str, *, index: bool = False,
                  stores: list[str] | None = None, cache: str | None = None,
-                 ring: Any = None, plain_files: bool = False) -> Iterator[NodeStream]:
+                 ring: Any = None, plain_files: bool = False) -> Iterator[PlainNodeStream]:
     """The node stream of a catar file, or of a ``.caidx`` whose chunks are in ``stores``.
 
     Args:
@@ -344,7 +345,8 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
     if parts is None:
         with open_archive(ctx, location, index=index, stores=stores, cache=cache,
                           plain_files=fmt.accepts_plain_files) as nodes:
-            fmt.write(nodes, target, options)
+            # (plain files are in the stream only for a format that accepts them)
+            fmt.write(cast(NodeStream, nodes), target, options)
         return
     writer = ForkedWriter(parts.write, director=parts.director)
     writer.start()  # before any thread exists (index fetching starts threads)

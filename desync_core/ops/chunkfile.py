@@ -85,7 +85,7 @@ def iter_ranges(fd: int, starts: np.ndarray, ends: np.ndarray,
         i = j
 
 
-def _store_one(store: Any, chunk_id: bytes, data: bytes) -> int:
+def _store_one(store: Any, chunk_id: bytes, data: bytes | bytearray | memoryview) -> int:
     if store.has_chunk(chunk_id):
         return 0
     store.store_chunk(Chunk(chunk_id, data))

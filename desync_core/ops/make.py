@@ -23,6 +23,7 @@ Memory stays bounded whatever the input size: at most ``threads + 1`` part buffe
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
@@ -145,7 +146,7 @@ class ChunkSink:
         ids = chunk_digests(data, starts, lengths, self.digest)
         if self.store is None:
             return ids
-        view = memoryview(data)
+        view = memoryview(data)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
         pending: list[Future[None]] = []
         try:
             for i, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
@@ -253,7 +254,8 @@ def _make_seekable(path: str, params: ChunkerParams, digest: Digest, sink: Chunk
     return Index.from_chunks(all_ends, b"".join(ids), params, index_flags_for(first, digest))
 
 
-def _make_stream(stream: BinaryIO, params: ChunkerParams, digest: Digest, sink: ChunkSink,
+def _make_stream(stream: BinaryIO | io.BufferedReader, params: ChunkerParams, digest: Digest,
+                 sink: ChunkSink,
                  workers: int, progress: Progress, stats: MakeStats,
                  part_bytes: int) -> Index:
     """Read ``stream`` sequentially in part-sized blocks; hash and store in threads."""
@@ -278,13 +280,13 @@ def _make_stream(stream: BinaryIO, params: ChunkerParams, digest: Digest, sink: 
             eof = False
             while not eof:
                 buf = free.pop() if free else np.empty(cap, dtype=np.uint8)
-                view = memoryview(buf)
+                view = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
                 n = 0
                 if carry is not None:
                     n = len(carry)
                     buf[:n] = carry
                     carry = None
-                n, eof = fill_from(stream.readinto, view, n)
+                n, eof = fill_from(stream.readinto, view, n)  # type: ignore[union-attr]  # BinaryIO (stdin) has readinto at run time; typeshed omits it
                 if n == 0:
                     break
                 if not first:

@@ -152,12 +152,12 @@ def _compressed_estimate(ids: Iterable[bytes], sizes: dict[bytes, int],
             raise ConfigError(f"invalid chunks-info entry: {entry!r}") from None
     total = 0
     for cid in ids:
-        entry = known.get(cid)
-        if entry is None or not entry.get("compressed_size"):
+        found = known.get(cid)
+        if found is None or not found.get("compressed_size"):
             return 0
-        if entry.get("uncompressed_size", sizes[cid]) != sizes[cid]:
+        if found.get("uncompressed_size", sizes[cid]) != sizes[cid]:
             raise UsageError(f"chunks-info size of {cid.hex()} does not match the index")
-        total += int(entry["compressed_size"])
+        total += int(found["compressed_size"])
     return total
 
 

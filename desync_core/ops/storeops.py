@@ -12,7 +12,7 @@ from desync_core.digest import Digest, parse_chunk_id
 from desync_core.errors import ChunkInvalidError, ChunkMissingError, UsageError
 from desync_core.index import Index
 from desync_core.progress import Progress
-from desync_core.stores.local import LocalChunkStore
+from desync_core.stores.base import PrunableChunkStore
 
 
 def read_chunk_list(path: str) -> set[bytes]:
@@ -49,7 +49,8 @@ def chop(index: Index, path: str, store: Any, *, workers: int = 10,
     skip = frozenset(ignore) if ignore else None
     threads = 1 if store_is_local else max(1, workers)
     procs = min(workers, os.cpu_count() or 1)
-    kwargs = {"expected": index.ids, "skip": skip, "on_done": lambda n, _b: progress.update(n)}
+    kwargs: dict[str, Any] = {"expected": index.ids, "skip": skip,
+                              "on_done": lambda n, _b: progress.update(n)}
     if procs <= 1 or index.length < 32 * 1024 * 1024:
         chunkfile.init_worker(store, index.digest.name, threads)
         results = chunkfile.run_tasks(path, index.starts(), index.ends, executor=None, **kwargs)
@@ -81,8 +82,8 @@ def cache_chunks(ids: Iterable[bytes], source: Any, target: Any, *, workers: int
         return sum(pool.map(one, todo))
 
 
-def verify_store(store: LocalChunkStore, digest: Digest, *, workers: int = 10, repair: bool = False,
-                 err: TextIO | None = None) -> int:
+def verify_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10,
+                 repair: bool = False, err: TextIO | None = None) -> int:
     """Verify every chunk of a local store; report invalid ones on ``err``.
 
     With ``repair`` invalid chunks are deleted. Returns how many invalid chunks are

@@ -36,7 +36,7 @@ def _seed_type(name: str) -> SeedType:
     from desync_core.plugins import get_registries
 
     factory = get_registries().seed_types.get(name).load()
-    return factory() if isinstance(factory, type) else factory  # type: ignore[no-any-return]
+    return factory() if isinstance(factory, type) else factory
 
 
 def resolve_seed_value(value: str) -> tuple[str, str]:

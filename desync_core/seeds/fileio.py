@@ -155,7 +155,7 @@ def _fallocate() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
             return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:

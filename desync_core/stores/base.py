@@ -139,8 +139,8 @@ class ChunkStore(ABC):
     def __eq__(self, other: object) -> bool:
         return (
             type(other) is type(self)
-            and str(other.location) == str(self.location)  # type: ignore[attr-defined]
-            and other.options == self.options  # type: ignore[attr-defined]
+            and str(other.location) == str(self.location)
+            and other.options == self.options
         )
 
     def __hash__(self) -> int:

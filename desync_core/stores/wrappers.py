@@ -241,7 +241,7 @@ class FailoverGroup:
         raise last
 
     def get_chunk(self, chunk_id: bytes) -> Chunk:
-        return self._call("get_chunk", chunk_id)  # type: ignore[no-any-return]
+        return self._call("get_chunk", chunk_id)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self._call("has_chunk", chunk_id))
@@ -268,7 +268,7 @@ class RouterStore:
     def get_chunk(self, chunk_id: bytes) -> Chunk:
         for store in self.stores:
             try:
-                return store.get_chunk(chunk_id)  # type: ignore[no-any-return]
+                return store.get_chunk(chunk_id)
             except ChunkMissingError:
                 continue
         raise ChunkMissingError(chunk_id, self if len(self.stores) > 1 else self.stores[0])
@@ -316,7 +316,7 @@ class CacheStore:
     def get_chunk(self, chunk_id: bytes) -> Chunk:
         if self._writable:
             try:
-                return self.cache.get_chunk(chunk_id)  # type: ignore[no-any-return]
+                return self.cache.get_chunk(chunk_id)
             except ChunkMissingError:
                 pass
             except ChunkInvalidError:
@@ -330,7 +330,7 @@ class CacheStore:
                 self.cache.store_chunk(chunk)
             except (StoreError, OSError) as exc:
                 self._give_up(f"failed to store in cache {self.cache}: {exc}")
-        return chunk  # type: ignore[no-any-return]
+        return chunk
 
     def _give_up(self, why: str) -> None:
         """Stop using the cache, with one warning."""

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import add_cache, add_store_flags, add_store_list, uint_arg
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_store_flags(p)
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``cat``."""
     from desync_core.errors import UsageError
     from desync_core.ops.read import cat, cat_to_path

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import uint_arg
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="file to chunk ('-' for stdin)")
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``chunk``: print ``<start>\\t<size>\\t<id>`` per chunk."""
     from desync_core.chunker import ChunkerParams, iter_chunks
     from desync_core.errors import UsageError
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
         f.seek(args.start)
     out = sys.stdout
     try:
-        for offset, data in iter_chunks(f.readinto, params, offset=args.start):  # type: ignore[arg-type]
+        # (typeshed's BinaryIO, the type of stdin, omits the readinto it has)
+        for offset, data in iter_chunks(f.readinto, params, offset=args.start):  # type: ignore[union-attr]
             out.write(f"{offset}\t{len(data)}\t{sha(data).hex()}\n")
     finally:
         if f is not sys.stdin.buffer:

@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from desync_core.cli import exit_fast
 from desync_core.cli.options import (
@@ -17,6 +18,9 @@ from desync_core.cli.options import (
     add_store_list,
 )
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +52,7 @@ def _warn(message: str) -> None:
     sys.stderr.flush()
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``extract``."""
     # numpy's OpenBLAS starts a thread per CPU when numpy is imported, and they spin
     # for a while: measured ~50 ms of CPU, taken from the workers. extract does no
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
         exit_fast()
 
 
-def _run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def _run(args: argparse.Namespace, ctx: Context) -> int:
     from desync_core.errors import UsageError
     from desync_core.ops.extract import check_output, extract
     from desync_core.outputs import refuse_output_over_inputs

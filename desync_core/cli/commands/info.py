@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import ListAction, add_cache, add_store_flags, add_store_list
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_store_flags(p)
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``info``."""
     from desync_core.errors import UsageError
     from desync_core.ops.read import format_info, info

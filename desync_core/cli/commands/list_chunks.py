@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import add_store_flags
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_store_flags(p)
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Print every chunk id, in order, duplicates included."""
     index = ctx.read_index(args.index)
     ids = index.ids

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import add_bool, add_store_flags, add_store_single
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            "(default 0: one per CPU)")
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``make``."""
     from desync_core.chunker import ChunkerParams
     from desync_core.errors import UsageError

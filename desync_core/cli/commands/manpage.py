@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+from typing import TYPE_CHECKING
 
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,12 +56,12 @@ def _page(prog: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
     if positionals:
         out.append(".SH ARGUMENTS")
         for action in positionals:
-            out += [".TP", f"\\fI{_roff(action.metavar or action.dest)}\\fP",
+            out += [".TP", f"\\fI{_roff(str(action.metavar or action.dest))}\\fP",
                     _roff(action.help or "")]
     return "\n".join(out) + "\n"
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Write ``desync.<section>`` and ``desync-<command>.<section>`` into the directory."""
     from desync_core.cli import build_parser
     from desync_core.errors import StoreError

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import add_bool, add_cache, add_store_flags, add_store_list
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,12 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_store_flags(p)
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``mtree``."""
     import os
     import sys
+    from typing import cast
 
-    from desync_core.archive.base import ArchiveOptions
+    from desync_core.archive.base import ArchiveOptions, NodeStream
     from desync_core.archive.disk import DiskReader
     from desync_core.errors import UsageError
     from desync_core.ops.archive import archive_flags, mtree, open_archive
@@ -38,7 +43,7 @@ def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
         return 0
     with open_archive(ctx, args.input, index=args.index, stores=args.store,
                       cache=args.cache) as nodes:
-        mtree(nodes, ctx.digest, sys.stdout)
+        mtree(cast(NodeStream, nodes), ctx.digest, sys.stdout)  # (no plain_files asked for)
     return 0
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import add_bool
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_bool(p, "--json", help="print as JSON")
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Print every plugin: name, distribution and version, registrations, errors."""
     import json
     import sys

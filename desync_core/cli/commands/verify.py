@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from desync_core.cli.options import add_bool, add_store_single, int_arg
 from desync_core.registry import Command
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_bool(p, "-r", "--repair", help="remove invalid chunks from the store")
 
 
-def run(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``verify``: invalid chunks are reported on stderr (and removed with -r).
 
     Unlike desync, which always exits 0, invalid chunks left in the store end the run

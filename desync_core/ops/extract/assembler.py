@@ -375,7 +375,7 @@ def split_segment(seg: SeedSegment, ends: np.ndarray, limit: int) -> Iterator[Se
 def invalid_seed_error(seed: Seed) -> DesyncError:
     make = getattr(seed, "invalid_error", None)
     if make is not None:
-        return make()  # type: ignore[no-any-return]
+        return make()
     return SeedInvalidError(f"seed index for {seed.name} doesn't match its data")
 
 

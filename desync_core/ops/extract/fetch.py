@@ -179,12 +179,12 @@ class StoreBatches:
             if state.hasher is not None:
                 sums = state.hasher.sums(buf, starts, lengths)
             else:
-                view = memoryview(buf)
+                view = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
                 sums = b"".join(self.sum(view[a:b]) for a, b in zip(starts.tolist(),
                                                                       stops.tolist()))
             if sums != ids:
                 return False
-        view = memoryview(buf)
+        view = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
         fd = self.target.fd
         if keep is None:
             # (Decoding straight into a shared mapping of the output instead, with or
@@ -214,7 +214,7 @@ class StoreBatches:
             raw_cap = len(state.raw_view)
             zstd_decode, dctx = state.decoder.raw_function()
             flags = os.O_RDONLY | os.O_CLOEXEC
-            out = memoryview(buf)
+            out = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
             open_, readv, close = os.open, os.readv, os.close
             for k, (a, b) in enumerate(zip(starts, stops)):
                 path = chunk_file(hexids[64 * k : 64 * k + 64])
@@ -243,7 +243,7 @@ class StoreBatches:
         decode = state.decoder.decode
         raw = self.direct.raw
         codec = self.codec
-        view = memoryview(buf)
+        view = memoryview(buf)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
         for k, (a, b) in enumerate(zip(starts, stops)):
             chunk_id = bytes.fromhex(hexids[64 * k : 64 * k + 64])
             try:
@@ -273,7 +273,7 @@ class BatchState:
         # A stored chunk is at most a few bytes longer than the largest chunk (zstd's
         # worst case); a file that fills this buffer is left to the careful path.
         raw = np.empty(zstd_bound(batches.index.chunk_size_max) + 4096, dtype=np.uint8)
-        self.raw_view = memoryview(raw)
+        self.raw_view = memoryview(raw)  # type: ignore[arg-type]  # numpy: __buffer__ typed for 3.12+
         self.raw_addr = self.address(raw)
         self._raw = raw
         self.decoder = zstd.RawDecoder()
@@ -288,7 +288,7 @@ class BatchState:
     @staticmethod
     def address(arr: np.ndarray) -> int:
         """Address of an array's data."""
-        return arr.__array_interface__["data"][0]  # type: ignore[no-any-return]
+        return arr.__array_interface__["data"][0]
 
 
 def zstd_bound(size: int) -> int:

@@ -163,7 +163,7 @@ def remove_stale_temps(output: str) -> list[str]:
     :data:`STALE_TEMP_SECONDS`. Returns the paths removed."""
     directory, base = os.path.split(os.path.abspath(output))
     prefix = f".{base}."
-    removed = []
+    removed: list[str] = []
     try:
         names = [n for n in os.listdir(directory)
                  if n.startswith(prefix) and n[len(prefix):].isdigit()]

@@ -8,6 +8,7 @@ command imports mfusepy and the mount code inside ``run`` (a test checks
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from desync_core.plugin_api import (
     Command,
@@ -17,6 +18,9 @@ from desync_core.plugin_api import (
     add_store_list,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    from desync_core.plugin_api import Context
 
 
 def mount_index_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +44,7 @@ def mount_index_arguments(p: argparse.ArgumentParser) -> None:
     add_store_flags(p)
 
 
-def run_mount_index(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run_mount_index(args: argparse.Namespace, ctx: Context) -> int:
     """Mount until unmounted, SIGINT or SIGTERM."""
     from desync_mount_fuse.mount import main
 

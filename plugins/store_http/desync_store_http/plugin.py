@@ -9,6 +9,7 @@ here (a test checks ``sys.modules``).
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from desync_core.plugin_api import (
     Command,
@@ -23,6 +24,9 @@ from desync_core.plugin_api import (
     add_store_single,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    from desync_core.plugin_api import Context
 
 SCHEMES = ("http", "https")
 
@@ -86,14 +90,14 @@ def index_server_arguments(p: argparse.ArgumentParser) -> None:
     add_server_flags(p)
 
 
-def run_chunk_server(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run_chunk_server(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``chunk-server`` until SIGINT/SIGTERM."""
     from desync_store_http.chunkserver import main
 
     return main(args, ctx)
 
 
-def run_index_server(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run_index_server(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``index-server`` until SIGINT/SIGTERM."""
     from desync_store_http.indexserver import main
 

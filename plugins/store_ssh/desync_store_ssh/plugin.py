@@ -8,8 +8,12 @@ inside ``run``.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from desync_core.plugin_api import Command, CommandRegistry, Registry, hookimpl
+
+if TYPE_CHECKING:
+    from desync_core.plugin_api import Context
 
 #: desync's message for index locations over ssh (``remote.md`` §9).
 INDEX_REFUSAL = "Index storage is not supported by ssh remote stores"
@@ -36,7 +40,7 @@ def pull_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", help="the chunk store to serve (any store location)")
 
 
-def run_pull(args: argparse.Namespace, ctx) -> int:  # type: ignore[no-untyped-def]
+def run_pull(args: argparse.Namespace, ctx: Context) -> int:
     """Serve the store on stdin/stdout until the client says GOODBYE."""
     from desync_store_ssh.server import main
 
