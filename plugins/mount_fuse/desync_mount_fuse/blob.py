@@ -207,8 +207,12 @@ class Blob:
 
     # -- reading -------------------------------------------------------------------------
 
-    def read(self, offset: int, size: int, stream: ReadStream | None = None) -> bytes:
+    def read(self, offset: int, size: int, stream: ReadStream | None = None,
+             limit: int | None = None) -> bytes:
         """Stream bytes ``[offset, offset+size)`` (shorter at the end of the stream).
+
+        ``stream`` is the reader's readahead state (None: no readahead); readahead stops
+        at ``limit`` (the end of the file being read; default the end of the stream).
 
         Raises:
             DesyncError, OSError: a chunk could not be fetched.
@@ -219,16 +223,17 @@ class Blob:
         first, stop = self.loader.chunk_range(offset, size)
         futures = {i: self.chunk_future(i) for i in range(first, stop)}
         if stream is not None:
-            self._read_ahead(stream, offset, offset + size, stop)
+            self._read_ahead(stream, offset, offset + size, stop,
+                             self.length if limit is None else min(limit, self.length))
         results = {i: (f.result() if f is not None else None) for i, f in futures.items()}
         return self.assemble(offset, size, first, stop, results)
 
-    def _read_ahead(self, stream: ReadStream, offset: int, end: int, stop: int) -> None:
-        window = stream.advance(offset, end)
-        if not window:
+    def _read_ahead(self, stream: ReadStream, offset: int, end: int, stop: int,
+                    limit: int) -> None:
+        window = min(stream.advance(offset, end), limit - end)
+        if window <= 0:
             return
-        loader = self.loader
-        _, ahead_stop = loader.chunk_range(end, min(window, max(1, self.length - end)))
+        _, ahead_stop = self.loader.chunk_range(end, window)
         with stream.lock:
             start = max(stop, stream.scheduled)
             stream.scheduled = max(stream.scheduled, ahead_stop)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-import mfusepy  # type: ignore[import-untyped]
+import mfusepy  # type: ignore[import-untyped,unused-ignore]
 
 from desync_mount_fuse.blob import Blob, ReadStream
 from desync_mount_fuse.tree import Tree
@@ -29,7 +29,7 @@ def _fail(code: int) -> mfusepy.FuseOSError:
     return mfusepy.FuseOSError(code)
 
 
-class _Base(mfusepy.Operations):  # type: ignore[misc]
+class _Base(mfusepy.Operations):
     """Handles, read-only refusals and the session pointer both filesystems share."""
 
     use_ns = True
@@ -80,10 +80,10 @@ class _Base(mfusepy.Operations):  # type: ignore[misc]
             self._streams.pop(fi.fh, None)
         return 0
 
-    def _read(self, offset: int, size: int, fh: int) -> bytes:
+    def _read(self, offset: int, size: int, fh: int, limit: int | None = None) -> bytes:
         stream = self._streams.get(fh)
         try:
-            return self.blob.read(offset, size, stream)
+            return self.blob.read(offset, size, stream, limit)
         except Exception:
             raise _fail(errno.EIO) from None
 
@@ -161,7 +161,7 @@ class TreeFS(_Base):
         return entry
 
     def attributes(self, path: str) -> dict[str, int]:
-        return self._entry(path).attrs()  # type: ignore[no-any-return]
+        return self._entry(path).attrs()
 
     def readdir(self, path: str, fh: int) -> list[Any]:
         entry = self._entry(path)
@@ -200,13 +200,13 @@ class TreeFS(_Base):
         size = min(size, entry.size - offset)
         if size <= 0:
             return b""
-        return self._read(entry.offset + offset, size, fh.fh)
+        return self._read(entry.offset + offset, size, fh.fh, entry.offset + entry.size)
 
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         values = self._entry(path).xattrs
         if not values or name not in values:
             raise _fail(ENOATTR)
-        return values[name]  # type: ignore[no-any-return]
+        return values[name]
 
     def listxattr(self, path: str) -> list[str]:
         return list(self._entry(path).xattrs or ())

@@ -58,7 +58,7 @@ def _load_fuse() -> Any:
     # mount is written for libfuse3 unless the user chose otherwise.
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     try:
-        import mfusepy  # type: ignore[import-untyped]
+        import mfusepy  # type: ignore[import-untyped,unused-ignore]
     except OSError as exc:  # no libfuse at all
         raise DesyncError(f"cannot load libfuse: {exc}") from None
     return mfusepy

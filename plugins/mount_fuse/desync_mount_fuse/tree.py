@@ -26,6 +26,9 @@ from desync_core.plugin_api import (
 from desync_mount_fuse.blob import Blob
 
 _ZEROS = memoryview(bytes(1 << 20))
+#: Largest read of real data: the decoder asks for 1 MiB at a time, and whatever of a
+#: file's content it gets before it yields the file is fetched for nothing.
+READ_LIMIT = 128 << 10
 
 
 @dataclass(slots=True)
@@ -95,7 +98,7 @@ class SkippingReader:
             take = min(n, self.skip_end - pos, len(_ZEROS))
             self.position = pos + take
             return _ZEROS[:take]
-        end = pos + n
+        end = pos + min(n, READ_LIMIT)
         if pos < self.skip_start < end:
             end = self.skip_start
         data = self.blob.read(pos, end - pos)
