@@ -153,7 +153,7 @@ def test_corrupt_chunk_from_the_wire_is_an_integrity_error(cli, ssh_env, host, t
     assert len(files) >= 2
     files[0].write_bytes(files[1].read_bytes())
     location = f"ssh://{host}{tmp_path / 'store'}"
-    result = cli("extract", "-s", location, tmp_path / "in.caibx", tmp_path / "out")
+    result = cli("extract", "-n", "2", "-s", location, tmp_path / "in.caibx", tmp_path / "out")
     assert_one_line_error(result, 5, files[0].name[:64], location)
 
 

@@ -91,7 +91,7 @@ def test_verify_index_and_info_over_ssh(ok, ssh_env, host, casync_store, monkeyp
     """has_chunk works by requesting chunks (the protocol has no exists query)."""
     monkeypatch.setenv("CASYNC_REMOTE_PATH", "casync")
     store, index = casync_store
-    stats = ok("info", "-s", f"ssh://{host}{store}", index).stats
+    stats = ok("info", "-n", "2", "-s", f"ssh://{host}{store}", index).stats
     assert stats["in-store"] == stats["unique"] > 1
 
 
@@ -108,7 +108,7 @@ def test_missing_chunk_is_one_line(cli, ssh_env, host, tmp_path, data, remote,  
     victim = sorted((tmp_path / "store").glob("*/*.cacnk"))[0]
     victim.unlink()
     location = f"ssh://{host}{tmp_path / 'store'}"
-    result = cli("extract", "-s", location, tmp_path / "b.caibx", tmp_path / "out")
+    result = cli("extract", "-n", "2", "-s", location, tmp_path / "b.caibx", tmp_path / "out")
     line = assert_one_line_error(result, 4, victim.name[:-6], location)
     assert "missing" in line
     assert not (tmp_path / "out").exists()
@@ -121,7 +121,7 @@ def test_ssh_store_after_a_store_without_the_chunks(ok, ssh_env, host, desync_st
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out.bin"
-    ok("extract", "-s", empty, "-s", f"ssh://{host}{store}", index, out)
+    ok("extract", "-n", "2", "-s", empty, "-s", f"ssh://{host}{store}", index, out)
     assert out.read_bytes() == data.read_bytes()
 
 
