@@ -27,6 +27,7 @@ from archive_util import Dir, File, Link, build, diff, snapshot
 from desync_core.archive import pipeline
 from desync_core.archive.base import DIR_END, ArchiveOptions, Node
 from desync_core.archive.disk import DiskFormat, DiskWriter
+from desync_core.archive.pipeline import forking
 from desync_core.context import Context
 from desync_core.errors import (
     ArchiveFormatError,
@@ -43,11 +44,11 @@ def small_ring(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 256 KiB ring in 16 KiB blocks; chunks over 24 KiB are fetched into buffers."""
     if not pipeline.can_fork():
         pytest.skip("other threads are running in the test process: untar would not fork")
-    monkeypatch.setattr(pipeline, "RING_SIZE", 256 << 10)
-    monkeypatch.setattr(pipeline, "BLOCK_MAX", 16 << 10)
-    monkeypatch.setattr(pipeline, "DIRECT_MAX", 24 << 10)
-    monkeypatch.setattr(pipeline, "GROUP_BYTES", 32 << 10)
-    monkeypatch.setattr(pipeline, "BATCH_BYTES", 48 << 10)
+    monkeypatch.setattr(pipeline.limits, "RING_SIZE", 256 << 10)
+    monkeypatch.setattr(pipeline.limits, "BLOCK_MAX", 16 << 10)
+    monkeypatch.setattr(pipeline.limits, "DIRECT_MAX", 24 << 10)
+    monkeypatch.setattr(pipeline.limits, "GROUP_BYTES", 32 << 10)
+    monkeypatch.setattr(pipeline.limits, "BATCH_BYTES", 48 << 10)
 
 
 def many_files(root: Path, *, count: int = 400, seed: int = 1) -> Path:
@@ -313,7 +314,7 @@ def test_a_failing_producer_lets_the_writer_finish_first(tmp_path: Path) -> None
     DesyncError("plain"),
 ])
 def test_errors_cross_processes_as_they_are(exc: BaseException) -> None:
-    back = pipeline._unpack_error(pipeline._pack_error(exc))
+    back = forking.unpack_error(forking.pack_error(exc))
     assert type(back) is type(exc)
     assert str(back) == str(exc)
     assert getattr(back, "exit_code", None) == getattr(exc, "exit_code", None)
@@ -325,7 +326,7 @@ def test_bugs_cross_processes_with_their_traceback() -> None:
     try:
         raise ValueError("a bug")
     except ValueError as exc:
-        back = pipeline._unpack_error(pipeline._pack_error(exc))
+        back = forking.unpack_error(forking.pack_error(exc))
     assert isinstance(back, RuntimeError)
     assert "ValueError: a bug" in str(back)
     assert "test_bugs_cross_processes" in str(back)
