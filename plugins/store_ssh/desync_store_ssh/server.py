@@ -16,10 +16,11 @@ verification: the client verifies every chunk it receives.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from desync_core.plugin_api import (
     COMPRESSED,
@@ -29,6 +30,9 @@ from desync_core.plugin_api import (
     StoreError,
 )
 from desync_store_ssh import protocol as p
+
+if TYPE_CHECKING:
+    from desync_core.plugin_api import Context
 
 
 class PullSessionError(StoreError):
@@ -151,7 +155,7 @@ class PullServer:
         return PullSessionError(f"pull: {reason}")
 
 
-def main(args: Any, ctx: Any) -> int:
+def main(args: argparse.Namespace, ctx: Context) -> int:
     """``desync pull - - - STORE``."""
     import dataclasses
 
