@@ -6,9 +6,11 @@ These tests use a server of their own (``own_sshd``) when they stop or cut it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -129,16 +131,20 @@ def test_server_stopped_mid_extract(own_sshd: SSHServer, tmp_path: Path,
                                     in_place: bool) -> None:
     """sshd stopped (and its sessions cut) while extract runs: one clear error, exit 4,
     no output (without -k); after a restart, ``-k`` finishes the partial output,
-    reusing the chunks already in place."""
+    reusing the chunks already in place.
+
+    The extract is frozen (SIGSTOP) as soon as it has written a chunk, the server is
+    stopped, then the extract continues: it cannot finish first, however loaded the
+    machine is (an attempt is repeated only if it finished before it could be frozen).
+    """
     store = tmp_path / "store"
-    data = _blob(tmp_path / "blob", 6 << 20)
+    data = _blob(tmp_path / "blob", 8 << 20)
     index = tmp_path / "blob.caibx"
     run_desync("make", "-s", store, index, tmp_path / "blob")
     ranges = _chunk_ranges(index)
     url = f"sftp://{ALIAS}{store}"
     out = tmp_path / "out"
     flags = ["-n", "2", "-e", "2", "-b", "50ms", *(["-k"] if in_place else [])]
-    proc = _desync("extract", *flags, "-s", url, index, out)
 
     def progress() -> bool:
         if in_place:
@@ -146,8 +152,20 @@ def test_server_stopped_mid_extract(own_sshd: SSHServer, tmp_path: Path,
         temps = [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
         return any(_some_chunk_written(p, data, ranges) for p in temps)
 
-    _wait_until(lambda: progress() or proc.poll() is not None, "the extract to start")
+    for _attempt in range(5):
+        out.unlink(missing_ok=True)
+        proc = _desync("extract", *flags, "-s", url, index, out)
+        _wait_until(lambda p=proc: progress() or p.poll() is not None,
+                    "the extract to start")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGSTOP)
+        if proc.poll() is None:
+            break
+        proc.communicate()  # finished before it could be frozen: try again
+    else:
+        pytest.fail("the extract always finished before it could be stopped")
     own_sshd.stop_all()
+    os.kill(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=DEADLINE)
     errors = err.decode().splitlines()
     assert proc.returncode == 4, err
