@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
         classify,
         parse_acl_xattr,
     )
+    from desync_core.batchhash import chunk_digests  # noqa: F401
     from desync_core.cli import run as run_cli  # noqa: F401
     from desync_core.cli.options import (  # noqa: F401
         ListAction,
@@ -206,6 +207,7 @@ _EXPORTS: dict[str, str] = {
     "SHA256": "desync_core.digest",
     "SHA512_256": "desync_core.digest",
     "Index": "desync_core.index",
+    "chunk_digests": "desync_core.batchhash",
     "read_index_file": "desync_core.index",
     # errors
     **{name: "desync_core.errors" for name in (
