@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import shutil
 import socket
@@ -74,6 +75,12 @@ def wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit("docker-registry did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_registry(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -137,13 +144,17 @@ def main() -> None:
             if (work / "tar2.caibx").read_bytes() != index.read_bytes():
                 raise SystemExit("make into the registry wrote a different index")
             sources = {"OCI registry (docker-registry)": oci, "chunk-server": url}
+            servers = {"OCI registry (docker-registry)": registry.pid, "chunk-server": server.pid}
             timings: dict[str, list[float]] = {name: [] for name in sources}
+            server_cpu: dict[str, list[float]] = {name: [] for name in sources}
             desync("extract", "-s", url, *n, str(index), str(out))  # warm-up
             for _ in range(args.runs):
                 for name, source in sources.items():
                     out.unlink(missing_ok=True)
+                    cpu0 = cpu_seconds(servers[name])
                     timings[name].append(desync("extract", "-s", source, *n, str(index),
                                                 str(out)))
+                    server_cpu[name].append(cpu_seconds(servers[name]) - cpu0)
                     if sha256(out) != expected:
                         raise SystemExit(f"extract from {name} produced wrong data")
         finally:
@@ -157,15 +168,17 @@ def main() -> None:
           f"{args.runs} runs, median (includes process start-up); "
           f"make -s into the registry: {upload:.1f} s ({mb / upload:.0f} MB/s)")
     if args.markdown:
-        print("| source | extract (s) | MB/s | vs chunk-server |")
-        print("|---|---:|---:|---:|")
+        print("| source | extract (s) | MB/s | vs chunk-server | server CPU per chunk |")
+        print("|---|---:|---:|---:|---:|")
     for name, times in timings.items():
         median = statistics.median(times)
+        per_chunk = statistics.median(server_cpu[name]) / chunks * 1000
         if args.markdown:
-            print(f"| {name} | {median:.2f} | {mb / median:.0f} | {base / median:.2f}x |")
+            print(f"| {name} | {median:.2f} | {mb / median:.0f} | {base / median:.2f}x "
+                  f"| {per_chunk:.2f} ms |")
         else:
             print(f"  {name:32s} {median:7.2f} s {mb / median:8.1f} MB/s  "
-                  f"{base / median:5.2f}x of chunk-server")
+                  f"{base / median:5.2f}x of chunk-server, server CPU {per_chunk:.2f} ms/chunk")
 
 
 if __name__ == "__main__":
