@@ -21,11 +21,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from desync_core.plugin_api import Index, IntegrityError, error_text
+from desync_core.plugin_api import Index, IntegrityError, chunk_digests, error_text
 
 #: First readahead window of a sequential stream, and its limit (it doubles per read).
 READAHEAD_START = 1 << 20
@@ -33,6 +33,8 @@ READAHEAD_MAX = 32 << 20
 #: Reads closer than this to where the stream's last read ended count as sequential
 #: (the kernel issues readahead requests concurrently, slightly out of order).
 SEQUENTIAL_SLACK = 4 << 20
+#: Largest batch of consecutive chunks fetched and verified by one task.
+BATCH_BYTES = 1 << 20
 #: Default bound of the in-memory chunk cache.
 DEFAULT_CACHE_BYTES = 256 << 20
 
@@ -42,6 +44,20 @@ Report = Callable[[str], None]
 def report_stderr(message: str) -> None:
     """Print one diagnostic line on stderr."""
     print(message, file=sys.stderr, flush=True)
+
+
+class Source(NamedTuple):
+    """A chunk source in two forms: ``fast`` does not hash what it returns (the loader
+    verifies in batches), ``careful`` verifies every chunk itself (and repairs caches).
+    """
+
+    fast: Any
+    careful: Any
+
+    def close(self) -> None:
+        """Close both."""
+        self.fast.close()
+        self.careful.close()
 
 
 class _Slot:
@@ -131,27 +147,62 @@ class ChunkLoader:
         stop = int(np.searchsorted(self.ends, offset + size - 1, side="right")) + 1
         return first, min(stop, len(self.sizes))
 
-    def fetch(self, i: int) -> bytes:
-        """The decoded data of chunk ``i`` (blocking; zeros for the null chunk).
+    def fetch(self, i: int) -> bytes | memoryview:
+        """The decoded, verified data of chunk ``i`` (blocking; zeros for the null
+        chunk).
 
         Raises:
             DesyncError, OSError: the store failed (reported here, once).
         """
-        size = self.sizes[i]
-        if self.is_null(i):
-            return bytes(size)
-        chunk_id = self.index.chunk_id(i)
+        return self.fetch_batch([i])[0]
+
+    def fetch_batch(self, indexes: list[int]) -> list[memoryview]:
+        """The data of several chunks, decoded into one buffer and verified in one call
+        (:func:`chunk_digests` hashes eight chunks at a time).
+
+        Chunks come unverified from the source's fast side; one whose digest is wrong is
+        read again through the careful side, which verifies it (and repairs a cache).
+
+        Raises:
+            DesyncError, OSError: the store failed (reported here, once).
+        """
+        sizes = [self.sizes[i] for i in indexes]
+        offsets = [0]
+        for size in sizes[:-1]:
+            offsets.append(offsets[-1] + size)
+        buf = bytearray(offsets[-1] + sizes[-1])
+        view = memoryview(buf)
+        real = [k for k, i in enumerate(indexes) if not self.is_null(i)]
         try:
             with self.holder.use() as source:
-                data = source.get_chunk(chunk_id).data()
-            if len(data) != size:
-                raise IntegrityError(f"chunk {chunk_id.hex()} has {len(data)} bytes, the "
-                                     f"index says {size}")
+                for k in real:
+                    chunk_id = self.index.chunk_id(indexes[k])
+                    data = source.fast.get_chunk(chunk_id).data()
+                    if len(data) == sizes[k]:
+                        view[offsets[k]:offsets[k] + sizes[k]] = data
+                    else:  # let the careful side name the problem
+                        self._careful(source, chunk_id, sizes[k], view[offsets[k]:])
+                if real:
+                    sums = chunk_digests(buf, np.array([offsets[k] for k in real], np.int64),
+                                         np.array([sizes[k] for k in real], np.int64),
+                                         self.index.digest)
+                    for n, k in enumerate(real):
+                        chunk_id = self.index.chunk_id(indexes[k])
+                        if sums[32 * n:32 * n + 32] != chunk_id:
+                            self._careful(source, chunk_id, sizes[k], view[offsets[k]:])
         except Exception as exc:
             self.report(f"Error: {error_text(exc)}")
             raise
-        self.fetches += 1
-        return bytes(data)
+        self.fetches += len(real)
+        return [view[o:o + n] for o, n in zip(offsets, sizes)]
+
+    @staticmethod
+    def _careful(source: Any, chunk_id: bytes, size: int, out: memoryview) -> None:
+        data = source.careful.get_chunk(chunk_id).data()
+        if len(data) != size:
+            raise IntegrityError(f"chunk {chunk_id.hex()} has {len(data)} bytes, the "
+                                 f"index says {size}")
+        out[:size] = data
 
     def close(self, wait: bool = False) -> None:
         """Stop the fetch threads: queued fetches are dropped; with ``wait``, running
@@ -199,6 +250,10 @@ class Blob:
         """A future for chunk ``i`` being available (None: it already is)."""
         raise NotImplementedError
 
+    def futures(self, indexes: range) -> dict[int, Future[Any] | None]:
+        """:meth:`chunk_future` of each chunk of ``indexes``."""
+        return {i: self.chunk_future(i) for i in indexes}
+
     def assemble(self, offset: int, size: int, first: int, stop: int,
                  results: dict[int, Any]) -> bytes:
         """The bytes of ``[offset, offset+size)`` once chunks ``first..stop-1`` are
@@ -221,7 +276,7 @@ class Blob:
         if size <= 0:
             return b""
         first, stop = self.loader.chunk_range(offset, size)
-        futures = {i: self.chunk_future(i) for i in range(first, stop)}
+        futures = self.futures(range(first, stop))
         if stream is not None:
             self._read_ahead(stream, offset, offset + size, stop,
                              self.length if limit is None else min(limit, self.length))
@@ -237,8 +292,8 @@ class Blob:
         with stream.lock:
             start = max(stop, stream.scheduled)
             stream.scheduled = max(stream.scheduled, ahead_stop)
-        for i in range(start, ahead_stop):
-            self.chunk_future(i)  # started in the background; failures surface on read
+        if start < ahead_stop:  # started in the background; failures surface on read
+            self.futures(range(start, ahead_stop))
 
     def close(self) -> None:
         """Release the loader's threads."""
@@ -248,48 +303,75 @@ class Blob:
 class MemoryBlob(Blob):
     """A :class:`Blob` with an LRU cache of decoded chunks, keyed by chunk id.
 
-    Concurrent readers of one chunk share one fetch; a failed fetch is not cached (the
-    next read tries again).
+    Chunks not cached are fetched in batches of consecutive chunks (one pool task and
+    one verification call per batch); concurrent readers of one chunk share one fetch,
+    and a failed fetch is not cached (the next read tries again).
     """
 
     def __init__(self, loader: ChunkLoader, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__(loader)
         self.capacity = max(cache_bytes, 2 * READAHEAD_MAX)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cache: OrderedDict[bytes, memoryview] = OrderedDict()
         self._cached_bytes = 0
-        self._inflight: dict[bytes, Future[bytes]] = {}
+        self._inflight: dict[bytes, Future[memoryview]] = {}
 
     def chunk_future(self, i: int) -> Future[Any] | None:
-        key = self.loader.index.chunk_id(i)
-        with self._lock:
-            data = self._cache.get(key)
-            if data is not None:
-                self._cache.move_to_end(key)
-                done: Future[bytes] = Future()
-                done.set_result(data)
-                return done
-            future = self._inflight.get(key)
-            if future is None:
-                future = self._inflight[key] = self.loader.pool.submit(self._load, i, key)
-            return future
+        return self.futures(range(i, i + 1))[i]
 
-    def _load(self, i: int, key: bytes) -> bytes:
+    def futures(self, indexes: range) -> dict[int, Future[Any] | None]:
+        index, sizes = self.loader.index, self.loader.sizes
+        out: dict[int, Future[Any] | None] = {}
+        batches: list[list[tuple[int, bytes, Future[memoryview]]]] = []
+        batch: list[tuple[int, bytes, Future[memoryview]]] = []
+        batch_bytes = 0
+        with self._lock:
+            for i in indexes:
+                key = index.chunk_id(i)
+                data = self._cache.get(key)
+                if data is not None:
+                    self._cache.move_to_end(key)
+                    done: Future[memoryview] = Future()
+                    done.set_result(data)
+                    out[i] = done
+                    continue
+                future = self._inflight.get(key)
+                if future is None:
+                    future = self._inflight[key] = Future()
+                    if batch and (batch_bytes + sizes[i] > BATCH_BYTES or
+                                  batch[-1][0] != i - 1):
+                        batches.append(batch)
+                        batch, batch_bytes = [], 0
+                    batch.append((i, key, future))
+                    batch_bytes += sizes[i]
+                out[i] = future
+        if batch:
+            batches.append(batch)
+        for b in batches:
+            self.loader.pool.submit(self._load, b)
+        return out
+
+    def _load(self, batch: list[tuple[int, bytes, Future[memoryview]]]) -> None:
         try:
-            data = self.loader.fetch(i)
-        except BaseException:
+            datas = self.loader.fetch_batch([i for i, _, _ in batch])
+        except BaseException as exc:
             with self._lock:
-                self._inflight.pop(key, None)
-            raise
+                for _, key, _ in batch:
+                    self._inflight.pop(key, None)
+            for _, _, future in batch:
+                future.set_exception(exc)
+            return
         with self._lock:  # cached and no longer in flight in one step: no second fetch
-            self._inflight.pop(key, None)
-            if key not in self._cache:
-                self._cache[key] = data
-                self._cached_bytes += len(data)
-                while self._cached_bytes > self.capacity and len(self._cache) > 1:
-                    _, old = self._cache.popitem(last=False)
-                    self._cached_bytes -= len(old)
-        return data
+            for (_, key, _), data in zip(batch, datas):
+                self._inflight.pop(key, None)
+                if key not in self._cache:
+                    self._cache[key] = data
+                    self._cached_bytes += len(data)
+            while self._cached_bytes > self.capacity and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= len(old)
+        for (_, _, future), data in zip(batch, datas):
+            future.set_result(data)
 
     def assemble(self, offset: int, size: int, first: int, stop: int,
                  results: dict[int, Any]) -> bytes:
@@ -303,7 +385,7 @@ class MemoryBlob(Blob):
             data = results[i]
             lo = max(offset, starts[i]) - starts[i]
             hi = min(end, starts[i] + len(data)) - starts[i]
-            parts.append(memoryview(data)[lo:hi])
+            parts.append(data[lo:hi])
         return b"".join(parts)
 
 
@@ -312,6 +394,7 @@ __all__ = [
     "ChunkLoader",
     "MemoryBlob",
     "ReadStream",
+    "Source",
     "SourceHolder",
     "report_stderr",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import os
 import signal
@@ -80,11 +81,23 @@ class Mount:
     # -- stores ----------------------------------------------------------------------------
 
     def open_source(self, digest: Any) -> Any:
-        """The store chain of ``-s``/``-c`` or of the store file."""
+        """The store chain of ``-s``/``-c`` or of the store file, as a
+        :class:`~desync_mount_fuse.blob.Source`: unverified for the loader's batch
+        verification, and verifying for chunks that fail it."""
+        from desync_mount_fuse.blob import Source
+
         args = self.args
         stores, cache = ((read_store_file(args.store_file)) if args.store_file
                          else (args.store, args.cache))
-        return self.ctx.open_source(stores, cache or None, digest)
+        careful = self.ctx.open_source(stores, cache or None, digest)
+        unverified = dataclasses.replace(self.ctx,
+                                         overrides={**self.ctx.overrides, "skip_verify": True})
+        try:
+            fast = unverified.open_source(stores, cache or None, digest)
+        except BaseException:
+            careful.close()
+            raise
+        return Source(fast, careful)
 
     def reload(self) -> None:
         """SIGHUP: swap in the stores of the store file; save the copy-on-read state."""

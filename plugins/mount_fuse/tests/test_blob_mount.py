@@ -158,3 +158,34 @@ def test_missing_chunk_is_eio(mount: Mount, blob: tuple[Path, Path, Path],
     assert "Traceback" not in m.stderr
     subprocess.run(["fusermount3", "-u", str(m.mountpoint)], check=True, timeout=30)
     assert m.wait_exit() == 0
+
+
+def test_corrupt_chunks_are_never_served(mount: Mount, blob: tuple[Path, Path, Path],
+                                         tmp_path: Path) -> None:
+    """A chunk file holding another chunk's data: from the store it is EIO (the error
+    names the chunk); from a cache it is repaired from the store and read correctly."""
+    data, index, store = blob
+    source = data.read_bytes()
+    idx = Index.from_bytes(index.read_bytes())
+    victim, other = idx.chunk(2), idx.chunk(5)
+
+    def chunk_file(base: Path, chunk_id: bytes) -> Path:
+        return base / chunk_id.hex()[:4] / f"{chunk_id.hex()}.cacnk"
+
+    bad_store = tmp_path / "bad-store"
+    shutil.copytree(store, bad_store)
+    shutil.copy(chunk_file(store, other.id), chunk_file(bad_store, victim.id))
+    m = mount("-s", bad_store, index)
+    with pytest.raises(OSError, match="Input/output error"):
+        pread(m.mountpoint / "image.bin", victim.start, victim.size)
+    assert victim.id.hex() in m.stderr
+    assert pread(m.mountpoint / "image.bin", other.start, other.size) == \
+        source[other.start:other.end]
+
+    cache = tmp_path / "cache"
+    chunk_file(cache, victim.id).parent.mkdir(parents=True)
+    shutil.copy(chunk_file(store, other.id), chunk_file(cache, victim.id))
+    m2 = mount("-s", store, "-c", cache, index)
+    assert pread(m2.mountpoint / "image.bin", victim.start, victim.size) == \
+        source[victim.start:victim.end]
+    assert chunk_file(cache, victim.id).read_bytes() == chunk_file(store, victim.id).read_bytes()
