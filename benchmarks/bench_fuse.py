@@ -61,8 +61,8 @@ class Mounted:
         while not is_mounted(mountpoint):
             if self.proc.poll() is not None or time.perf_counter() - start > PATIENCE:
                 self.stop()
-                raise RuntimeError(f"{cmd[0]} did not mount: "
-                                   f"{self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"{cmd[0]} did not mount: {err}")
             time.sleep(0.01)
         self.mount_seconds = time.perf_counter() - start
 
@@ -106,9 +106,9 @@ def walk_and_read(root: Path) -> tuple[int, int]:
     return entries, total
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+def timed(fn: Callable[..., object], *args: object) -> tuple[float, object]:
     start = time.perf_counter()
-    value = fn()
+    value = fn(*args)
     return time.perf_counter() - start, value
 
 
@@ -173,9 +173,8 @@ def blob_case(args: argparse.Namespace, work: Path, tmp: Path, desync: list[str]
     mount_runs, extract_runs, mount_up = [], [], []
     for rep in range(args.repeat):
         out = tmp / "extract.out"
-        seconds, _ = timed(lambda: subprocess.run(
-            [*desync, "extract", "-n", extract_n, "-s", str(store), str(index), str(out)],
-            check=True))
+        seconds, _ = timed(subprocess.run, [*desync, "extract", "-n", extract_n, "-s",
+                                            str(store), str(index), str(out)])
         extract_runs.append(seconds)
         out.unlink()
         m = Mounted([*desync, "mount-index", "-n", mount_n, "-s", str(store), str(index)],
@@ -183,7 +182,7 @@ def blob_case(args: argparse.Namespace, work: Path, tmp: Path, desync: list[str]
         try:
             mount_up.append(m.mount_seconds)
             path = m.mountpoint / tar.stem
-            seconds, count = timed(lambda: read_sequentially(path))
+            seconds, count = timed(read_sequentially, path)
             mount_runs.append(seconds)
             if count != size or subprocess.run(["cmp", "-s", str(path), str(tar)]).returncode:
                 raise RuntimeError("the mounted file differs from the tarball")
@@ -218,7 +217,7 @@ def tree_case(args: argparse.Namespace, work: Path, tmp: Path, desync: list[str]
         for tool in ("casync", "desync") if rep % 2 else ("desync", "casync"):
             m = Mounted(commands[tool], tmp / f"mnt-{tool}{rep}")
             try:
-                seconds, seen = timed(lambda: walk_and_read(m.mountpoint))
+                seconds, seen = timed(walk_and_read, m.mountpoint)
             finally:
                 m.stop()
             if seen != expected:
