@@ -138,7 +138,6 @@ class RegistryClient:
         self._scheme = ""
         self._realm: dict[str, str] = {}
         self._tokens: dict[str, str] = {}      # action → bearer token
-        self._scopes: dict[str, str] = {}      # action → scope the registry named
 
     # -- session ------------------------------------------------------------------------
 
@@ -298,8 +297,8 @@ class RegistryClient:
                 raise self._denied(what, resp)
             self._scheme = "bearer"
             self._realm = {"realm": params["realm"], "service": params.get("service", "")}
+            # The scope the registry names (it knows what the request needs).
             scope = params.get("scope") or self._default_scope(action)
-            self._scopes[action] = scope
             self._tokens[action] = self._fetch_token(scope, what)
 
     def _default_scope(self, action: str) -> str:
@@ -349,7 +348,8 @@ class RegistryClient:
         who = (f"as {cred.username!r} ({self.credentials.origin})" if cred.username
                else f"({self.credentials.origin})")
         detail = registry_message(resp)
-        text = (f"store {self.name}: {what}: authentication failed {who}: "
+        failure = "access denied" if resp.status_code == 403 else "authentication failed"
+        text = (f"store {self.name}: {what}: {failure} {who}: "
                 f"{resp.status_code} {resp.reason}")
         return StorePermissionError(f"{text}: {detail}" if detail else text)
 
