@@ -231,3 +231,31 @@ def test_pool_holds_at_most_n_sessions(own_sshd: SSHServer, tmp_path: Path) -> N
         sock = session.sftp.get_channel().get_transport().sock
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     store.close()
+
+
+def test_hung_server_times_out(own_sshd: SSHServer, tmp_path: Path) -> None:
+    """A server that stops answering (its session processes frozen) is a connection
+    error after the store's ``timeout``, not a hang; the frozen session is dropped."""
+    from desync_core.plugin_api import load_config
+
+    (tmp_path / "s").mkdir()
+    url = f"sftp://{ALIAS}{tmp_path}/s"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"store-options": {url: {"timeout": 1_000_000_000}}}))
+    store = Context(config=load_config(str(config))).open_chunk_store(url)
+    assert store.options.timeout == 1.0
+    chunk_id, data = sample_chunk(3)
+    store.store_chunk(Chunk(chunk_id, data))
+    frozen = own_sshd.session_pids()
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreConnectionError):
+            store.get_chunk(chunk_id)
+        assert time.monotonic() - started < DEADLINE
+    finally:
+        own_sshd.kill_sessions()
+    assert bytes(store.get_chunk(chunk_id).data()) == data  # on a new session
+    store.close()
