@@ -1,20 +1,5 @@
-"""The ``disk`` archive format: walk a directory tree, or extract a node stream safely.
-
-Reading (``desync tar DIR``) follows casync's encoder: children in ``strcmp`` order,
-symlinks never followed, regular files and directories opened with ``O_NOFOLLOW`` and
-described by ``fstat`` of the open descriptor, only the metadata the feature flags
-store is collected, files with the ``nodump`` attribute left out under
-exclude-nodump, other filesystems left out with ``-x`` (exclude-submounts).
-
-Writing (``desync untar``) never touches anything outside the target directory:
-every object is created relative to its parent's directory descriptor, directories
-are entered with ``O_NOFOLLOW | O_DIRECTORY`` (an existing symlink is an error, never
-followed), files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` after removing
-whatever was there. Names are checked again here, so a hostile producer cannot
-smuggle ``..`` or ``/`` through. Metadata follows desync (``catar.md`` §7): owner,
-extended attributes (incl. file capabilities and SELinux labels), ACLs, mode,
-mtime, chattr attributes; directories get theirs when they are complete.
-"""
+"""Writing a node stream into a directory, safely (``untar``): no path leaves the
+target, metadata as the archive says where the kernel allows."""
 
 from __future__ import annotations
 
@@ -29,23 +14,28 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from desync_core import flags as ff
 from desync_core.archive.base import (
     DIR_END,
     WITH_CHATTR,
-    ArchiveFormat,
     ArchiveOptions,
     DirEnd,
-    ForkedWriterParts,
     Node,
-    NodeStream,
-    Payload,
     PlainFile,
-    check_writable_flags,
     display,
     plain_node,
     valid_name,
 )
+from desync_core.archive.disk.common import (
+    CHATTR_KNOWN,
+    CREATE_FILE,
+    FS_IOC_GETFLAGS,
+    FS_IOC_SETFLAGS,
+    OPEN_DIR,
+    flags_to_chattr,
+    ioctl_int,
+    os_error,
+)
+from desync_core.archive.disk.reader import memo
 from desync_core.archive.xattrs import (
     XATTR_ACL_ACCESS,
     XATTR_ACL_DEFAULT,
@@ -53,331 +43,8 @@ from desync_core.archive.xattrs import (
     XATTR_SELINUX,
     acl_access_xattr,
     acl_default_xattr,
-    classify,
 )
-from desync_core.errors import ArchiveFormatError, DesyncError, UsageError
-
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_IOC_FSGETXATTR = 0x801C581F
-FS_NODUMP_FL = 0x40
-
-#: catar flag bit <-> chattr(1) attribute (``catar.md`` §3.1).
-CHATTR_BITS = (
-    (ff.WITH_FLAG_APPEND, 0x20),
-    (ff.WITH_FLAG_NOATIME, 0x80),
-    (ff.WITH_FLAG_COMPR, 0x4),
-    (ff.WITH_FLAG_NOCOW, 0x800000),
-    (ff.WITH_FLAG_NODUMP, 0x40),
-    (ff.WITH_FLAG_DIRSYNC, 0x10000),
-    (ff.WITH_FLAG_IMMUTABLE, 0x10),
-    (ff.WITH_FLAG_SYNC, 0x8),
-    (ff.WITH_FLAG_NOCOMP, 0x400),
-    (ff.WITH_FLAG_PROJINHERIT, 0x20000000),
-)
-#: Every chattr attribute catar can express.
-_CHATTR_KNOWN = sum(attr for _, attr in CHATTR_BITS)
-_XATTR_FLAGS = ff.WITH_XATTRS | ff.WITH_ACL | ff.WITH_SELINUX | ff.WITH_FCAPS
-_READ_BLOCK = 1 << 20
-_SMALL = 1 << 16
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
-_CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def chattr_to_flags(attrs: int) -> int:
-    """chattr attributes -> catar flag bits."""
-    return sum(bit for bit, attr in CHATTR_BITS if attrs & attr)
-
-
-def flags_to_chattr(flags: int) -> int:
-    """catar flag bits -> chattr attributes."""
-    return sum(attr for bit, attr in CHATTR_BITS if flags & bit)
-
-
-def _ioctl_int(fd: int, request: int) -> int:
-    """An ``int``-returning ioctl (0 where the filesystem does not support it)."""
-    try:
-        return _INT.unpack(fcntl.ioctl(fd, request, _ZERO_LONG))[0]
-    except OSError as exc:
-        if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
-            return 0
-        raise
-
-
-_INT = struct.Struct("<iI")
-_ZERO_LONG = bytes(8)
-
-
-def _os_error(path: bytes, exc: OSError, action: str = "") -> DesyncError:
-    what = f"{action} " if action else ""
-    return DesyncError(f"{what}{display(path)}: {exc.strerror or exc}")
-
-
-# -- reading -----------------------------------------------------------------------------
-
-
-class _FilePayload(Payload):
-    """Content of an open regular file; the descriptor is closed once read."""
-
-    __slots__ = ("fd", "path", "size")
-
-    def __init__(self, fd: int, size: int, path: bytes) -> None:
-        self.fd = fd
-        self.size = size
-        self.path = path
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def _short(self, got: int) -> DesyncError:
-        return DesyncError(f"{display(self.path)}: file changed while archiving "
-                           f"(read {got} bytes, expected {self.size})")
-
-    def read_all(self) -> bytes:
-        try:
-            data = os.read(self.fd, self.size) if self.size else b""
-            while len(data) < self.size:
-                more = os.read(self.fd, self.size - len(data))
-                if not more:
-                    raise self._short(len(data))
-                data += more
-            return data
-        except OSError as exc:
-            raise _os_error(self.path, exc, "cannot read") from None
-        finally:
-            self.close()
-
-    def readinto(self, view: memoryview) -> int:
-        n = 0
-        try:
-            while n < len(view):
-                got = os.readv(self.fd, [view[n:]])
-                if not got:
-                    break
-                n += got
-            return n
-        except OSError as exc:
-            raise _os_error(self.path, exc, "cannot read") from None
-        finally:
-            self.close()
-
-    def blocks(self) -> Iterator[bytes]:
-        remaining = self.size
-        try:
-            while remaining:
-                block = os.read(self.fd, min(_READ_BLOCK, remaining))
-                if not block:
-                    raise self._short(self.size - remaining)
-                remaining -= len(block)
-                yield block
-        except OSError as exc:
-            raise _os_error(self.path, exc, "cannot read") from None
-        finally:
-            self.close()
-
-
-def _memo(cache: dict[Any, Any], key: Any, lookup: Callable[[], Any]) -> Any:
-    """``cache[key]``, computed once with ``lookup()`` (None if it raises KeyError)."""
-    try:
-        return cache[key]
-    except KeyError:
-        pass
-    try:
-        value = lookup()
-    except KeyError:
-        value = None
-    cache[key] = value
-    return value
-
-
-class _NameCache:
-    """uid/gid -> name lookups, as casync stores them (none for 0 or unknown ids)."""
-
-    def __init__(self) -> None:
-        self.users: dict[int, bytes | None] = {0: None}
-        self.groups: dict[int, bytes | None] = {0: None}
-
-    def user(self, uid: int) -> bytes | None:
-        return _memo(self.users, uid, lambda: os.fsencode(pwd.getpwuid(uid).pw_name))
-
-    def group(self, gid: int) -> bytes | None:
-        return _memo(self.groups, gid, lambda: os.fsencode(grp.getgrgid(gid).gr_name))
-
-
-class DiskReader:
-    """Walk a directory tree into a node stream (``tar --input-format=disk``)."""
-
-    def __init__(self, root: str, options: ArchiveOptions) -> None:
-        check_writable_flags(options.feature_flags)
-        self.root = root
-        self.options = options
-        flags = options.feature_flags
-        self.flags = flags
-        self.want_xattrs = bool(flags & _XATTR_FLAGS)
-        self.want_attrs = bool(flags & (WITH_CHATTR | ff.EXCLUDE_NODUMP))
-        self.nodump = bool(flags & ff.EXCLUDE_NODUMP)
-        # the chattr attributes the flags record (ext4 sets others, e.g. EXTENTS, always)
-        self.chattr_mask = flags_to_chattr(flags & WITH_CHATTR)
-        self.want_projid = bool(flags & ff.WITH_QUOTA_PROJID)
-        self.names = _NameCache() if flags & ff.WITH_USER_NAMES else None
-        self.submounts = bool(flags & ff.EXCLUDE_SUBMOUNTS) or options.one_file_system
-        self.skip_types: set[int] = set()
-        for bit, kinds in ((ff.WITH_SYMLINKS, (stat.S_IFLNK,)),
-                           (ff.WITH_DEVICE_NODES, (stat.S_IFBLK, stat.S_IFCHR)),
-                           (ff.WITH_FIFOS, (stat.S_IFIFO,)),
-                           (ff.WITH_SOCKETS, (stat.S_IFSOCK,))):
-            if not flags & bit:
-                self.skip_types.update(kinds)
-
-    def nodes(self) -> NodeStream:
-        """Yield the tree's nodes; file contents are read when consumed."""
-        try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except NotADirectoryError:
-            raise UsageError(f"{self.root} is not a directory") from None
-        except OSError as exc:
-            raise DesyncError(f"{self.root}: {exc.strerror}") from None
-        stack: list[tuple[int, Iterator[tuple[bytes, bool, bool]], bytes, int]] = []
-        pending: _FilePayload | None = None
-        skip = self.options.skip
-        try:
-            st = os.fstat(root_fd)
-            root = self._node(st, b"", b"", root_fd, -1)
-            if root is None:  # (a directory is never left out; the types say it could)
-                raise UsageError(f"{self.root} cannot be archived")
-            yield root
-            stack.append((root_fd, self._children(root_fd, b""), b"", st.st_dev))
-            root_fd = -1
-            while stack:
-                if pending is not None:
-                    pending.close()
-                    pending = None
-                dir_fd, children, dir_path, dev = stack[-1]
-                child = next(children, None)
-                if child is None:
-                    os.close(dir_fd)
-                    stack.pop()
-                    yield DIR_END
-                    continue
-                name, is_dir, is_reg = child
-                path = dir_path + b"/" + name if dir_path else name
-                fd = -1
-                try:
-                    if is_dir or is_reg:
-                        try:
-                            fd = os.open(name, _OPEN_DIR if is_dir else _OPEN_FILE,
-                                         dir_fd=dir_fd)
-                        except FileNotFoundError:
-                            continue  # vanished since the directory was read
-                        st = os.fstat(fd)
-                    else:
-                        try:
-                            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue
-                    node = self._node(st, name, path, fd, dir_fd)
-                except OSError as exc:
-                    if fd >= 0:
-                        os.close(fd)
-                    raise _os_error(path, exc) from None
-                if node is None or (self.submounts and node.is_dir and st.st_dev != dev):
-                    if fd >= 0:
-                        os.close(fd)
-                    continue
-                if skip and (st.st_dev, st.st_ino) in skip:
-                    self.options.warning(f"{display(path)} is the archive being written; "
-                                         "not archived")
-                    if fd >= 0:
-                        os.close(fd)
-                    continue
-                if node.is_dir:
-                    yield node
-                    stack.append((fd, self._children(fd, path), path, st.st_dev))
-                elif isinstance(node.payload, _FilePayload):
-                    pending = node.payload
-                    yield node
-                else:
-                    if fd >= 0:
-                        os.close(fd)
-                    yield node
-        finally:
-            if pending is not None:
-                pending.close()
-            if root_fd >= 0:
-                os.close(root_fd)
-            for dir_fd, *_ in stack:
-                os.close(dir_fd)
-
-    def _children(self, fd: int, path: bytes) -> Iterator[tuple[bytes, bool, bool]]:
-        """``(name, is_dir, is_regular)`` of a directory's entries, in strcmp order."""
-        try:
-            with os.scandir(fd) as it:
-                entries = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False),
-                            e.is_file(follow_symlinks=False)) for e in it]
-        except OSError as exc:
-            raise _os_error(path, exc, "cannot read directory") from None
-        entries.sort()
-        return iter(entries)
-
-    def _node(self, st: os.stat_result, name: bytes, path: bytes, fd: int,
-              dir_fd: int) -> Node | None:
-        """Describe one object (``fd`` open for files/directories); None = leave out."""
-        mode = st.st_mode
-        kind = stat.S_IFMT(mode)
-        if kind in self.skip_types:
-            return None
-        attrs = 0
-        if fd >= 0 and self.want_attrs:
-            attrs = _ioctl_int(fd, FS_IOC_GETFLAGS)
-            if self.nodump and attrs & FS_NODUMP_FL and path:
-                return None
-        node = Node(mode, name, path, st.st_uid, st.st_gid,
-                    0 if self.options.no_time else st.st_mtime_ns)
-        if attrs & self.chattr_mask:
-            node.flags = chattr_to_flags(attrs)
-        if self.names is not None:
-            node.user = self.names.user(st.st_uid)
-            node.group = self.names.group(st.st_gid)
-        if self.want_xattrs and fd >= 0:
-            # Like casync, only files and directories: it reads extended attributes
-            # through a descriptor, which symlinks, devices, FIFOs and sockets lack.
-            try:
-                xnames = os.listxattr(fd)
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP):
-                    raise
-                xnames = None
-            if xnames:
-                classify(node, self._xattrs(fd, xnames), self.flags)
-        if self.want_projid and fd >= 0:
-            buf = bytearray(28)
-            try:
-                fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
-                node.quota_projid = struct.unpack_from("<I", buf, 12)[0]
-            except OSError:
-                pass
-        if kind == stat.S_IFREG:
-            node.size = st.st_size
-            node.payload = _FilePayload(fd, st.st_size, path)
-        elif kind == stat.S_IFLNK:
-            node.target = os.readlink(name, dir_fd=dir_fd)
-        elif kind in (stat.S_IFBLK, stat.S_IFCHR):
-            node.rdev_major, node.rdev_minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        return node
-
-    def _xattrs(self, fd: int, names: list[str]) -> Iterator[tuple[bytes, bytes]]:
-        for xname in names:
-            try:
-                value = os.getxattr(fd, xname)
-            except OSError as exc:
-                if exc.errno == errno.ENODATA:
-                    continue  # removed meanwhile
-                raise
-            yield os.fsencode(xname), value
-
+from desync_core.errors import ArchiveFormatError, DesyncError
 
 # -- writing -----------------------------------------------------------------------------
 
@@ -487,7 +154,7 @@ class DiskWriter:
         try:
             self._apply(d.fd, d.node, parent_fresh, d.mode_done)
         except OSError as exc:
-            raise _os_error(d.node.path, exc, "cannot set metadata of") from None
+            raise os_error(d.node.path, exc, "cannot set metadata of") from None
         finally:
             os.close(d.fd)
 
@@ -496,12 +163,12 @@ class DiskWriter:
         node = made.node
         _check_name(node)
         try:
-            fd = os.open(node.name, _OPEN_DIR, dir_fd=parent)
+            fd = os.open(node.name, OPEN_DIR, dir_fd=parent)
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                 raise DesyncError(f"{display(node.path)} exists and is not a directory") \
                     from None
-            raise _os_error(node.path, exc, "cannot create") from None
+            raise os_error(node.path, exc, "cannot create") from None
         return _OpenDir(fd, node, fresh=made.fresh, mode_done=made.mode_done)
 
     def _write_single(self, node: Node,
@@ -563,7 +230,7 @@ class DiskWriter:
             else:
                 raise ArchiveFormatError(f"{display(node.path)}: unsupported file type")
         except OSError as exc:
-            raise _os_error(node.path, exc, "cannot create") from None
+            raise os_error(node.path, exc, "cannot create") from None
         return None
 
     def _replace(self, parent: int, node: Node, create: Any) -> None:
@@ -590,7 +257,7 @@ class DiskWriter:
         except FileExistsError:
             created = final = False
         try:
-            fd = os.open(name, _OPEN_DIR, dir_fd=parent)
+            fd = os.open(name, OPEN_DIR, dir_fd=parent)
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                 raise DesyncError(f"{display(node.path)} exists and is not a directory") \
@@ -608,10 +275,10 @@ class DiskWriter:
         name = node.name
         initial, final = self._initial_mode(node, 0o600)
         try:
-            fd = os.open(name, _CREATE_FILE, initial, dir_fd=parent)
+            fd = os.open(name, CREATE_FILE, initial, dir_fd=parent)
         except FileExistsError:
             self._remove(parent, name)
-            fd = os.open(name, _CREATE_FILE, initial, dir_fd=parent)
+            fd = os.open(name, CREATE_FILE, initial, dir_fd=parent)
         try:
             payload = node.payload
             if node.size and payload is not None:
@@ -645,10 +312,10 @@ class DiskWriter:
         dir_fd = parent.fd
         try:
             try:
-                fd = os.open(name, _CREATE_FILE, initial, dir_fd=dir_fd)
+                fd = os.open(name, CREATE_FILE, initial, dir_fd=dir_fd)
             except FileExistsError:
                 self._remove(dir_fd, name)
-                fd = os.open(name, _CREATE_FILE, initial, dir_fd=dir_fd)
+                fd = os.open(name, CREATE_FILE, initial, dir_fd=dir_fd)
             try:
                 if size:
                     view = memoryview(buf)[start:start + size]
@@ -665,7 +332,7 @@ class DiskWriter:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise _os_error(path, exc, "cannot create") from None
+            raise os_error(path, exc, "cannot create") from None
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -674,10 +341,10 @@ class DiskWriter:
         uid, gid = node.uid, node.gid
         user, group = node.user, node.group
         if user:
-            found = _memo(self._uids, user, lambda: pwd.getpwnam(os.fsdecode(user)).pw_uid)
+            found = memo(self._uids, user, lambda: pwd.getpwnam(os.fsdecode(user)).pw_uid)
             uid = uid if found is None else found
         if group:
-            found = _memo(self._gids, group, lambda: grp.getgrnam(os.fsdecode(group)).gr_gid)
+            found = memo(self._gids, group, lambda: grp.getgrnam(os.fsdecode(group)).gr_gid)
             gid = gid if found is None else found
         return uid, gid
 
@@ -724,8 +391,8 @@ class DiskWriter:
         attrs = flags_to_chattr(node.flags & WITH_CHATTR) if node.flags else 0
         if attrs:
             # Like chattr(1): keep the attributes catar does not know (e.g. extents).
-            current = _ioctl_int(fd, FS_IOC_GETFLAGS)
-            new_flags = (current & ~_CHATTR_KNOWN) | attrs
+            current = ioctl_int(fd, FS_IOC_GETFLAGS)
+            new_flags = (current & ~CHATTR_KNOWN) | attrs
             try:
                 fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", new_flags) + bytes(4))
             except OSError as exc:
@@ -843,7 +510,7 @@ class DiskDirector:
             try:
                 made = writer._make_dir(stack[-1].fd, item)
             except OSError as exc:
-                raise _os_error(item.path, exc, "cannot create") from None
+                raise os_error(item.path, exc, "cannot create") from None
             stack.append(made)
             return MadeDir(item, made.fresh, made.mode_done)
         return item
@@ -860,36 +527,3 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-class DiskFormat(ArchiveFormat):
-    """A directory on local disk."""
-
-    name = "disk"
-    can_read = True
-    can_write = True
-    accepts_plain_files = True
-
-    def read(self, source: str, options: ArchiveOptions) -> NodeStream:
-        return DiskReader(source, options).nodes()
-
-    def write(self, nodes: Iterable[Node | DirEnd], target: str,
-              options: ArchiveOptions) -> None:
-        DiskWriter(target, options).write(nodes)
-
-    def forked_writer(self, target: str, options: ArchiveOptions) -> ForkedWriterParts:
-        # Files are written by the forked child; directories are made where the
-        # archive is decoded (the director), so plain files can be written early.
-        writer = DiskWriter(target, options)
-        director = DiskDirector(writer)
-        return ForkedWriterParts(writer.write, director.take, director.close)
-
-
-__all__ = [
-    "CHATTR_BITS",
-    "DiskDirector",
-    "DiskFormat",
-    "DiskReader",
-    "DiskWriter",
-    "MadeDir",
-    "chattr_to_flags",
-    "flags_to_chattr",
-]
