@@ -30,36 +30,58 @@ class BoundedRun:
         return lines[0]
 
 
+#: Runs the CLI like ``python -m desync_core``, then writes the process's own peak RSS
+#: (VmHWM, in KiB) to the file named by the first argument. wait4's ru_maxrss would not
+#: do: Linux carries the parent's (pytest's) resident size into the child across
+#: vfork + exec, so it grows with whatever pytest holds at the moment.
+_MEASURED_MAIN = """
+import sys
+from desync_core.cli import run
+try:
+    code = run(sys.argv[2:])
+finally:
+    with open("/proc/self/status") as status, open(sys.argv[1], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+sys.exit(code)
+"""
+
+
 def run_measured(*args: str | os.PathLike[str], stdin: Path | int | None = None,
                  timeout: float = 120, cwd: Path | None = None) -> BoundedRun:
-    """Run ``python -m desync_core ARGS``; its peak RSS comes from wait4's rusage.
+    """Run the CLI (as ``python -m desync_core ARGS`` does); its peak RSS is VmHWM.
 
     ``stdin`` is a file to read or a file descriptor. The run is killed after
     ``timeout`` seconds (the test then fails on the exit code, never hangs).
     """
     err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"desync-rel-{os.getpid()}-{id(args)}"
+    hwm_path = err_path.with_suffix(".hwm")
     in_file = open(stdin, "rb") if isinstance(stdin, Path) else None  # noqa: SIM115
     try:
         with open(err_path, "w+b") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "desync_core", *map(str, args)],
+                [sys.executable, "-c", _MEASURED_MAIN, str(hwm_path), *map(str, args)],
                 stdin=in_file if in_file is not None else
                 (stdin if stdin is not None else subprocess.DEVNULL),
                 stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
             killer = threading.Timer(timeout, proc.kill)
             killer.start()
             try:
-                _, status, usage = os.wait4(proc.pid, 0)
+                proc.wait()
             finally:
                 killer.cancel()
-            proc.returncode = os.waitstatus_to_exitcode(status)
             err.seek(0)
             text = err.read().decode(errors="replace")
     finally:
         if in_file is not None:
             in_file.close()
         err_path.unlink(missing_ok=True)
-    return BoundedRun(proc.returncode, text, usage.ru_maxrss / 1024)
+    try:
+        peak_kib = int(hwm_path.read_text())
+    except (OSError, ValueError):
+        peak_kib = 1 << 30  # killed before it could say: fails any bound
+    finally:
+        hwm_path.unlink(missing_ok=True)
+    return BoundedRun(proc.returncode, text, peak_kib / 1024)
 
 
 __all__ = ["BoundedRun", "run_measured"]
