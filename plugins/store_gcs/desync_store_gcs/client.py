@@ -36,7 +36,7 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core.client_info import ClientInfo
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
-from google.cloud import storage  # type: ignore[import-untyped]
+from google.cloud import storage  # type: ignore[import-untyped,unused-ignore]
 
 from desync_core.plugin_api import (
     StoreConnectionError,
@@ -141,6 +141,8 @@ class BucketClient:
         self._lock_pid = os.getpid()
         #: the bucket was seen to exist (or could not be checked: permission)
         self._bucket_known = False
+        #: the bucket was seen not to exist: every later request fails at once
+        self._bucket_missing = False
 
     # -- connection ------------------------------------------------------------------
 
@@ -243,6 +245,8 @@ class BucketClient:
         """Check, once, that a 404 meant "no such object" and not "no such bucket"."""
         if self._bucket_known:
             return
+        if self._bucket_missing:
+            raise StoreError(f"bucket '{self.bucket_name}' does not exist")
         try:
             exists = self.bucket().exists(retry=None, timeout=self.options.timeout)
         except api_exceptions.Forbidden:
@@ -250,6 +254,7 @@ class BucketClient:
         except Exception as exc:
             raise self.error("looking up the bucket", exc) from None
         if not exists:
+            self._bucket_missing = True
             raise StoreError(f"bucket '{self.bucket_name}' does not exist")
         self._bucket_known = True
 
@@ -264,6 +269,8 @@ class BucketClient:
                  ) -> requests.Response:
         """One request to ``<endpoint><path>``; failures translated (404 →
         FileNotFoundError once the bucket is known to exist)."""
+        if self._bucket_missing:  # a make does not send thousands of doomed requests
+            raise StoreError(f"bucket '{self.bucket_name}' does not exist")
         self.bucket()  # connects (per process)
         session, endpoint = self._session, self._endpoint
         assert session is not None
