@@ -5,7 +5,7 @@
 * :mod:`~desync_core.seeds.null` - the null seed (zero runs become holes);
 * :mod:`~desync_core.seeds.selfseed` - the self-seed (repeated chunks);
 * :mod:`~desync_core.seeds.planner` - longest-match planning and validation;
-* :mod:`~desync_core.seeds.fileio` - reflink clones, copies, hole punching.
+* :mod:`~desync_core.seeds.extents` - reflink clones, copies, hole punching.
 
 Seed types are registered through the ``desync_register_seed_types`` hook; the
 built-ins (``file``, ``null``, ``self``) use it too (:mod:`desync_core.seeds.plugin`).

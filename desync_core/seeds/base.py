@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from desync_core.seeds.fileio import Moved
+from desync_core.seeds.extents import Moved
 
 if TYPE_CHECKING:
     from desync_core.index import Index

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from desync_core.errors import SeedInvalidError, UsageError
 from desync_core.seeds.base import Seed, SeedSegment, SeedType, SegmentResult, Warn, WriteTarget
-from desync_core.seeds.fileio import Moved, clone_or_copy, pread_exact, pwrite_all
+from desync_core.seeds.extents import Moved, clone_or_copy, pread_exact, pwrite_all
 from desync_core.seeds.indexed import (
     IndexedSeed,
     bad_chunks,

@@ -201,7 +201,7 @@ def iter_segment_pieces(fd: int, offset: int, segment: SeedSegment, target: Inde
     their bytes, or None if ``fd`` ends first. Memory is bounded; each view is valid
     until the next item.
     """
-    from desync_core.seeds.fileio import pread_exact
+    from desync_core.seeds.extents import pread_exact
 
     ends = target.ends
     first, last = segment.first, segment.first + segment.count

@@ -29,7 +29,7 @@ from desync_core.seeds.base import (
     Warn,
     WriteTarget,
 )
-from desync_core.seeds.fileio import punch_hole, zero_range
+from desync_core.seeds.extents import punch_hole, zero_range
 
 if TYPE_CHECKING:
     from desync_core.index import Index

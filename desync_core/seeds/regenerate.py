@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from desync_core.errors import SeedInvalidError
-from desync_core.seeds.fileio import pread_exact
+from desync_core.seeds.extents import pread_exact
 
 if TYPE_CHECKING:
     from desync_core.index import Index

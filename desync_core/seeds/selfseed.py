@@ -15,7 +15,7 @@ import numpy as np
 
 from desync_core.errors import UsageError
 from desync_core.seeds.base import Seed, SeedType, Warn
-from desync_core.seeds.fileio import Moved, clone_or_copy
+from desync_core.seeds.extents import Moved, clone_or_copy
 from desync_core.seeds.indexed import id_keys
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import pytest
 from extract_util import MAX, assert_error, make_blob, null_id, rand, run, temp_leftovers
 
 from desync_core.index import Index
-from desync_core.seeds.fileio import clone_or_copy, probe_clone
+from desync_core.seeds.extents import clone_or_copy, probe_clone
 
 pytestmark = pytest.mark.root
 

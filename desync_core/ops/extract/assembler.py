@@ -23,7 +23,7 @@ from desync_core.ops.extract.pools import ForkedWorkers, WorkerPool
 from desync_core.ops.extract.target import ExtractStats, Target, add_counts
 from desync_core.progress import Progress
 from desync_core.seeds.base import Seed, SeedSegment
-from desync_core.seeds.fileio import pwrite_all
+from desync_core.seeds.extents import pwrite_all
 from desync_core.seeds.null import NullSeed
 from desync_core.seeds.planner import Plan
 from desync_core.seeds.selfseed import SelfSeed

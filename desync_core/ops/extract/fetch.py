@@ -17,7 +17,7 @@ from desync_core.errors import (
 )
 from desync_core.index import Index
 from desync_core.ops.extract.target import ExtractStats, Target
-from desync_core.seeds.fileio import pwrite_all
+from desync_core.seeds.extents import pwrite_all
 from desync_core.stores.chunk import COMPRESSED, UNCOMPRESSED, ZSTD_MAGIC, ChunkCodec
 from desync_core.stores.wrappers import (
     RetryingStore,

@@ -15,7 +15,7 @@ from desync_core.errors import (
     UsageError,
 )
 from desync_core.index import Index
-from desync_core.seeds.fileio import probe_clone
+from desync_core.seeds.extents import probe_clone
 
 
 @dataclass
