@@ -11,10 +11,7 @@ from typing import Any
 import numpy as np
 
 from desync_core import zstd
-from desync_core.errors import (
-    ChunkInvalidError,
-    DesyncError,
-)
+from desync_core.errors import ChunkInvalidError, ChunkMissingError, DesyncError, StoreError
 from desync_core.index import Index
 from desync_core.ops.extract.target import ExtractStats, Target
 from desync_core.seeds.extents import pwrite_all
@@ -248,6 +245,12 @@ class StoreBatches:
             chunk_id = bytes.fromhex(hexids[64 * k : 64 * k + 64])
             try:
                 stored = raw.get_chunk(chunk_id).encoded(codec)
+            except StoreError as exc:
+                if isinstance(exc, ChunkMissingError):
+                    return False  # the careful path reports it (or finds it elsewhere)
+                # The retrying layer has already retried it: fetching it again on the
+                # careful path would double the store's error-retry attempts.
+                raise
             except (DesyncError, OSError):
                 return False
             if compressed:

@@ -281,6 +281,10 @@ class HTTPChunkStore(WritableChunkStore):
     cannot be listed, so they cannot be pruned.
     """
 
+    #: Capability: get_chunk returns the body as the stored bytes in :attr:`codec`, so
+    #: extract decodes them straight into its buffers (docs/plugin-hooks.md).
+    returns_stored_bytes = True
+
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
         super().__init__(location, options)
         self.base = base_url(location.raw)

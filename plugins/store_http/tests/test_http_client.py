@@ -15,6 +15,7 @@ from store_http_support import (
     chunk_path,
     chunk_server_in_process,
     free_port,
+    run_cli_in_process,
 )
 
 from desync_core.plugin_api import (
@@ -284,3 +285,18 @@ def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         store = open_chunk_store("http://desync.example.invalid/store")
         assert bytes(store.get_chunk(CHUNK_ID).data()) == CHUNK_DATA
         assert proxy.paths() == [f"http://desync.example.invalid/store{chunk_path(CHUNK_ID)}"]
+
+
+
+def test_extract_tries_a_failing_chunk_error_retry_times(tmp_path: Path) -> None:
+    """A chunk the server keeps failing (503) is requested exactly ``error-retry`` times
+    by extract: the batched fast path does not fetch it again on the careful path."""
+    (tmp_path / "blob").write_bytes(CHUNK_DATA)  # smaller than a chunk: one chunk
+    assert run_cli_in_process("make", str(tmp_path / "x.caibx"), str(tmp_path / "blob"))[0] == 0
+    with fixed(503, b"busy") as srv:
+        code, err = run_cli_in_process("extract", "-e", "3", "-b", "0s", "-s", srv.url,
+                                       str(tmp_path / "x.caibx"), str(tmp_path / "out"))
+        assert code == 4, err
+        assert "unexpected status code 503" in err
+        assert len(srv.paths("GET")) == 3
+    assert not (tmp_path / "out").exists()
