@@ -15,7 +15,7 @@ from desync_core.errors import ChunkInvalidError, ChunkMissingError, DesyncError
 from desync_core.index import Index
 from desync_core.ops.extract.target import ExtractStats, Target
 from desync_core.seeds.extents import pwrite_all
-from desync_core.stores.chunk import COMPRESSED, UNCOMPRESSED, ZSTD_MAGIC, ChunkCodec
+from desync_core.stores.chunk import ZSTD_MAGIC, ChunkCodec, decompress
 from desync_core.stores.wrappers import (
     RetryingStore,
     VerifyingStore,
@@ -57,7 +57,9 @@ class DirectFetcher:
         if not getattr(source.inner.inner, "returns_stored_bytes", False):
             return None
         codec = getattr(source.inner.inner, "codec", None)
-        if type(codec) is not ChunkCodec or codec not in (COMPRESSED, UNCOMPRESSED):
+        # The core's codecs: plain or compressed, possibly encrypted (the encryption
+        # layer is removed with codec.unseal before the zstd layer is decoded here).
+        if type(codec) is not ChunkCodec:
             return None
         return cls(source, codec, index.chunk_size_max)
 
@@ -66,10 +68,13 @@ class DirectFetcher:
         fetch on this thread)."""
         stored = self.raw.get_chunk(chunk_id).encoded(self.codec)
         try:
-            if self.codec.compressed and bytes(stored[:4]) == ZSTD_MAGIC and size <= self.max_size:
-                data: bytes | bytearray | memoryview = self._zstd_into(stored, size)
+            layer = self.codec.unseal(stored, chunk_id)  # (stored itself when plain)
+            if self.codec.compressed and bytes(layer[:4]) == ZSTD_MAGIC and size <= self.max_size:
+                data: bytes | bytearray | memoryview = self._zstd_into(layer, size)
+            elif self.codec.compressed:
+                data = decompress(layer, chunk_id, size)  # xz, gzip
             else:
-                data = self.codec.decode(stored, chunk_id, size)
+                data = layer
         except ChunkInvalidError as exc:
             raise self.verifier.named(chunk_id, exc) from exc
         except ValueError as exc:  # zstd errors
@@ -123,8 +128,8 @@ class StoreBatches:
         # Chunk files of stores that declare them (``local_chunk_file``) are read
         # directly; other stores through their transport (with the retrying layer).
         self.chunk_file: Callable[[str], str | None] | None = None
-        if store.local_chunk_file("0" * 64) is not None:
-            self.chunk_file = store.local_chunk_file
+        if store.local_chunk_file("0" * 64) is not None and not direct.codec.encrypted:
+            self.chunk_file = store.local_chunk_file  # (encrypted files: transport path)
         self.verify = not direct.skip_verify
         self.sum = direct.sum
         self.kernel: Any = None
@@ -253,6 +258,11 @@ class StoreBatches:
                 raise
             except (DesyncError, OSError):
                 return False
+            if codec.encrypted:
+                try:
+                    stored = codec.unseal(stored, chunk_id)
+                except ChunkInvalidError:
+                    return False  # the careful path names the chunk
             if compressed:
                 if bytes(stored[:4]) != ZSTD_MAGIC:
                     return False
