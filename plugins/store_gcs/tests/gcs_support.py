@@ -24,12 +24,16 @@ _bucket_numbers = itertools.count(1)
 #: (every object of every bucket, as indented JSON) after each upload or delete, so an
 #: upload costs O(objects stored): thousands of chunks slow it to a crawl. With
 #: in-memory storage that file is never read again, so the launcher skips writing it;
-#: the HTTP API the stores talk to is unchanged.
+#: the HTTP API the stores talk to is unchanged. Its single-threaded HTTP/1.0 server
+#: also has the standard library's listen backlog of 5: with ``-n 10`` clients every
+#: connection beyond it waits for a SYN retransmission (1 s), so the backlog is raised.
 LAUNCHER = """
+import http.server
 import sys
 from gcp_storage_emulator import storage
 from gcp_storage_emulator.__main__ import main
 storage.Storage._write_config_to_file = lambda self: None
+http.server.HTTPServer.request_queue_size = 128
 sys.exit(main(sys.argv[1:]))
 """
 
