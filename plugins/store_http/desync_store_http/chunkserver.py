@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import re
 import threading
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from desync_core.plugin_api import (
     UsageError,
     VerifyingStore,
     error_text,
+    read_store_file,
     validate_server_flags,
 )
 from desync_store_http.limits import MAX_CHUNK_SIZE, converts, wire_encoding_ok
@@ -230,42 +230,6 @@ class StoreHolder:
             slot.retired = True
         if close:
             slot.store.close()
-
-
-def read_store_file(path: str) -> tuple[list[str], str]:
-    """The ``stores`` and ``cache`` of a store file (``store.md`` §4).
-
-    Raises:
-        ConfigError: the file cannot be read or is not such a JSON document.
-    """
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"failed to read store-file '{path}': {why}")
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise bad(exc.strerror or str(exc)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad(str(exc)) from None
-    except RecursionError:
-        raise bad("JSON nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise bad("expected a JSON object")
-    stores = doc.get("stores", [])
-    cache = doc.get("cache")
-    if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores):
-        raise bad('"stores" must be a list of store locations')
-    # Each entry is what one -s value may be (commas separate locations there too):
-    # an empty location, as in [","] or [""], names no store.
-    stores = [part.strip() for entry in stores for part in entry.split(",")]
-    if any(not part or "" in (m.strip() for m in part.split("|")) for part in stores):
-        raise bad('"stores" contains an empty store location')
-    if cache is None:
-        cache = ""
-    if not isinstance(cache, str):  # false, 0, [] are not "no cache"
-        raise bad('"cache" must be a store location')
-    return stores, cache
 
 
 def open_upstream(ctx: Context, stores: list[str], cache: str, *, writable: bool,
@@ -508,7 +472,6 @@ __all__ = [
     "main",
     "open_upstream",
     "parse_chunk_path",
-    "read_store_file",
     "request_path",
     "wire_codec",
 ]

@@ -172,8 +172,8 @@ class HTTPClient:
         # every request (a quarter of its per-request cost); resolve them once instead.
         session.trust_env = False
         session.proxies.update(requests.utils.get_environ_proxies(self.base))
-        self._system_verify: bool | str = (os.environ.get("REQUESTS_CA_BUNDLE")
-                                           or os.environ.get("CURL_CA_BUNDLE") or True)
+        self._system_verify = (os.environ.get("REQUESTS_CA_BUNDLE")
+                               or os.environ.get("CURL_CA_BUNDLE") or True)
         pool = max(1, opts.n)
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool,
                                                 max_retries=0)

@@ -537,7 +537,8 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         # HTTPServer.server_bind would resolve our own name (getfqdn): slow and unused.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     @property
     def url(self) -> str:
@@ -565,7 +566,7 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
             _close_gently(conn)
             return
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]  # typeshed types the server argument as the base class's Self
         finally:
             try:
                 conn.close()
@@ -669,7 +670,7 @@ class ServerGroup:
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
-def serve_until_stopped(group: ServerGroup, on_reload: Callable[[], None] | None = None,
+def serve_until_stopped(group: ServerGroup, on_reload: Callable[[], object] | None = None,
                         out: TextIO | None = None) -> int:
     """Run a server group in the main thread until SIGINT or SIGTERM.
 

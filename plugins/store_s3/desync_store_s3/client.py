@@ -18,10 +18,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import botocore.config  # type: ignore[import-untyped]
-import botocore.exceptions  # type: ignore[import-untyped]
-import botocore.session  # type: ignore[import-untyped]
-from botocore import UNSIGNED  # type: ignore[import-untyped]
+import botocore.config
+import botocore.exceptions
+import botocore.session
+from botocore import UNSIGNED
 
 from desync_core.plugin_api import (
     StoreConnectionError,

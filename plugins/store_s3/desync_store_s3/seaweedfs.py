@@ -185,8 +185,8 @@ class SeaweedFS:
 
     def client(self, **kwargs: Any) -> Any:
         """A boto3 client with the admin keys (path style), for setting up buckets."""
-        import boto3  # type: ignore[import-untyped]
-        from botocore.config import Config  # type: ignore[import-untyped]
+        import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3", endpoint_url=self.endpoint, region_name="us-east-1",

@@ -31,7 +31,7 @@ import socket
 import subprocess
 from typing import Any
 
-import paramiko  # type: ignore[import-untyped]
+import paramiko
 
 from desync_core.plugin_api import StoreError
 from desync_store_sftp.sshconfig import SSHSettings, SSHTarget, resolve

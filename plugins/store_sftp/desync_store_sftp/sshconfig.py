@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import paramiko  # type: ignore[import-untyped]
+import paramiko
 
 from desync_core.plugin_api import StoreError
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import paramiko  # type: ignore[import-untyped]
+import paramiko
 
 from desync_core.plugin_api import (
     Chunk,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 
-import paramiko  # type: ignore[import-untyped]
+import paramiko
 
 from desync_core.plugin_api import StoreError, StorePermissionError
 from desync_store_sftp.sshconfig import SSHSettings

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-import paramiko  # type: ignore[import-untyped]
-from paramiko.message import Message  # type: ignore[import-untyped]
-from paramiko.sftp import (  # type: ignore[import-untyped]
+import paramiko
+from paramiko.message import Message
+from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
     CMD_DATA,
