@@ -23,9 +23,11 @@ from desync_core.plugin_api import (
     load_config,
 )
 from desync_core.testing import (
+    ENCRYPTION_EXTENSIONS,
     IndexStoreContract,
     LocalDirectoryRaw,
     PrunableChunkStoreContract,
+    encrypted_context,
     open_chunk_store,
     open_index_store,
     sample_chunk,
@@ -192,3 +194,28 @@ class TestGetChunksInGroups(LocalDirectoryRaw):
             list(store.get_chunks([good_id, bad_id]))
         assert [c is not None for _, c in store.get_chunks([good_id])] == [True]
         store.close()
+
+
+class TestEncryptedSFTPChunkStore(LocalDirectoryRaw, PrunableChunkStoreContract):
+    """Encrypted SFTP stores (both algorithms, with and without compression): files
+    hold the encrypted storage form under names with the codec's extension."""
+
+    @pytest.fixture(params=["xchacha20-poly1305", "uncompressed-aes-256-gcm"])
+    def store(self, request: pytest.FixtureRequest, remote: tuple[Path, str],
+              tmp_path: Path) -> Iterator[ChunkStore]:
+        self.base, url = remote
+        store = open_chunk_store(url, encrypted_context(tmp_path, url, request.param))
+        assert store.codec.encrypted
+        assert store.codec.extension == ENCRYPTION_EXTENSIONS[request.param]
+        yield store
+        store.close()
+
+    def raw_base(self, store: ChunkStore) -> str:
+        return str(self.base)
+
+    def test_reopen_from_str(self, store: ChunkStore) -> None:
+        # Reopened by name alone, the config file's key is gone: a plain store.
+        again = open_chunk_store(str(store))
+        assert type(again) is type(store)
+        assert not again.codec.encrypted
+        again.close()
