@@ -165,6 +165,9 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
     from desync_core.stores.options import (  # noqa: F401
         StoreOptions,
     )
+    from desync_core.stores.swappable import (  # noqa: F401
+        SwappableStore,
+    )
     from desync_core.stores.wrappers import (  # noqa: F401
         VerifyingStore,
         call_with_retries,
@@ -194,6 +197,7 @@ _EXPORTS: dict[str, str] = {
     "parse_chunk_key": "desync_core.stores.base",
     "StoreOptions": "desync_core.stores.options",
     "VerifyingStore": "desync_core.stores.wrappers",
+    "SwappableStore": "desync_core.stores.swappable",
     "call_with_retries": "desync_core.stores.wrappers",
     # chunks, digests, indexes
     "COMPRESSED": "desync_core.stores.chunk",

@@ -15,17 +15,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from desync_core.plugin_api import Index, IntegrityError, chunk_digests, error_text
+from desync_core.plugin_api import (
+    Index,
+    IntegrityError,
+    SwappableStore,
+    chunk_digests,
+    error_text,
+)
 
 #: First readahead window of a sequential stream, and its limit (it doubles per read).
 READAHEAD_START = 1 << 20
@@ -60,54 +65,8 @@ class Source(NamedTuple):
         self.careful.close()
 
 
-class _Slot:
-    __slots__ = ("retired", "source", "users")
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.users = 0
-        self.retired = False
-
-
-class SourceHolder:
-    """The current chunk source; :meth:`swap` installs a new one while loads run."""
-
-    def __init__(self, source: Any) -> None:
-        self._lock = threading.Lock()
-        self._slot = _Slot(source)
-
-    @contextlib.contextmanager
-    def use(self) -> Iterator[Any]:
-        """The current source, kept open until the block ends."""
-        with self._lock:
-            slot = self._slot
-            slot.users += 1
-        try:
-            yield slot.source
-        finally:
-            with self._lock:
-                slot.users -= 1
-                close = slot.retired and slot.users == 0
-            if close:
-                slot.source.close()
-
-    def swap(self, source: Any) -> None:
-        """Install ``source``; the old one is closed when no load uses it any more."""
-        with self._lock:
-            old, self._slot = self._slot, _Slot(source)
-            old.retired = True
-            close = old.users == 0
-        if close:
-            old.source.close()
-
-    def close(self) -> None:
-        """Close the current source (now, or when its last load is done)."""
-        with self._lock:
-            slot = self._slot
-            close = not slot.retired and slot.users == 0
-            slot.retired = True
-        if close:
-            slot.source.close()
+#: The chunk source, replaceable while loads run (the core's SwappableStore).
+SourceHolder = SwappableStore
 
 
 class ChunkLoader:

@@ -6,7 +6,7 @@ exactly as for every other command. This module adds what is specific to serving
 
 * :func:`parse_chunk_path` — the only accepted paths are ``/<4hex>/<id><ext>``;
 * :class:`DedupReader` — concurrent requests for one chunk share one upstream read;
-* :class:`StoreHolder` — the upstream can be swapped (``--store-file`` + SIGHUP) while
+* the upstream is a core ``SwappableStore``: swapped (``--store-file`` + SIGHUP) while
   requests run; each request finishes on the store it started with, which is closed
   once its last request is done;
 * :class:`ChunkServer` and :class:`ChunkHandler` — the request semantics. Uploaded
@@ -16,11 +16,9 @@ exactly as for every other command. This module adds what is specific to serving
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -36,6 +34,7 @@ from desync_core.plugin_api import (
     DesyncError,
     Digest,
     StoreOptions,
+    SwappableStore,
     UsageError,
     VerifyingStore,
     error_text,
@@ -175,63 +174,6 @@ class DedupReader:
         return str(self.inner)
 
 
-class _Slot:
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.users = 0
-        self.retired = False
-
-
-class StoreHolder:
-    """The current upstream, replaceable while requests are running.
-
-    A request takes the store with :meth:`use`; :meth:`swap` installs a new one at once
-    and closes the old one when its last request is finished.
-    """
-
-    def __init__(self, store: Any) -> None:
-        self._lock = threading.Lock()
-        self._slot = _Slot(store)
-
-    @property
-    def current(self) -> Any:
-        """The store new requests get."""
-        return self._slot.store
-
-    @contextlib.contextmanager
-    def use(self) -> Iterator[Any]:
-        """The current store, kept open until the block ends."""
-        with self._lock:
-            slot = self._slot
-            slot.users += 1
-        try:
-            yield slot.store
-        finally:
-            with self._lock:
-                slot.users -= 1
-                close = slot.retired and slot.users == 0
-            if close:
-                slot.store.close()
-
-    def swap(self, store: Any) -> None:
-        """Install ``store``; the previous one is closed when it is no longer in use."""
-        with self._lock:
-            old, self._slot = self._slot, _Slot(store)
-            old.retired = True
-            close = old.users == 0
-        if close:
-            old.store.close()
-
-    def close(self) -> None:
-        """Close the current store (at once, or when its last request is done)."""
-        with self._lock:
-            slot = self._slot
-            close = not slot.retired and slot.users == 0
-            slot.retired = True
-        if close:
-            slot.store.close()
-
-
 def open_upstream(ctx: Context, stores: list[str], cache: str, *, writable: bool,
                   verify_read: bool) -> DedupReader:
     """The store chain a chunk server serves, opened through the core's Context.
@@ -289,7 +231,7 @@ class ChunkServer:
         self.codec = codec if codec is not None else ChunkCodec(compressed=not uncompressed)
         self.settings = settings or ServerSettings()
         self.digests = self._accepted_digests(ctx)
-        self.holder = StoreHolder(self._build())
+        self.holder = SwappableStore(self._build())
 
     @staticmethod
     def _accepted_digests(ctx: Context) -> list[Digest]:
@@ -468,7 +410,6 @@ __all__ = [
     "ChunkServer",
     "DedupReader",
     "PathError",
-    "StoreHolder",
     "main",
     "open_upstream",
     "parse_chunk_path",
