@@ -44,6 +44,39 @@ def _global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                         default=default if suppress else False, help="verbose mode")
 
 
+def version_text() -> str:
+    """``desync --version``: the core's version, then each installed plugin
+    distribution's (``<distribution> <version>``), one per line."""
+    import desync_core
+    from desync_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    pm.registries()
+    lines = [f"desync {desync_core.__version__}"]
+    seen = {"desync-core"}
+    for info in sorted(pm.infos.values(), key=lambda i: i.distribution or i.name):
+        dist = info.distribution or info.name
+        if info.builtin or dist in seen:
+            continue
+        seen.add(dist)
+        lines.append(f"{dist} {info.version or '?'}")
+    return "\n".join(lines) + "\n"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print :func:`version_text` and exit 0 (computed only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        sys.stdout.write(version_text())
+        sys.stdout.flush()
+        parser.exit(0)
+
+
 def build_parser(commands: CommandRegistry, only: str | None = None) -> Parser:
     """The argument parser: global flags and every registered subcommand.
 
@@ -58,6 +91,8 @@ def build_parser(commands: CommandRegistry, only: str | None = None) -> Parser:
         allow_abbrev=False,
     )
     _global_flags(parser, suppress=False)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version of desync and its plugins, and exit")
     sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
     for name in sorted(commands.commands):
         cmd = commands.commands[name]
@@ -197,4 +232,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
-__all__ = ["Parser", "build_parser", "exit_fast", "main", "make_context", "run"]
+__all__ = ["Parser", "build_parser", "exit_fast", "main", "make_context", "run", "version_text"]

@@ -31,6 +31,7 @@ MODULES = (
     "config",
     "plugins",
     "manpage",
+    "completion",
 )
 
 
