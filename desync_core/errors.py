@@ -146,6 +146,24 @@ class OperationCancelledError(DesyncError):
 #: Exit code for a genuine bug (an exception that is not a DesyncError).
 BUG_EXIT_CODE = 70
 
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps, outermost first: causes, contexts, a ``reason``
+    attribute and exceptions among the arguments (requests → urllib3 → socket/ssl), so
+    a transport can name the innermost cause (a refused connection, a TLS failure)."""
+    out: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if any(e is seen for seen in out):
+            continue
+        out.append(e)
+        for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__,
+                    *(a for a in e.args if isinstance(a, BaseException))):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+    return out
+
 __all__ = [
     "BUG_EXIT_CODE",
     "ArchiveFormatError",
@@ -170,4 +188,5 @@ __all__ = [
     "StoreTimeoutError",
     "UnknownSchemeError",
     "UsageError",
+    "exception_chain",
 ]

@@ -114,6 +114,7 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
         StoreTimeoutError,
         UnknownSchemeError,
         UsageError,
+        exception_chain,
     )
     from desync_core.index import (  # noqa: F401
         Index,
@@ -221,7 +222,7 @@ _EXPORTS: dict[str, str] = {
         "OperationNotSupportedError", "PluginConflictError", "PluginError",
         "PluginLoadError", "SeedInvalidError", "StoreConnectionError", "StoreError",
         "StorePermissionError", "StoreReadOnlyError", "StoreTimeoutError",
-        "UnknownSchemeError", "UsageError")},
+        "UnknownSchemeError", "UsageError", "exception_chain")},
     # locations and configuration
     "StoreLocation": "desync_core.location",
     "parse_location": "desync_core.location",

@@ -46,6 +46,7 @@ from desync_core.plugin_api import (
     WritableIndexStore,
     check_index_name,
     chunk_key,
+    exception_chain,
 )
 from desync_store_http import __version__
 
@@ -73,25 +74,11 @@ def _reply_text(body: bytes) -> str:
     return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "…"
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and everything it wraps (requests → urllib3 → socket/ssl), outermost first."""
-    out: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if any(e is seen for seen in out):
-            continue
-        out.append(e)
-        for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__,
-                    *(a for a in e.args if isinstance(a, BaseException))):
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
-    return out
 
 
 def _tls_problem(exc: BaseException) -> ssl.SSLError | None:
     """The TLS error inside ``exc``, unless it is just a connection cut during TLS."""
-    for e in _causes(exc):
+    for e in exception_chain(exc):
         if isinstance(e, ssl.SSLError) and not isinstance(
             e, ssl.SSLEOFError | ssl.SSLZeroReturnError
         ):
@@ -102,7 +89,7 @@ def _tls_problem(exc: BaseException) -> ssl.SSLError | None:
 def _is_timeout(exc: BaseException) -> bool:
     if isinstance(exc, requests.exceptions.Timeout):
         return True
-    for e in _causes(exc):
+    for e in exception_chain(exc):
         # urllib3 derives "connection refused" (NewConnectionError) from its timeout class.
         if isinstance(e, urllib3.exceptions.NewConnectionError):
             return False
@@ -113,7 +100,7 @@ def _is_timeout(exc: BaseException) -> bool:
 
 def _reason(exc: BaseException) -> str:
     """The most useful one-line description of a transport failure."""
-    for e in reversed(_causes(exc)):  # innermost first
+    for e in reversed(exception_chain(exc)):  # innermost first
         if isinstance(e, ssl.SSLCertVerificationError) and e.verify_message:
             return f"certificate verify failed: {e.verify_message}"
         if isinstance(e, ssl.SSLError):

@@ -41,6 +41,7 @@ from desync_core.plugin_api import (
     StoreOptions,
     StorePermissionError,
     StoreTimeoutError,
+    exception_chain,
 )
 from desync_store_oci import __version__
 from desync_store_oci.credentials import Credential, CredentialSource
@@ -75,25 +76,12 @@ def registry_message(resp: requests.Response) -> str:
     return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "…"
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if any(e is seen for seen in out):
-            continue
-        out.append(e)
-        for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__,
-                    *(a for a in e.args if isinstance(a, BaseException))):
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
-    return out
 
 
 def _transport_error(exc: requests.exceptions.RequestException, what: str,
                      timeout: float | None) -> StoreError:
     """The core error for a failed request (TLS problems are not retried)."""
-    for e in reversed(_causes(exc)):
+    for e in reversed(exception_chain(exc)):
         if isinstance(e, ssl.SSLError) and not isinstance(
                 e, ssl.SSLEOFError | ssl.SSLZeroReturnError):
             if isinstance(e, ssl.SSLCertVerificationError) and e.verify_message:
@@ -103,7 +91,7 @@ def _transport_error(exc: requests.exceptions.RequestException, what: str,
             return StoreError(f"{what}: TLS error: {reason}")
     if isinstance(exc, requests.exceptions.Timeout):
         return StoreTimeoutError(f"{what}: timeout after {timeout:g}s")
-    reason = next((e.strerror for e in reversed(_causes(exc))
+    reason = next((e.strerror for e in reversed(exception_chain(exc))
                    if isinstance(e, OSError) and e.strerror), None) or str(exc)
     return StoreConnectionError(f"{what}: {reason}")
 
