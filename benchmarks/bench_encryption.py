@@ -16,10 +16,8 @@ absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import random
 import resource
 import shutil
 import statistics
@@ -29,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import compile_bytecode
+from benchutil import compile_bytecode, make_blob, sha256
 
 KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
 CASES: dict[str, dict[str, object]] = {
@@ -54,31 +52,6 @@ def desync(*args: str) -> tuple[float, float]:
     return wall, cpu
 
 
-def make_blob(path: Path, size: int) -> str:
-    """Half incompressible, half repetitive data (realistic compression); its SHA-256."""
-    rng = random.Random(1)
-    digest = hashlib.sha256()
-    with path.open("wb") as f:
-        written = 0
-        while written < size:
-            block = rng.randbytes(1 << 20)
-            if (written >> 20) % 2:
-                block = (b"desync benchmark line %d\n" % (written >> 20)) * 40000
-                block = block[: 1 << 20]
-            block = block[: size - written]
-            f.write(block)
-            digest.update(block)
-            written += len(block)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    """SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main() -> None:

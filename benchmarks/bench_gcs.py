@@ -27,7 +27,6 @@ for comparing the two sides of one run, not for predicting GCS throughput.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import build_tarball
-from benchutil import compile_bytecode
+from benchutil import compile_bytecode, sha256
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "plugins" / "store_gcs" / "tests"))
@@ -59,14 +58,6 @@ def desync(*args: str) -> float:
         sys.exit(f"desync {' '.join(args)} failed:\n{proc.stderr.decode()}")
     return elapsed
 
-
-def sha256(path: Path) -> str:
-    """SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_objects(store: Path) -> dict[str, bytes]:

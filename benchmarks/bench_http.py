@@ -14,9 +14,7 @@ ratio, which is measured in one run, rather than absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import random
 import re
 import statistics
 import subprocess
@@ -25,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import compile_bytecode
+from benchutil import compile_bytecode, make_blob, sha256
 
 
 def desync(*args: str) -> None:
@@ -34,31 +32,6 @@ def desync(*args: str) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def make_blob(path: Path, size: int) -> str:
-    """Half incompressible, half repetitive data (realistic compression); its SHA-256."""
-    rng = random.Random(1)
-    digest = hashlib.sha256()
-    with path.open("wb") as f:
-        written = 0
-        while written < size:
-            block = rng.randbytes(1 << 20)
-            if (written >> 20) % 2:
-                block = (b"desync benchmark line %d\n" % (written >> 20)) * 40000
-                block = block[: 1 << 20]
-            block = block[: size - written]
-            f.write(block)
-            digest.update(block)
-            written += len(block)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    """SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -18,7 +18,6 @@ one run, rather than absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 from bench import build_tarball
-from benchutil import compile_bytecode
+from benchutil import compile_bytecode, sha256
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
@@ -46,14 +45,6 @@ def desync(*args: str) -> float:
         raise SystemExit(f"desync {' '.join(args)} failed:\n{proc.stderr.decode()}")
     return elapsed
 
-
-def sha256(path: Path) -> str:
-    """SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def free_port() -> int:

@@ -21,7 +21,6 @@ machine may be shared: compare the ratios, measured in one run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -32,20 +31,12 @@ import time
 from pathlib import Path
 
 from bench import build_tarball
-from benchutil import compile_bytecode
+from benchutil import compile_bytecode, sha256
 
 from desync_core.testing.servers import SSHServer
 
 DESYNC = [sys.executable, "-m", "desync_core"]
 
-
-def sha256(path: Path) -> str:
-    """SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:

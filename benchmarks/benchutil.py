@@ -1,7 +1,9 @@
-"""Shared set-up of the benchmark scripts."""
+"""Shared set-up and helpers of the benchmark scripts."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -16,9 +18,38 @@ def compile_bytecode() -> None:
     would compile the changed modules again, which is start-up time no user pays.
     """
     dirs = []
-    for name in ("desync_core", "desync_store_http", "desync_format_tar"):
+    for name in ("desync_core", "desync_store_http", "desync_format_tar", "desync_store_s3",
+                 "desync_store_gcs", "desync_store_sftp", "desync_store_ssh",
+                 "desync_store_oci", "desync_mount_fuse"):
         spec = find_spec(name)
         if spec is not None and spec.origin:
             dirs.append(str(Path(spec.origin).parent))
     subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], check=True,
                    stdout=subprocess.DEVNULL)
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_blob(path: Path, size: int) -> str:
+    """Half incompressible, half repetitive data (realistic compression); its SHA-256."""
+    rng = random.Random(1)
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        written = 0
+        while written < size:
+            block = rng.randbytes(1 << 20)
+            if (written >> 20) % 2:
+                block = (b"desync benchmark line %d\n" % (written >> 20)) * 40000
+                block = block[: 1 << 20]
+            block = block[: size - written]
+            f.write(block)
+            digest.update(block)
+            written += len(block)
+    return digest.hexdigest()
