@@ -223,11 +223,12 @@ class Context:
     def read_index_bytes(self, location: str) -> bytes:
         """The raw bytes of an index location (``-`` reads stdin).
 
-        Local files and stdin are read header first and bounded by what it allows
+        Every index is read header first and bounded by what it allows
         (:func:`desync_core.index.read_index_stream`): a blob or ``/dev/zero`` given as
-        an index fails after 64 bytes.
+        an index fails after 64 bytes; from a remote index store that streams
+        (``IndexStore.iter_index``) the download is abandoned there.
         """
-        from desync_core.index import read_index_file, read_index_stream
+        from desync_core.index import PieceReader, read_index_file, read_index_stream
         from desync_core.stores.base import check_index_name
 
         if location == "-":
@@ -236,8 +237,20 @@ class Context:
         if base.is_local:
             return read_index_file(os.path.join(base.path, check_index_name(name)), location)
         store = self.open_index_store(base)
+
+        def bounded_read(name: str) -> bytes:
+            # Header first, each table item as it arrives: the transfer is abandoned at
+            # the first thing that cannot be an index (stores that stream, iter_index).
+            pieces = store.iter_index(name)
+            try:
+                return read_index_stream(PieceReader(pieces), location)  # type: ignore[arg-type]
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+
         try:
-            return call_with_retries(store.get_index, name, attempts=store.options.error_retry,
+            return call_with_retries(bounded_read, name, attempts=store.options.error_retry,
                                      base_interval=store.options.error_retry_base_interval)
         finally:
             store.close()

@@ -339,6 +339,31 @@ def _read_up_to(stream: BinaryIO, count: int) -> bytes:
     return b"".join(parts)
 
 
+class PieceReader:
+    """``read(n)`` over an iterator of byte pieces (a streamed download), for
+    :func:`read_index_stream`; reads no further than asked."""
+
+    def __init__(self, pieces: Iterator[bytes | bytearray | memoryview]) -> None:
+        self._pieces = pieces
+        self._buf = memoryview(b"")
+
+    def read(self, n: int = -1) -> bytes:
+        out: list[bytes] = []
+        while n != 0:
+            if not self._buf:
+                piece = next(self._pieces, None)
+                if piece is None:
+                    break
+                self._buf = memoryview(piece).cast("B")
+                continue
+            take = self._buf if n < 0 else self._buf[:n]
+            out.append(bytes(take))
+            self._buf = self._buf[len(take):]
+            if n > 0:
+                n -= len(take)
+        return b"".join(out)
+
+
 def read_index_file(path: str, name: str | None = None, *, regular_only: bool = False) -> bytes:
     """Read a local index file with :func:`read_index_stream` (bounded by its header).
 

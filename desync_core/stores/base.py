@@ -308,6 +308,20 @@ class IndexStore(ABC):
             IndexNotFoundError: there is no such index.
         """
 
+    def iter_index(self, name: str) -> Iterator[bytes | bytearray | memoryview]:
+        """The bytes of index ``name`` in pieces as they arrive (default: all of
+        :meth:`get_index` at once).
+
+        Readers check the header first and stop reading at the first thing that cannot
+        be an index, so a store that can stream should override this: then a blob or a
+        huge object given as an index costs a few KB, not its size. Closing the
+        iterator early must release the transfer.
+
+        Raises:
+            IndexNotFoundError: there is no such index (on the first piece).
+        """
+        yield self.get_index(name)
+
     def has_index(self, name: str) -> bool:
         """Whether index ``name`` exists."""
         try:

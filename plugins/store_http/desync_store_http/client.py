@@ -18,12 +18,14 @@ errors; the plugin itself never retries:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import ssl
 import threading
 import time
 import warnings
+from collections.abc import Generator, Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -194,25 +196,47 @@ class HTTPClient:
             StoreConnectionError: the connection failed (refused, reset, truncated).
             StoreError: TLS failed, or the request could not be made at all.
         """
+        if method == "HEAD":
+            # HEAD is not streamed: closing an unread streamed response would drop the
+            # pooled connection instead of returning it.
+            with self._translated(method, url), self._send(method, url, body,
+                                                           stream=False) as resp:
+                return resp.status_code, b""
+        pieces = self.stream(method, url, body)
+        status = next(pieces)
+        assert isinstance(status, int)
+        return status, b"".join(p for p in pieces if not isinstance(p, int))
+
+    def stream(self, method: str, url: str,
+               body: bytes | None = None) -> Generator[int | bytes]:
+        """Send one request; yields the status, then the body in pieces as they arrive
+        (closing the iterator early abandons the transfer). Errors as :meth:`request`."""
         timeout = self.options.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         what = f"{method} {url}"
+        with self._translated(method, url), self._send(method, url, body, stream=True) as resp:
+            yield resp.status_code
+            for part in resp.iter_content(_READ_STEP):
+                yield part
+                if deadline is not None and time.monotonic() > deadline:
+                    raise StoreTimeoutError(f"{what}: timeout after {timeout:g}s")
+
+    def _send(self, method: str, url: str, body: bytes | None, *,
+              stream: bool) -> requests.Response:
+        timeout = self.options.timeout
+        return self.session().request(
+            method, url, data=body, stream=stream, allow_redirects=True,
+            timeout=None if timeout is None else (timeout, timeout),
+            **self._tls_arguments(),  # type: ignore[arg-type]
+        )
+
+    @contextlib.contextmanager
+    def _translated(self, method: str, url: str) -> Iterator[None]:
+        """requests' and the OS's exceptions as the core's store errors."""
+        timeout = self.options.timeout
+        what = f"{method} {url}"
         try:
-            # HEAD is not streamed: closing an unread streamed response would drop the
-            # pooled connection instead of returning it.
-            with self.session().request(
-                method, url, data=body, stream=method != "HEAD", allow_redirects=True,
-                timeout=None if timeout is None else (timeout, timeout),
-                **self._tls_arguments(),  # type: ignore[arg-type]
-            ) as resp:
-                if method == "HEAD":
-                    return resp.status_code, b""
-                parts = []
-                for part in resp.iter_content(_READ_STEP):
-                    parts.append(part)
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise StoreTimeoutError(f"{what}: timeout after {timeout:g}s")
-                return resp.status_code, b"".join(parts)
+            yield
         except StoreError:
             raise
         except requests.exceptions.RequestException as exc:
@@ -321,9 +345,20 @@ class HTTPIndexStore(WritableIndexStore):
         return self.base + quote(check_index_name(name))
 
     def get_index(self, name: str) -> bytes:
-        status, body = self.client.request("GET", self.url(name))
-        if status == 200:
-            return body
+        return b"".join(self.iter_index(name))
+
+    def iter_index(self, name: str) -> Iterator[bytes]:
+        """Streamed: readers stop at the first thing that cannot be an index."""
+        pieces = self.client.stream("GET", self.url(name))
+        try:
+            status = next(pieces)
+            assert isinstance(status, int)  # the first item is the status
+            if status == 200:
+                yield from pieces  # type: ignore[misc]  # after the status, only bytes
+                return
+            body = b"".join(p for p in pieces if isinstance(p, bytes))
+        finally:
+            pieces.close()
         if status == 404:
             raise IndexNotFoundError(f"object {name} missing from store {self.base}")
         raise self.client.status_error(

@@ -300,3 +300,22 @@ def test_extract_tries_a_failing_chunk_error_retry_times(tmp_path: Path) -> None
         assert "unexpected status code 503" in err
         assert len(srv.paths("GET")) == 3
     assert not (tmp_path / "out").exists()
+
+
+def test_a_blob_given_as_a_remote_index_is_abandoned_after_its_header() -> None:
+    """Regression (#19.3): an index location over HTTP is read header first, so a 64 MB
+    blob given as the index fails at once, without downloading or holding it."""
+    import tracemalloc
+
+    from desync_core.plugin_api import IndexFormatError
+
+    blob = bytes(range(256)) * (256 * 1024)  # 64 MiB, not an index
+    with ScriptedServer(lambda _r: (200, blob)) as srv:
+        tracemalloc.start()
+        try:
+            with pytest.raises(IndexFormatError, match="not an index file"):
+                Context().read_index(f"{srv.url}/dir/blob.caibx")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 << 20, f"reading the header held {peak >> 20} MiB"
