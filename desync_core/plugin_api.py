@@ -119,6 +119,7 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
     from desync_core.index import (  # noqa: F401
         Index,
         read_index_file,
+        read_index_stream,
     )
     from desync_core.location import (  # noqa: F401
         StoreLocation,
@@ -213,6 +214,7 @@ _EXPORTS: dict[str, str] = {
     "SHA512_256": "desync_core.digest",
     "Index": "desync_core.index",
     "chunk_digests": "desync_core.batchhash",
+    "read_index_stream": "desync_core.index",
     "read_index_file": "desync_core.index",
     # errors
     **{name: "desync_core.errors" for name in (

@@ -165,6 +165,12 @@ class LocalIndexStore(WritableIndexStore):
     def _path(self, name: str) -> str:
         return os.path.join(self.base, check_index_name(name))
 
+    def iter_index(self, name: str) -> Iterator[bytes]:
+        """Read header first and bounded (:func:`~desync_core.index.read_index_file`)."""
+        from desync_core.index import read_index_file
+
+        yield read_index_file(self._path(name))
+
     def get_index(self, name: str) -> bytes:
         path = self._path(name)
         try:

@@ -402,6 +402,30 @@ class IndexStoreContract(_OptOuts):
         return Index.from_chunks([100, 250, 300], ids, ChunkerParams(64, 256, 1024),
                                  blob_index_flags(SHA512_256)).to_bytes()
 
+    def test_non_index_is_rejected_at_its_header(self, index_store: IndexStore) -> None:
+        """A 16 MiB blob stored under an index name is rejected after its header by the
+        readers' bounded read over ``iter_index``, without the store holding it whole."""
+        import tracemalloc
+
+        from desync_core.errors import IndexFormatError, StoreError
+        from desync_core.index import PieceReader, read_index_stream
+
+        blob = bytes(range(256)) * (64 * 1024)
+        self.put_raw_index(index_store, "blob.caibx", blob)
+        del blob
+        index_store.has_index("missing.caibx")  # connected (client set-up is not counted)
+        tracemalloc.start()
+        try:
+            pieces = index_store.iter_index("blob.caibx")
+            # (an index server may refuse to serve it at all: a store error)
+            with pytest.raises((IndexFormatError, StoreError)):
+                read_index_stream(PieceReader(pieces), "blob.caibx")  # type: ignore[arg-type]
+            getattr(pieces, "close", lambda: None)()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20, f"the store held {peak >> 20} MiB to read an index header"
+
     def test_missing_index(self, index_store: IndexStore) -> None:
         """A missing index raises IndexNotFoundError."""
         with pytest.raises(IndexNotFoundError):

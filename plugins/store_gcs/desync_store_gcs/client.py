@@ -266,7 +266,7 @@ class BucketClient:
 
     def _request(self, method: str, path: str, what: str, *, params: dict[str, str],
                  data: bytes | None = None, headers: dict[str, str] | None = None,
-                 ) -> requests.Response:
+                 stream: bool = False) -> requests.Response:
         """One request to ``<endpoint><path>``; failures translated (404 →
         FileNotFoundError once the bucket is known to exist)."""
         if self._bucket_missing:  # a make does not send thousands of doomed requests
@@ -276,7 +276,8 @@ class BucketClient:
         assert session is not None
         try:
             resp = session.request(method, endpoint + path, params=params, data=data,
-                                   headers=headers, timeout=self.options.timeout)
+                                   headers=headers, timeout=self.options.timeout,
+                                   stream=stream)
         except Exception as exc:
             raise self.error(what, exc) from None
         if resp.status_code < 300:
@@ -299,6 +300,19 @@ class BucketClient:
         resp = self._request("GET", "/download" + self._object_path(name), f"reading {name}",
                              params={"alt": "media"})
         return resp.content
+
+    def iter_download(self, name: str) -> Iterator[bytes]:
+        """:meth:`download` in pieces as they arrive; closing the iterator early
+        abandons the transfer (index reads stop at the first thing that is wrong)."""
+        what = f"reading {name}"
+        resp = self._request("GET", "/download" + self._object_path(name), what,
+                             params={"alt": "media"}, stream=True)
+        try:
+            yield from resp.iter_content(256 * 1024)
+        except Exception as exc:
+            raise self.error(what, exc) from None
+        finally:
+            resp.close()
 
     def exists(self, name: str) -> bool:
         """Whether object ``name`` exists (its attributes can be read)."""

@@ -83,6 +83,14 @@ class GCSIndexStore(WritableIndexStore):
             raise IndexNotFoundError(
                 f"index {name} not found in gs://{self.bucket}/{self.prefix}") from None
 
+    def iter_index(self, name: str) -> Iterator[bytes]:
+        """Streamed: readers stop at the first thing that cannot be an index."""
+        try:
+            yield from self.client.iter_download(self._name(name))
+        except FileNotFoundError:
+            raise IndexNotFoundError(
+                f"index {name} not found in gs://{self.bucket}/{self.prefix}") from None
+
     def has_index(self, name: str) -> bool:
         return self.client.exists(self._name(name))
 

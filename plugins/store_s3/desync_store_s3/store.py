@@ -188,6 +188,23 @@ class S3IndexStore(_S3Base, WritableIndexStore):
             raise IndexNotFoundError(
                 f"index {name} does not exist in store {self.location}") from None
 
+    def iter_index(self, name: str) -> Iterator[bytes]:
+        """Streamed: readers stop at the first thing that cannot be an index."""
+        key = self._object(name)
+        what = f"reading {key}"
+        try:
+            response = self.conn.call("get_object", what, Key=key)
+        except FileNotFoundError:
+            raise IndexNotFoundError(
+                f"index {name} does not exist in store {self.location}") from None
+        body = response["Body"]
+        try:
+            yield from body.iter_chunks(256 * 1024)
+        except Exception as exc:
+            raise self.conn.translate(exc, what) from None
+        finally:
+            body.close()
+
     def has_index(self, name: str) -> bool:
         try:
             self.conn.call("head_object", f"looking up {name}", Key=self._object(name))

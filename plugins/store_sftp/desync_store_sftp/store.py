@@ -38,6 +38,7 @@ from desync_core.plugin_api import (
     WritableIndexStore,
     check_index_name,
     os_error,
+    read_index_stream,
 )
 from desync_store_sftp.connect import Session, SSHTarget, open_session
 from desync_store_sftp.pool import SessionPool
@@ -224,6 +225,23 @@ class SFTPIndexStore(WritableIndexStore):
             return self._conn.call(read_file, path)
         except FileNotFoundError:
             raise IndexNotFoundError(f"index {self.location}{name} does not exist") from None
+        except OSError as exc:
+            raise os_error(exc, self, f"reading index {name}") from None
+
+    def iter_index(self, name: str) -> Iterator[bytes]:
+        """Read header first on the server's file (one session held for the read):
+        the read stops at the first thing that cannot be an index."""
+        path = self._path(name)
+        shown = f"{self.location}{name}"
+
+        def bounded(sftp: Any, path: str) -> bytes:
+            with sftp.open(path, "rb") as f:
+                return read_index_stream(f, shown)
+
+        try:
+            yield self._conn.call(bounded, path)
+        except FileNotFoundError:
+            raise IndexNotFoundError(f"index {shown} does not exist") from None
         except OSError as exc:
             raise os_error(exc, self, f"reading index {name}") from None
 
