@@ -21,8 +21,11 @@ bucket is an error naming the bucket, not a store full of missing chunks.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -30,6 +33,7 @@ from urllib.parse import quote
 
 import google.auth
 import google.auth.exceptions
+import google_crc32c
 import requests
 import requests.adapters
 from google.api_core import exceptions as api_exceptions
@@ -325,17 +329,28 @@ class BucketClient:
 
     def upload(self, name: str, data: bytes | bytearray | memoryview,
                content_type: str) -> None:
-        """Create or replace object ``name`` in one request (a simple media upload).
+        """Create or replace object ``name`` in one request (a multipart upload).
 
-        A GCS object appears only when its upload completes, so readers never see a
-        partial one. No ``ifGenerationMatch=0`` precondition: a cache repair and
-        ``verify -r`` must be able to replace a damaged chunk, and two writers of one
-        chunk write the same bytes.
+        The object's CRC32C travels in its metadata, so the server refuses a body that
+        did not arrive whole: a writer killed mid-upload leaves no object (the storage
+        emulator would otherwise keep the truncated body). No ``ifGenerationMatch=0``
+        precondition: a cache repair and ``verify -r`` must be able to replace a
+        damaged chunk, and two writers of one chunk write the same bytes.
         """
         payload = data if isinstance(data, bytes) else bytes(data)
+        checksum = base64.b64encode(google_crc32c.Checksum(payload).digest()).decode("ascii")
+        meta = json.dumps({"name": name, "contentType": content_type, "crc32c": checksum})
+        boundary = secrets.token_hex(16)
+        body = b"".join((
+            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
+            meta.encode(),
+            f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode(),
+            payload,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ))
         self._request("POST", f"/upload/storage/v1/b/{self.bucket_name}/o",
-                      f"writing {name}", params={"uploadType": "media", "name": name},
-                      data=payload, headers={"Content-Type": content_type})
+                      f"writing {name}", params={"uploadType": "multipart"}, data=body,
+                      headers={"Content-Type": f"multipart/related; boundary={boundary}"})
 
     def delete(self, name: str) -> None:
         """Delete object ``name``; FileNotFoundError if it does not exist."""
