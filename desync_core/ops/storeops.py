@@ -164,6 +164,11 @@ def _not_chunk_files(store: Any, repair: bool) -> Iterable[tuple[str, bool]]:
             yield msg, False
 
 
+def prune_candidates(store: PrunableChunkStore, keep: set[bytes]) -> list[bytes]:
+    """The chunks ``store.prune(keep)`` would delete, sorted by id (``prune --dry-run``)."""
+    return sorted(cid for cid in store.iter_chunk_ids() if cid not in keep)
+
+
 def confirm_prune(count: int, store: str, stdin: TextIO, stdout: TextIO) -> bool:
     """desync's prune prompt; True to go ahead."""
     stdout.write(
@@ -183,4 +188,5 @@ def confirm_prune(count: int, store: str, stdin: TextIO, stdout: TextIO) -> bool
             return False
 
 
-__all__ = ["cache_chunks", "chop", "confirm_prune", "read_chunk_list", "verify_store"]
+__all__ = ["cache_chunks", "chop", "confirm_prune", "prune_candidates", "read_chunk_list",
+           "verify_store"]

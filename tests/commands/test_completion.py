@@ -40,7 +40,7 @@ def test_bash_completion_is_valid_and_lists_every_command(tmp_path: Path, desync
     assert _complete_bash(script, ["desync", "ma"]) == ["make", "manpage"]
     assert "chunk-server" in _complete_bash(script, ["desync", "chunk"])
     prune_flags = _complete_bash(script, ["desync", "prune", "--"])
-    assert {"--store", "--yes"} <= set(prune_flags)
+    assert {"--store", "--yes", "--ignore-chunks", "--dry-run"} <= set(prune_flags)
     assert "--listen" in _complete_bash(script, ["desync", "chunk-server", "--l"])
 
 

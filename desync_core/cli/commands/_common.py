@@ -7,12 +7,18 @@ import argparse
 from desync_core.cli.options import ArrayAction
 
 
+def add_ignore_chunks_flag(p: argparse.ArgumentParser,
+                           help: str = "skip chunk ids listed in this text file (repeatable)",
+                           ) -> None:
+    """``--ignore-chunks FILE`` (repeatable): a text file of chunk ids, one per line."""
+    p.add_argument("--ignore-chunks", action=ArrayAction, default=[], metavar="FILE", help=help)
+
+
 def add_ignore_flags(p: argparse.ArgumentParser) -> None:
     """``--ignore INDEX`` and ``--ignore-chunks FILE`` (both repeatable)."""
     p.add_argument("--ignore", action=ArrayAction, default=[], metavar="INDEX",
                    help="skip chunks referenced by this index (repeatable)")
-    p.add_argument("--ignore-chunks", action=ArrayAction, default=[], metavar="FILE",
-                   help="skip chunk ids listed in this text file (repeatable)")
+    add_ignore_chunks_flag(p)
 
 
 def ignored_ids(ctx, args: argparse.Namespace) -> set[bytes]:  # type: ignore[no-untyped-def]
@@ -20,7 +26,7 @@ def ignored_ids(ctx, args: argparse.Namespace) -> set[bytes]:  # type: ignore[no
     from desync_core.ops.storeops import read_chunk_list
 
     ids: set[bytes] = set()
-    for location in args.ignore:
+    for location in getattr(args, "ignore", []):
         ids.update(ctx.read_index(location).chunk_ids())
     for path in args.ignore_chunks:
         ids.update(read_chunk_list(path))
