@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES="casync fuse3 openssh-server btrfs-progs xfsprogs attr acl zstd python3-venv"
+PACKAGES="casync fuse3 openssh-server btrfs-progs xfsprogs attr acl zstd python3-venv zsh fish"
 # Each plugin names the Debian packages its tests need (servers, tools) in
 # plugins/<name>/system-packages.txt: one per line, '#' comments.
 for f in plugins/*/system-packages.txt; do
@@ -37,3 +37,7 @@ $PIP install -q "${specs[@]}" -r requirements-test.txt
 # Bytecode for the editable checkout: where PYTHONDONTWRITEBYTECODE is set (containers
 # often set it), every `desync` process would otherwise compile its modules again.
 .venv/bin/python -m compileall -q desync_core plugins examples >/dev/null
+# Shell completion for bash users of this machine (generated from the installed parser).
+if [ -d /etc/bash_completion.d ] && [ -w /etc/bash_completion.d ]; then
+    .venv/bin/desync completion bash > /etc/bash_completion.d/desync 2>/dev/null || true
+fi
