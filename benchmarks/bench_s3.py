@@ -26,7 +26,6 @@ Needs desync-core and desync-store-s3[testing] installed (``scripts/setup.sh``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -40,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import build_tarball
-from benchutil import compile_bytecode
+from benchutil import compile_bytecode, sha256
 
 from desync_store_s3.seaweedfs import SeaweedFS
 
@@ -54,14 +53,6 @@ def desync(*args: str, env: dict[str, str]) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"desync {' '.join(args)} failed: {proc.stderr.decode()}")
     return elapsed
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def raw_client(server: SeaweedFS, n: int) -> Any:
