@@ -13,7 +13,6 @@ import secrets
 from collections.abc import Iterator
 
 from desync_core.errors import (
-    IndexNotFoundError,
     StoreError,
     StorePermissionError,
 )
@@ -165,23 +164,13 @@ class LocalIndexStore(WritableIndexStore):
     def _path(self, name: str) -> str:
         return os.path.join(self.base, check_index_name(name))
 
-    def iter_index(self, name: str) -> Iterator[bytes]:
-        """Read header first and bounded (:func:`~desync_core.index.read_index_file`)."""
+    def get_index(self, name: str) -> bytes:
+        """The index file, read header first and bounded by what the header allows
+        (:func:`~desync_core.index.read_index_file`): a blob stored under an index
+        name fails after its header instead of being read whole."""
         from desync_core.index import read_index_file
 
-        yield read_index_file(self._path(name))
-
-    def get_index(self, name: str) -> bytes:
-        path = self._path(name)
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise IndexNotFoundError(f"index {path} does not exist") from None
-        except IsADirectoryError:
-            raise StoreError(f"reading index {path}: is a directory") from None
-        except OSError as exc:
-            raise StoreError(f"reading index {path}: {exc.strerror or exc}") from exc
+        return read_index_file(self._path(name))
 
     def has_index(self, name: str) -> bool:
         return os.path.isfile(self._path(name))
