@@ -91,7 +91,3 @@ class TestEncryptedChunks(_RawAccess, PrunableChunkStoreContract):
         yield store
         store.close()
 
-    def test_reopen_from_str(self, store: ChunkStore) -> None:
-        # Reopening by name alone would lose the config file's key; the pickled store
-        # (test_pickle_round_trip, test_usable_in_spawned_worker) keeps it.
-        assert store.codec.encrypted
