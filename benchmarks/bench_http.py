@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -23,29 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import compile_bytecode, make_blob, sha256
+from benchutil import compile_bytecode, make_blob, sha256, start_server
 
 
 def desync(*args: str) -> None:
     """Run the CLI, failing loudly."""
     subprocess.run([sys.executable, "-m", "desync_core", *args], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-
-
-def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A chunk server over ``store`` on a free port; returns the process and its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "desync_core", "chunk-server", "-s", str(store),
-         "-l", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
-    m = re.match(r"listening on (\S+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"chunk-server did not start: {line}{proc.stderr.read().decode()}")
-    return proc, m.group(1)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench import build_tarball
-from benchutil import compile_bytecode, sha256
+from benchutil import compile_bytecode, sha256, start_server
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
@@ -44,7 +43,6 @@ def desync(*args: str) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"desync {' '.join(args)} failed:\n{proc.stderr.decode()}")
     return elapsed
-
 
 
 def free_port() -> int:
@@ -88,20 +86,6 @@ def start_registry(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_chunk_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``desync chunk-server`` over ``store``; returns it and its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "desync_core", "chunk-server", "-s", str(store),
-         "-l", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
-    m = re.match(r"listening on (\S+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"chunk-server did not start: {line}")
-    return proc, m.group(1)
-
-
 def main() -> None:
     """Run the benchmark and print the table."""
     compile_bytecode()
@@ -128,7 +112,7 @@ def main() -> None:
         desync("make", "-s", str(store), *n, str(index), str(tar))
         chunks = sum(1 for _ in store.rglob("*.cacnk"))
         registry, port = start_registry(work / "registry")
-        server, url = start_chunk_server(store)
+        server, url = start_server(store)
         try:
             oci = f"oci+http://127.0.0.1:{port}/bench/chunks"
             upload = desync("make", "-s", oci, *n, str(work / "tar2.caibx"), str(tar))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -53,3 +54,17 @@ def make_blob(path: Path, size: int) -> str:
             digest.update(block)
             written += len(block)
     return digest.hexdigest()
+
+
+def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A chunk server over ``store`` on a free port; returns the process and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "desync_core", "chunk-server", "-s", str(store),
+         "-l", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    m = re.match(r"listening on (\S+)", line)
+    if not m:
+        proc.kill()
+        raise SystemExit(f"chunk-server did not start: {line}{proc.stderr.read().decode()}")
+    return proc, m.group(1)
