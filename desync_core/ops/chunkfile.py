@@ -23,6 +23,7 @@ from desync_core.digest import Digest, get_digest
 from desync_core.errors import ChunkInvalidError, SeedInvalidError, StoreError
 from desync_core.fileio import pread_exact
 from desync_core.stores.chunk import Chunk
+from desync_core.stores.presence import presence_for
 
 #: Bytes of chunks per worker task (load balancing vs. overhead).
 TASK_BYTES = 32 * 1024 * 1024
@@ -43,14 +44,21 @@ class _WorkerState:
     store: Any = None
     digest: Digest | None = None
     io_pool: ThreadPoolExecutor | None = None
+    presence: Any = None
 
 
 _state = _WorkerState()
 
 
-def init_worker(store: Any, digest_name: str, io_threads: int) -> None:
-    """Pool initializer: the store and digest every task of this process uses."""
+def init_worker(store: Any, digest_name: str, io_threads: int,
+                expected_chunks: int | None = None) -> None:
+    """Pool initializer: the store and digest every task of this process uses.
+
+    ``expected_chunks`` (about how many chunks this process looks up) lets a remote
+    store be listed once instead (:func:`desync_core.stores.presence.presence_for`).
+    """
     _state.store = store
+    _state.presence = presence_for(store, expected_chunks) if store is not None else None
     _state.digest = get_digest(digest_name)
     threaded = store is not None and io_threads > 1
     _state.io_pool = ThreadPoolExecutor(io_threads) if threaded else None
@@ -86,7 +94,7 @@ def iter_ranges(fd: int, starts: np.ndarray, ends: np.ndarray,
 
 
 def _store_one(store: Any, chunk_id: bytes, data: bytes | bytearray | memoryview) -> int:
-    if store.has_chunk(chunk_id):
+    if _state.presence.has_chunk(chunk_id):
         return 0
     store.store_chunk(Chunk(chunk_id, data))
     return len(data)

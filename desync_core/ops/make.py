@@ -45,6 +45,7 @@ from desync_core.errors import DesyncError, UsageError
 from desync_core.index import Index, blob_index_flags
 from desync_core.progress import Progress
 from desync_core.stores.chunk import Chunk
+from desync_core.stores.presence import presence_for
 from desync_core.workers import default_workers
 
 CATAR_ENTRY = 0x1396FABCEA5BBB51
@@ -100,8 +101,11 @@ class ChunkSink:
             not CPU, is the limit); None runs them in the calling thread.
     """
 
-    def __init__(self, store: Any, digest: Digest, io_pool: ThreadPoolExecutor | None) -> None:
+    def __init__(self, store: Any, digest: Digest, io_pool: ThreadPoolExecutor | None,
+                 expected_chunks: int | None = None) -> None:
         self.store = store
+        #: Answers the lookups: the store, or a listing of it (stores.presence).
+        self.presence: Any = presence_for(store, expected_chunks) if store is not None else None
         self.digest = digest
         self.io_pool = io_pool
         self._lock = threading.Lock()
@@ -120,7 +124,7 @@ class ChunkSink:
             return True
 
     def _store(self, chunk_id: bytes, data: memoryview) -> None:
-        if self.store.has_chunk(chunk_id):
+        if self.presence.has_chunk(chunk_id):
             return  # present: never compressed again
         self.store.store_chunk(Chunk(chunk_id, data))
         with self._lock:
@@ -200,7 +204,7 @@ def make_index(
     io_pool = None
     if store is not None and not store_is_local:
         io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
-    sink = ChunkSink(store, digest, io_pool)
+    sink = ChunkSink(store, digest, io_pool, _expected_chunks(source, params))
     try:
         if source == "-" or not _check_input(source):
             if source == "-":
@@ -219,6 +223,15 @@ def make_index(
     stats.chunks_stored = sink.stored
     stats.bytes_stored = sink.stored_bytes
     return index
+
+
+def _expected_chunks(source: str, params: ChunkerParams) -> int | None:
+    """About how many chunks a regular file will give (None: a stream or a device)."""
+    try:
+        size = os.stat(source).st_size if source != "-" else 0
+    except OSError:
+        return None
+    return size // params.avg + 1 if size else None
 
 
 def _make_seekable(path: str, params: ChunkerParams, digest: Digest, sink: ChunkSink,

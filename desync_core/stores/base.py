@@ -82,6 +82,11 @@ class ChunkStore(ABC):
     #: :meth:`get_chunk` returns the stored bytes in :attr:`codec` (the key-value bases
     #: do), so verified reads may decode them straight into the caller's buffer.
     returns_stored_bytes = False
+    #: Looking one chunk up costs a request of its own (an object store's HEAD) while
+    #: one :meth:`PrunableChunkStore.iter_chunk_ids` request lists many: writers list
+    #: the store once, in the background, instead of looking up every chunk when the
+    #: store is small enough (:mod:`desync_core.stores.presence`).
+    lookup_by_listing = False
 
     def local_chunk_file(self, hex_id: str) -> str | None:
         """A local file holding the chunk's stored bytes in :attr:`codec`, which

@@ -35,6 +35,9 @@ class GCSChunkStore(KeyValueChunkStore):
     only names of exactly the form ``<prefix><4hex>/<id><ext>`` count as chunks).
     """
 
+    #: A lookup per chunk costs as much as a page of listed names: writers list.
+    lookup_by_listing = True
+
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None) -> None:
         super().__init__(location, options)
         self.bucket, self.prefix = split_location(location.raw)

@@ -97,6 +97,8 @@ class S3ChunkStore(_S3Base, KeyValueChunkStore):
 
     #: Keys per ``ListObjectsV2`` page (S3's maximum).
     list_page_size = 1000
+    #: A HEAD per chunk costs as much as a page of 1000 listed keys: writers list.
+    lookup_by_listing = True
 
     def __init__(self, location: StoreLocation, options: StoreOptions | None = None,
                  credentials: CredentialsEntry | None = None) -> None:

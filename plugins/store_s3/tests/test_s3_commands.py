@@ -275,3 +275,27 @@ def test_store_opened_without_a_command_uses_the_environment(store_url: str) -> 
     data = b"direct" * 1000
     store.store_chunk(Chunk(SHA512_256.sum(data), data))
     assert bytes(store.get_chunk(SHA512_256.sum(data)).data()) == data
+
+
+def test_make_lists_the_store_and_uploads_only_what_is_missing(
+        ok: Cli, admin: Any, s3_url: str, fresh_bucket: str, blob: Path, tmp_path: Path) -> None:
+    """make lists the bucket instead of a HEAD per chunk (``lookup_by_listing``): a chunk
+    deleted between two runs is uploaded again, the others are left as they are."""
+    import time
+
+    store = f"{s3_url}/{fresh_bucket}"
+    ok("make", "-s", store, tmp_path / "b.caibx", blob)
+    ids = chunk_ids(tmp_path / "b.caibx")
+    assert stored_ids(admin, fresh_bucket, "") == ids
+    lost = sorted(ids)[0]
+    lost_key = f"{lost.hex()[:4]}/{lost.hex()}.cacnk"
+    admin.delete_object(Bucket=fresh_bucket, Key=lost_key)
+    modified = {k: admin.head_object(Bucket=fresh_bucket, Key=k)["LastModified"]
+                for k in list_keys(admin, fresh_bucket, "")}
+    time.sleep(1.1)  # LastModified has a resolution of one second
+    ok("make", "-s", store, tmp_path / "b2.caibx", blob)
+    assert stored_ids(admin, fresh_bucket, "") == ids
+    for key, when in modified.items():
+        assert admin.head_object(Bucket=fresh_bucket, Key=key)["LastModified"] == when, key
+    ok("extract", "-s", store, tmp_path / "b2.caibx", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
