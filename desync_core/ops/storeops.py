@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 from desync_core.digest import Digest, parse_chunk_id
-from desync_core.errors import ChunkInvalidError, ChunkMissingError, UsageError
+from desync_core.errors import ChunkInvalidError, ChunkMissingError, StoreError, UsageError
 from desync_core.index import Index
 from desync_core.progress import Progress
 from desync_core.stores.base import PrunableChunkStore
+
+if TYPE_CHECKING:
+    from desync_core.context import Context
 
 
 def read_chunk_list(path: str) -> set[bytes]:
@@ -52,11 +56,12 @@ def chop(index: Index, path: str, store: Any, *, workers: int = 10,
     kwargs: dict[str, Any] = {"expected": index.ids, "skip": skip,
                               "on_done": lambda n, _b: progress.update(n)}
     if procs <= 1 or index.length < 32 * 1024 * 1024:
-        chunkfile.init_worker(store, index.digest.name, threads)
+        chunkfile.init_worker(store, index.digest.name, threads, len(index))
         results = chunkfile.run_tasks(path, index.starts(), index.ends, executor=None, **kwargs)
     else:
         with process_pool(procs, chunkfile.init_worker,
-                          (store, index.digest.name, max(1, threads // procs))) as pool:
+                          (store, index.digest.name, max(1, threads // procs),
+                           len(index) // procs + 1)) as pool:
             results = chunkfile.run_tasks(path, index.starts(), index.ends, executor=pool,
                                           **kwargs)
     return sum(r.stored for r in results)
@@ -82,16 +87,39 @@ def cache_chunks(ids: Iterable[bytes], source: Any, target: Any, *, workers: int
         return sum(pool.map(one, todo))
 
 
-def verify_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10,
-                 repair: bool = False, err: TextIO | None = None) -> int:
-    """Verify every chunk of a local store; report invalid ones on ``err``.
+@dataclass(frozen=True)
+class StoreProblem:
+    """One bad entry ``verify`` found in a store.
 
-    With ``repair`` invalid chunks are deleted. Returns how many invalid chunks are
-    still in the store (reported but not removed).
+    Attributes:
+        chunk_id: the id the entry is stored under.
+        message: the line ``verify`` prints for it.
+        removed: it was deleted (``repair``).
     """
-    err = err or sys.stderr
 
-    def check(chunk_id: bytes) -> tuple[str, bool] | None:
+    chunk_id: bytes
+    message: str
+    removed: bool
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """What :func:`check_store` did: chunks read, and every problem found."""
+
+    checked: int
+    problems: tuple[StoreProblem, ...]
+
+
+def check_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10,
+                repair: bool = False,
+                on_problem: Callable[[StoreProblem], object] | None = None) -> StoreCheck:
+    """Verify every chunk of a listable store; with ``repair`` delete invalid ones.
+
+    ``on_problem`` is called for each problem as it is found (the CLI prints it then,
+    not at the end of a long walk).
+    """
+
+    def check(chunk_id: bytes) -> StoreProblem | None:
         try:
             chunk = store.get_chunk(chunk_id)
             chunk.verify(digest)
@@ -102,28 +130,62 @@ def verify_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10
             if repair:
                 try:
                     store.remove_chunk(chunk_id)
-                    return msg + ": removed", True
+                    return StoreProblem(chunk_id, msg + ": removed", True)
                 except Exception as rm_exc:  # report and go on, like desync
                     msg += f":{rm_exc}"
-            return msg, False
+            return StoreProblem(chunk_id, msg, False)
         except Exception as exc:  # an unreadable file: report it, keep walking
-            return f"chunk {chunk_id.hex()}: {exc}", False
+            return StoreProblem(chunk_id, f"chunk {chunk_id.hex()}: {exc}", False)
         return None
 
-    remaining = 0
+    checked = 0
+    problems: list[StoreProblem] = []
+
+    def found(problem: StoreProblem) -> None:
+        problems.append(problem)
+        if on_problem is not None:
+            on_problem(problem)
+
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for result in pool.map(check, store.iter_chunk_ids()):
+            checked += 1
             if result:
-                msg, removed = result
-                remaining += not removed
-                err.write(msg + "\n")
-    for msg, removed in _not_chunk_files(store, repair):
-        remaining += not removed
-        err.write(msg + "\n")
-    return remaining
+                found(result)
+    for problem in _not_chunk_files(store, repair):
+        found(problem)
+    return StoreCheck(checked, tuple(problems))
 
 
-def _not_chunk_files(store: Any, repair: bool) -> Iterable[tuple[str, bool]]:
+def verify_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10,
+                 repair: bool = False, err: TextIO | None = None) -> int:
+    """Verify every chunk of a local store; report invalid ones on ``err``.
+
+    With ``repair`` invalid chunks are deleted. Returns how many invalid chunks are
+    still in the store (reported but not removed).
+    """
+    out = err or sys.stderr
+    result = check_store(store, digest, workers=workers, repair=repair,
+                         on_problem=lambda p: out.write(p.message + "\n"))
+    return sum(not p.removed for p in result.problems)
+
+
+def open_listable(ctx: Context, location: str) -> PrunableChunkStore:
+    """The store ``verify`` walks: one that lists and deletes chunks (local, or a
+    plugin's bucket store); HTTP and ssh stores cannot be walked.
+
+    Raises:
+        UsageError: no location, or a store that cannot be listed.
+    """
+    if not location:
+        raise UsageError("no store provided")
+    store = ctx.open_chunk_store(location)
+    if not isinstance(store, PrunableChunkStore):
+        raise UsageError(f"'{location}' is not a local store and cannot be listed; "
+                         "verify needs a store it can list")
+    return store
+
+
+def _not_chunk_files(store: Any, repair: bool) -> Iterable[StoreProblem]:
     """Entries of a local store named like chunks that are not regular files.
 
     The store's listing skips them, so the chunk walk never sees them; yet a reader
@@ -157,11 +219,94 @@ def _not_chunk_files(store: Any, repair: bool) -> Iterable[tuple[str, bool]]:
                 try:
                     os.unlink(entry.path)
                 except OSError as exc:
-                    yield f"{msg}: {exc.strerror}", False
+                    yield StoreProblem(chunk_id, f"{msg}: {exc.strerror}", False)
                     continue
-                yield msg + ": removed", True
+                yield StoreProblem(chunk_id, msg + ": removed", True)
                 continue
-            yield msg, False
+            yield StoreProblem(chunk_id, msg, False)
+
+
+def collect_ids(ctx: Context, indexes: Iterable[str] = (),
+                chunk_lists: Iterable[str] = ()) -> set[bytes]:
+    """Chunk ids of index locations and of chunk-id list files (``--ignore``,
+    ``--ignore-chunks``, prune's keep set)."""
+    ids: set[bytes] = set()
+    for location in indexes:
+        ids.update(ctx.read_index(location).chunk_ids())
+    for path in chunk_lists:
+        ids.update(read_chunk_list(path))
+    return ids
+
+
+def cache_indexes(ctx: Context, indexes: Sequence[str], stores: Sequence[str], cache: str,
+                  *, skip: set[bytes] | None = None,
+                  progress: Progress | None = None) -> tuple[int, int]:
+    """``cache``: copy the chunks of ``indexes`` (less ``skip``) from ``stores`` into
+    ``cache``; returns (distinct chunks wanted, chunks copied).
+
+    Raises:
+        UsageError: no source store or no cache.
+    """
+    if not stores:
+        raise UsageError("no source store provided")
+    if not cache:
+        raise UsageError("no target cache store provided")
+    if not indexes:
+        raise UsageError("no index provided")
+    read = [ctx.read_index(loc) for loc in indexes]
+    skip = skip or set()
+    ids = [cid for index in read for cid in index.chunk_ids() if cid not in skip]
+    source = ctx.open_source(list(stores), None, read[0].digest,
+                             max_chunk_size=max(i.chunk_size_max for i in read))
+    try:
+        target = ctx.open_writable(cache)
+        try:
+            copied = cache_chunks(ids, source, target, workers=ctx.concurrency,
+                                  progress=progress)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    return len(set(ids)), copied
+
+
+def chop_index(ctx: Context, index: str | Index, path: str, store: str, *,
+               ignore: set[bytes] | None = None,
+               progress: Progress | None = None) -> tuple[Index, int]:
+    """``chop``: store the chunks of ``path`` cut where ``index`` says; returns the
+    index and the number of chunks stored.
+
+    Raises:
+        UsageError: no store.
+    """
+    if not store:
+        raise UsageError("no target store provided")
+    idx = index if isinstance(index, Index) else ctx.read_index(index)
+    target = ctx.open_writable(store)
+    try:
+        stored = chop(idx, path, target, workers=ctx.concurrency, ignore=ignore,
+                      store_is_local=getattr(getattr(target, "inner", None), "is_local", True),
+                      progress=progress)
+    finally:
+        target.close()
+    return idx, stored
+
+
+def open_prune_target(ctx: Context, location: str) -> PrunableChunkStore:
+    """The store ``prune`` deletes from, checked before anything is asked or deleted.
+
+    Raises:
+        UsageError: no location.
+        StoreError: the store cannot prune, or a local store is not a directory.
+    """
+    from desync_core.stores.local import LocalChunkStore
+
+    if not location:
+        raise UsageError("no store provided")
+    store = ctx.open_prunable(location)
+    if isinstance(store, LocalChunkStore) and not os.path.isdir(store.base):
+        raise StoreError(f"store {store.base} does not exist or is not a directory")
+    return store
 
 
 def prune_candidates(store: PrunableChunkStore, keep: set[bytes]) -> list[bytes]:
@@ -188,5 +333,6 @@ def confirm_prune(count: int, store: str, stdin: TextIO, stdout: TextIO) -> bool
             return False
 
 
-__all__ = ["cache_chunks", "chop", "confirm_prune", "prune_candidates", "read_chunk_list",
-           "verify_store"]
+__all__ = ["StoreCheck", "StoreProblem", "cache_chunks", "cache_indexes", "check_store", "chop",
+           "chop_index", "collect_ids", "confirm_prune", "open_listable", "open_prune_target",
+           "prune_candidates", "read_chunk_list", "verify_store"]

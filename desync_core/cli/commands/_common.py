@@ -23,11 +23,6 @@ def add_ignore_flags(p: argparse.ArgumentParser) -> None:
 
 def ignored_ids(ctx, args: argparse.Namespace) -> set[bytes]:  # type: ignore[no-untyped-def]
     """Chunk ids named by ``--ignore`` indexes and ``--ignore-chunks`` files."""
-    from desync_core.ops.storeops import read_chunk_list
+    from desync_core.ops.storeops import collect_ids
 
-    ids: set[bytes] = set()
-    for location in getattr(args, "ignore", []):
-        ids.update(ctx.read_index(location).chunk_ids())
-    for path in args.ignore_chunks:
-        ids.update(read_chunk_list(path))
-    return ids
+    return collect_ids(ctx, getattr(args, "ignore", []), args.ignore_chunks)

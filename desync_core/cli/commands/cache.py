@@ -24,23 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``cache``."""
-    from desync_core.errors import UsageError
-    from desync_core.ops.storeops import cache_chunks
+    from desync_core.ops.storeops import cache_indexes
     from desync_core.progress import new_progress
 
-    if not args.store:
-        raise UsageError("no source store provided")
-    if not args.cache:
-        raise UsageError("no target cache store provided")
-    indexes = [ctx.read_index(loc) for loc in args.index]
-    ids = [cid for index in indexes for cid in index.chunk_ids()]
-    skip = ignored_ids(ctx, args)
-    ids = [cid for cid in ids if cid not in skip]
-    source = ctx.open_source(args.store, None, indexes[0].digest,
-                             max_chunk_size=max(i.chunk_size_max for i in indexes))
-    target = ctx.open_writable(args.cache)
-    with new_progress("", len(ids)) as bar:
-        cache_chunks(ids, source, target, workers=ctx.concurrency, progress=bar)
+    with new_progress("", 0) as bar:
+        cache_indexes(ctx, args.index, args.store, args.cache, skip=ignored_ids(ctx, args),
+                      progress=bar)
     return 0
 
 

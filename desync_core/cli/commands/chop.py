@@ -25,17 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``chop``."""
     from desync_core.errors import UsageError
-    from desync_core.ops.storeops import chop
+    from desync_core.ops.storeops import chop_index
     from desync_core.progress import new_progress
 
     if not args.store:
         raise UsageError("no target store provided")
     index = ctx.read_index(args.index)
     ignore = ignored_ids(ctx, args)
-    store = ctx.open_writable(args.store)
     with new_progress("", len(index)) as bar:
-        chop(index, args.file, store, workers=ctx.concurrency, ignore=ignore,
-             store_is_local=store.inner.is_local, progress=bar)
+        chop_index(ctx, index, args.file, args.store, ignore=ignore, progress=bar)
     return 0
 
 

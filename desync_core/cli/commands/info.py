@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -34,42 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``info``."""
     from desync_core.errors import UsageError
-    from desync_core.ops.read import format_info, info
+    from desync_core.ops.info import index_info
+    from desync_core.ops.read import format_info
 
     if args.format not in ("json", "plain"):
         raise UsageError(f'unsupported output format "{args.format}"')
-    index = ctx.read_index(args.index)
-    seed_ids: set[bytes] = set()
-    for location in _seed_indexes(args):
-        seed_ids.update(ctx.read_index(location).chunk_ids())
-    chunks_info = None
-    if args.chunks_info:
-        try:
-            with open(args.chunks_info, encoding="utf-8") as f:
-                chunks_info = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"reading {args.chunks_info}: {exc}") from None
-    store = ctx.open_source(args.store, None, index.digest) if args.store else None
-    cache = ctx.open_reader(args.cache, index.digest) if args.cache else None
-    result = info(index, store=store, seed_ids=seed_ids, cache=cache,
-                  chunks_info=chunks_info, workers=ctx.concurrency)
+    result = index_info(ctx, args.index, stores=args.store, seeds=args.seed,
+                        seed_dirs=args.seed_dir, cache=args.cache or None,
+                        chunks_info=args.chunks_info or None)
     sys.stdout.write(format_info(result, args.format))
     return 0
-
-
-def _seed_indexes(args: argparse.Namespace) -> list[str]:
-    """Seed index locations of ``--seed`` values and ``--seed-dir`` directories."""
-    from desync_core.seeds.file import INDEX_EXTENSION, find_dir_seeds
-
-    locations = []
-    for value in args.seed:
-        # desync's info takes index locations; extract's INDEX:DATA also works here.
-        whole = value.endswith(INDEX_EXTENSION) or "://" in value or ":" not in value
-        locations.append(value if whole else value.split(":", 1)[0])
-    exclude = args.index if args.index != "-" else None
-    for directory in args.seed_dir:
-        locations.extend(index for index, _data in find_dir_seeds(directory, exclude))
-    return locations
 
 
 COMMAND = Command(

@@ -24,26 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``mtree``."""
-    import os
     import sys
-    from typing import cast
 
-    from desync_core.archive.base import ArchiveOptions, NodeStream
-    from desync_core.archive.disk import DiskReader
-    from desync_core.errors import UsageError
-    from desync_core.ops.archive import archive_flags, mtree, open_archive
+    from desync_core.ops.archive import mtree
+    from desync_core.ops.tree import tree_nodes
 
-    if args.index and not args.store:
-        raise UsageError("-i requires at least one store (-s <location>)")
-    if os.path.isdir(args.input):
-        if args.index:
-            raise UsageError("-i can't be used with input directory")
-        options = ArchiveOptions(feature_flags=archive_flags(ctx.digest))
-        mtree(DiskReader(args.input, options).nodes(), ctx.digest, sys.stdout)
-        return 0
-    with open_archive(ctx, args.input, index=args.index, stores=args.store,
-                      cache=args.cache) as nodes:
-        mtree(cast(NodeStream, nodes), ctx.digest, sys.stdout)  # (no plain_files asked for)
+    with tree_nodes(ctx, args.input, index=args.index, stores=args.store,
+                    cache=args.cache) as nodes:
+        mtree(nodes, ctx.digest, sys.stdout)
     return 0
 
 

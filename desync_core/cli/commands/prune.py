@@ -28,11 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``prune``."""
-    import os
-
-    from desync_core.errors import StoreError, UsageError
-    from desync_core.ops.storeops import confirm_prune, prune_candidates
-    from desync_core.stores.local import LocalChunkStore
+    from desync_core.errors import UsageError
+    from desync_core.ops.storeops import confirm_prune, open_prune_target, prune_candidates
 
     if not args.index and not args.ignore_chunks:
         # desync requires an index; a keep list alone is enough here
@@ -42,10 +39,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     keep = ignored_ids(ctx, args)
     for location in args.index:
         keep.update(ctx.read_index(location).chunk_ids())
-    store = ctx.open_prunable(args.store)
-    if isinstance(store, LocalChunkStore) and not os.path.isdir(store.base):
-        # Fail before asking for confirmation, not after.
-        raise StoreError(f"store {store.base} does not exist or is not a directory")
+    store = open_prune_target(ctx, args.store)  # fails before asking, not after
     if args.dry_run:
         out = sys.stdout
         for chunk_id in prune_candidates(store, keep):

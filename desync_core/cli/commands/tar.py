@@ -32,42 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``tar``."""
-    from desync_core import flags as ff
-    from desync_core.archive.base import ArchiveOptions
-    from desync_core.errors import UsageError
-    from desync_core.ops.archive import archive_flags, get_format, tar_to_index
-    from desync_core.outputs import refuse_output_over_inputs
+    from desync_core.ops.tree import tar
 
-    refuse_output_over_inputs(args.output, [args.source])
-    if args.index and not args.store:
-        raise UsageError("-i requires a store (-s <location>)")
-    if args.tar_add_root and args.input_format != "tar":
-        raise UsageError("--tar-add-root works only with --input-format tar")
-    fmt = get_format(args.input_format, direction="input")
-    flags = archive_flags(ctx.digest)
-    if args.one_file_system and args.input_format == "disk":
-        flags |= ff.EXCLUDE_SUBMOUNTS
-    options = ArchiveOptions(feature_flags=flags, no_time=args.no_time,
-                             one_file_system=args.one_file_system,
-                             tar_add_root=args.tar_add_root)
-    nodes = fmt.read(args.source, options)
-    if not args.index:
-        get_format("catar", direction="output").write(nodes, args.output, options)
-        return 0
-
-    from desync_core.chunker import ChunkerParams
-    from desync_core.workers import default_workers
-
-    params = ChunkerParams.from_kib(args.chunk_size)
-    store = ctx.open_writable(args.store)
-    try:
-        index = tar_to_index(
-            nodes, flags, params, ctx.digest, store, workers=default_workers(),
-            io_threads=max(ctx.concurrency, 1),
-            store_is_local=getattr(getattr(store, "inner", None), "is_local", True))
-    finally:
-        store.close()
-    ctx.write_index(args.output, index)
+    tar(ctx, args.output, args.source, index=args.index, store=args.store,
+        chunk_size=args.chunk_size, input_format=args.input_format, no_time=args.no_time,
+        tar_add_root=args.tar_add_root, one_file_system=args.one_file_system)
     return 0
 
 

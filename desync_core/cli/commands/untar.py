@@ -31,20 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run ``untar``."""
-    from desync_core.archive.base import ArchiveOptions
-    from desync_core.errors import UsageError
-    from desync_core.ops.archive import archive_flags, get_format, untar
-    from desync_core.outputs import refuse_output_over_inputs
+    from desync_core.ops.tree import untar
 
-    refuse_output_over_inputs(args.target, [args.input])
-    if args.index and not args.store:
-        raise UsageError("-i requires at least one store (-s <location>)")
-    fmt = get_format(args.output_format, direction="output")
-    options = ArchiveOptions(feature_flags=archive_flags(ctx.digest),
-                             no_same_owner=args.no_same_owner,
-                             no_same_permissions=args.no_same_permissions)
-    untar(ctx, args.input, args.target, fmt, options, index=args.index, stores=args.store,
-          cache=args.cache)
+    untar(ctx, args.input, args.target, index=args.index, stores=args.store,
+          cache=args.cache, output_format=args.output_format,
+          no_same_owner=args.no_same_owner, no_same_permissions=args.no_same_permissions)
     return 0
 
 

@@ -26,18 +26,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     Unlike desync, which always exits 0, invalid chunks left in the store end the run
     with a one-line summary and the integrity exit status, so scripts notice.
     """
-    from desync_core.errors import IntegrityError, UsageError
-    from desync_core.ops.storeops import verify_store
-    from desync_core.stores.base import PrunableChunkStore
+    from desync_core.errors import IntegrityError
+    from desync_core.ops.storeops import open_listable, verify_store
 
-    if not args.store:
-        raise UsageError("no store provided")
-    store = ctx.open_chunk_store(args.store)
-    # Any store that lists and deletes chunks (local, or a plugin's bucket store)
-    # can be walked; HTTP and ssh stores cannot.
-    if not isinstance(store, PrunableChunkStore):
-        raise UsageError(f"'{args.store}' is not a local store and cannot be listed; "
-                         "verify needs a store it can list")
+    store = open_listable(ctx, args.store)
     remaining = verify_store(store, ctx.digest, workers=args.concurrency, repair=args.repair)
     if remaining:
         noun = "chunk" if remaining == 1 else "chunks"
