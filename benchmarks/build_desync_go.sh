@@ -28,6 +28,7 @@ if [ $# -ne 2 ]; then
     echo "usage: $0 SOURCE_DIR OUTPUT_BINARY" >&2
     exit 2
 fi
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 src=$(cd "$1" && pwd)
 out_dir=$(mkdir -p "$(dirname "$2")" && cd "$(dirname "$2")" && pwd)
 out="$out_dir/$(basename "$2")"
@@ -40,7 +41,7 @@ work="$out_dir/.desync-go-build"
 # The source's identity: a hash over its file names and contents (plus this script,
 # so a changed recipe rebuilds).
 stamp=$( (cd "$src" && find . -type f ! -path './.git/*' -print0 | LC_ALL=C sort -z \
-          | xargs -0 sha256sum; sha256sum < "$0") | sha256sum | cut -d' ' -f1)
+          | xargs -0 sha256sum; sha256sum < "$self") | sha256sum | cut -d' ' -f1)
 if [ "${FORCE:-0}" != 1 ] && [ -x "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "up to date: $out"
     exit 0
