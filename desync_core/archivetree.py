@@ -1,0 +1,181 @@
+"""The directory tree of a ``.caidx`` archive, with where each file's bytes sit.
+
+:func:`build_tree` decodes the archive's metadata once with the core's
+:class:`~desync_core.archive.catar.decoder.CatarDecoder`, reading the catar stream
+through a :class:`~desync_core.rangeread.RangeReader`, and records for every regular
+file the stream offset of its content. Contents are not fetched while the tree is
+built: the decoder is handed zeros for a file's content it is about to skip (only
+chunks that also hold metadata are read), so a consumer can later read one file by
+reading just the chunks under it (``RangeReader.read(entry.offset + pos, n)``).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass
+
+from desync_core.archive.base import DirEnd, Node
+from desync_core.archive.catar.decoder import CatarDecoder
+from desync_core.errors import ArchiveFormatError
+from desync_core.rangeread import RangeReader
+
+_ZEROS = memoryview(bytes(1 << 20))
+#: Largest read of real data handed to the decoder: it asks for 1 MiB at a time, and
+#: whatever of a file's content it gets before it yields the file is fetched for nothing.
+READ_LIMIT = 128 << 10
+#: Symlinks followed when a path is resolved (as Linux' MAXSYMLINKS).
+MAX_SYMLINKS = 40
+
+
+@dataclass(slots=True)
+class TreeEntry:
+    """One object of an archive.
+
+    Attributes:
+        mode: ``st_mode`` (type bits and permissions).
+        uid, gid: numeric owner.
+        mtime: modification time, ns since the epoch.
+        size: content length (regular files), target length (symlinks), else 0.
+        offset: where a regular file's content starts in the catar stream.
+        target: symlink target.
+        rdev: device number (block and character devices).
+        children: name -> entry in archive (sorted) order; None unless a directory.
+    """
+
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    size: int = 0
+    offset: int = 0
+    target: str = ""
+    rdev: int = 0
+    children: dict[str, TreeEntry] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``file``, ``directory``, ``symlink`` or ``other`` (devices, FIFOs, sockets)."""
+        fmt = stat.S_IFMT(self.mode)
+        if fmt == stat.S_IFREG:
+            return "file"
+        if fmt == stat.S_IFDIR:
+            return "directory"
+        if fmt == stat.S_IFLNK:
+            return "symlink"
+        return "other"
+
+
+class _SkippingReader:
+    """Sequential ``read(n)`` over a blob that returns zeros for one announced region
+    (the content of the file the decoder has just yielded, which it will skip)."""
+
+    def __init__(self, blob: RangeReader) -> None:
+        self.blob = blob
+        self.position = 0
+        self.skip_start = 0
+        self.skip_end = 0
+
+    def read(self, n: int) -> bytes | memoryview:
+        pos = self.position
+        n = min(n, self.blob.length - pos)
+        if n <= 0:
+            return b""
+        if self.skip_start <= pos < self.skip_end:
+            take = min(n, self.skip_end - pos, len(_ZEROS))
+            self.position = pos + take
+            return _ZEROS[:take]
+        end = pos + min(n, READ_LIMIT)
+        if pos < self.skip_start < end:
+            end = self.skip_start
+        data = self.blob.read(pos, end - pos)
+        self.position = pos + len(data)
+        return data
+
+
+def build_tree(blob: RangeReader, name: str = "archive") -> TreeEntry:
+    """The root entry of the catar archive whose stream ``blob`` reads.
+
+    Raises:
+        ArchiveFormatError: the stream is not a valid catar archive, or its root is not
+            a directory.
+        DesyncError, OSError: a chunk holding metadata could not be fetched.
+    """
+    reader = _SkippingReader(blob)
+    decoder = CatarDecoder(reader.read, name=name)
+    stack: list[TreeEntry] = []
+    root: TreeEntry | None = None
+    for node in decoder.nodes():
+        if isinstance(node, DirEnd):
+            stack.pop()
+            continue
+        assert isinstance(node, Node)
+        kind = stat.S_IFMT(node.mode)
+        entry = TreeEntry(node.mode, node.uid, node.gid, node.mtime)
+        if kind == stat.S_IFREG:
+            entry.size = node.size
+            entry.offset = decoder.offset
+            reader.skip_start, reader.skip_end = entry.offset, entry.offset + node.size
+        elif kind == stat.S_IFLNK:
+            entry.target = os.fsdecode(node.target)
+            entry.size = len(node.target)
+        elif kind in (stat.S_IFBLK, stat.S_IFCHR):
+            entry.rdev = os.makedev(node.rdev_major, node.rdev_minor)
+        if root is None:
+            if kind != stat.S_IFDIR:
+                raise ArchiveFormatError(f"{name}: the archive's root is not a directory")
+            root = entry
+        else:
+            children = stack[-1].children
+            assert children is not None
+            children[os.fsdecode(node.name)] = entry
+        if kind == stat.S_IFDIR:
+            entry.children = {}
+            stack.append(entry)
+    if root is None:  # the decoder refuses an empty archive; keep mypy and readers sure
+        raise ArchiveFormatError(f"{name}: archive is empty")
+    return root
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+def lookup(root: TreeEntry, path: str, *, follow: bool = True) -> TreeEntry | None:
+    """The entry at ``path`` (``/``-separated, relative to the archive root), or None.
+
+    Symlinks inside the path are followed when their target stays inside the archive
+    (absolute targets count from the archive's root); with ``follow`` the last
+    component is followed too. A loop or a target outside the archive gives None.
+    """
+    pending = _parts(path)
+    pending.reverse()
+    trail: list[TreeEntry] = []  # the directories leading to the current one
+    current = root
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part == "..":
+            current = trail.pop() if trail else root
+            continue
+        if current.children is None:
+            return None
+        child = current.children.get(part)
+        if child is None:
+            return None
+        if child.kind == "symlink" and (pending or follow):
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                return None
+            target = posixpath.normpath(child.target)
+            if target.startswith("/"):
+                trail, current = [], root
+            pending.extend(reversed(_parts(target)))
+            continue
+        trail.append(current)
+        current = child
+    return current
+
+
+__all__ = ["MAX_SYMLINKS", "READ_LIMIT", "TreeEntry", "build_tree", "lookup"]
