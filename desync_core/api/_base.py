@@ -1,18 +1,4 @@
-"""The Python API: what the CLI does, as functions a program can import and call.
-
-Example::
-
-    from desync_core import api
-
-    index = api.make("disk.img", "disk.caibx", store="/srv/store")
-    api.extract("disk.caibx", "copy.img", stores=["/srv/store"])
-    for chunk in api.read_index("disk.caibx"):
-        print(chunk.start, chunk.size, chunk.id.hex())
-
-Every function accepts the same locations as the CLI (local paths, ``-``, and any URL
-scheme an installed plugin handles) and reads the configuration file like the CLI
-does unless a :class:`~desync_core.context.Context` is passed.
-"""
+"""The first calls of the API: settings, indexes, stores, ``make``, ``extract``, ``cat``."""
 
 from __future__ import annotations
 
