@@ -134,9 +134,12 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
         with self._lock:
             index = self._indexes.get(location)
             if index is None:
-                if "://" not in location and os.path.isdir(location):
-                    raise IsADirectoryError(errno.EISDIR, "is a directory, not an index",
-                                            location)
+                if "://" not in location:
+                    if os.path.isdir(location):
+                        raise IsADirectoryError(errno.EISDIR, "is a directory, not an index",
+                                                location)
+                    if not os.path.exists(location):  # also below a file: ENOTDIR
+                        _not_found(location)
                 index = self._indexes[location] = self.ctx.read_index(location)
             return index
 
@@ -268,6 +271,7 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
         path = self._strip_protocol(path)
         if mode != "rb":
             _read_only(path)
+        kwargs.pop("size", None)  # fsspec's reopen (unpickling) passes it; we know better
         location, inner = self.split(path)
         if inner is None:
             if os.path.isdir(location) and "://" not in location:
