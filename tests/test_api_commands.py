@@ -61,21 +61,26 @@ def tree(tmp_path: Path) -> Path:
 
 def test_verify_finds_reports_and_repairs_like_the_cli(blob: tuple[Path, Path, Path, bytes],
                                                        cli: Cli) -> None:
-    _path, index, store, _data = blob
+    _path, _index, store, _data = blob
     files = chunk_files(store)
     clean = api.verify(str(store))
-    assert clean.ok and clean.checked == len(files) and clean.invalid == ()
+    assert clean.ok
+    assert clean.checked == len(files)
+    assert clean.invalid == ()
     bad_id = sorted(files)[0]
     files[bad_id].write_bytes(b"invalid")
     found = api.verify(str(store), workers=2)
-    assert found.invalid == (bad_id,) and found.remaining == (bad_id,) and not found.ok
+    assert found.invalid == (bad_id,)
+    assert found.remaining == (bad_id,)
+    assert not found.ok
     assert found.removed == ()
     result = cli("verify", "-s", store)
     assert result.code == IntegrityError.exit_code
     assert result.err.splitlines()[0] == found.messages[0]
     assert found.messages[0].startswith(f"invalid chunk {bad_id.hex()}")
     repaired = api.verify(str(store), repair=True)
-    assert repaired.removed == (bad_id,) and repaired.ok
+    assert repaired.removed == (bad_id,)
+    assert repaired.ok
     assert not files[bad_id].exists()
     assert api.verify(str(store)).checked == len(files) - 1
 
@@ -102,7 +107,7 @@ def test_verify_index(blob: tuple[Path, Path, Path, bytes], tmp_path: Path) -> N
 
 def test_prune_dry_run_lists_what_the_cli_lists_then_prunes(
         blob: tuple[Path, Path, Path, bytes], tmp_path: Path, ok: Cli) -> None:
-    path, index, store, data = blob
+    _path, index, store, data = blob
     other = tmp_path / "other"
     other.write_bytes(os.urandom(100_000))
     api.make(str(other), str(tmp_path / "other.caibx"), store=str(store), chunk_size="2:8:32")
@@ -112,10 +117,13 @@ def test_prune_dry_run_lists_what_the_cli_lists_then_prunes(
     cli_ids = [bytes.fromhex(x) for x in ok("prune", "--dry-run", "-s", store, index)
                .out.decode().split()]
     assert list(dry.candidates) == cli_ids == sorted(before - keep)
-    assert dry.dry_run and dry.deleted == 0 and dry.kept == len(keep)
+    assert dry.dry_run
+    assert dry.deleted == 0
+    assert dry.kept == len(keep)
     assert set(chunk_files(store)) == before  # nothing deleted
     done = api.prune(str(store), [str(index)])
-    assert done.deleted == len(before - keep) and not done.dry_run
+    assert done.deleted == len(before - keep)
+    assert not done.dry_run
     assert set(chunk_files(store)) == keep
     api.extract(str(index), str(tmp_path / "out"), stores=[str(store)])
     assert (tmp_path / "out").read_bytes() == data
@@ -160,7 +168,7 @@ def test_cache_skips_ignored_chunks(blob: tuple[Path, Path, Path, bytes],
 
 def test_chop_stores_the_chunks_of_the_index(blob: tuple[Path, Path, Path, bytes],
                                              tmp_path: Path) -> None:
-    path, index, store, data = blob
+    path, index, _store, data = blob
     target = tmp_path / "chopped"
     idx = api.read_index(str(index))
     result = api.chop(str(index), str(path), store=str(target))
@@ -179,7 +187,7 @@ def test_chop_stores_the_chunks_of_the_index(blob: tuple[Path, Path, Path, bytes
 
 def test_info_equals_the_cli_json(blob: tuple[Path, Path, Path, bytes], tmp_path: Path,
                                   ok: Cli) -> None:
-    path, index, store, data = blob
+    _path, index, store, data = blob
     seed = tmp_path / "seed"
     seed.write_bytes(data[:250_000])
     api.make(str(seed), str(tmp_path / "seed.caibx"), chunk_size="2:8:32")
@@ -194,7 +202,8 @@ def test_info_equals_the_cli_json(blob: tuple[Path, Path, Path, bytes], tmp_path
                              index).out)
     assert result.to_dict() == cli_json
     assert list(result.to_dict()) == list(cli_json)  # same keys, same order
-    assert result.size == len(data) and result.in_store == result.unique
+    assert result.size == len(data)
+    assert result.in_store == result.unique
     assert 0 < result.in_seed < result.unique
     assert result.dedup_size_not_in_seed_nor_cache_compressed > 0
     assert api.InfoResult.from_dict(cli_json) == result
@@ -279,15 +288,16 @@ def test_mtree_entries_are_the_cli_listing(tree: Path, tmp_path: Path, ok: Cli) 
     for entries, cli_out in listings.values():
         text = "#mtree v1.0\n" + "".join(e.line + "\n" for e in entries)
         assert text.encode() == cli_out
-    entries = {e.path: e for e in listings["caidx"][0]}
-    assert entries[b""].type == "dir"
-    assert entries[b"link"].type == "link" and entries[b"link"].target == b"a.txt"
-    hello = entries[b"a.txt"]
+    by_path = {e.path: e for e in listings["caidx"][0]}
+    assert by_path[b""].type == "dir"
+    assert by_path[b"link"].type == "link"
+    assert by_path[b"link"].target == b"a.txt"
+    hello = by_path[b"a.txt"]
     assert (hello.type, hello.size) == ("file", 6)
     assert hello.digest == api.context().digest.sum(b"hello\n").hex()
     assert hello.mode == os.stat(tree / "a.txt").st_mode & 0o777
     assert hello.mtime_ns == os.stat(tree / "a.txt").st_mtime_ns
-    assert entries[b"sub/deeper/empty"].size == 0
+    assert by_path[b"sub/deeper/empty"].size == 0
     # stopping early closes the archive and its stores
     with closing(api.mtree(str(tmp_path / "t.caidx"), stores=[str(tmp_path / "s")])) as it:
         assert next(it).path == b""
@@ -312,7 +322,7 @@ def test_chunk_server_serves_a_store(blob: tuple[Path, Path, Path, bytes],
 
 def test_writable_chunk_server_takes_chunks(blob: tuple[Path, Path, Path, bytes],
                                             tmp_path: Path) -> None:
-    path, index, _store, data = blob
+    path, index, _store, _data = blob
     target = tmp_path / "uploaded"
     target.mkdir()
     server = api.chunk_server(str(target), writable=True)

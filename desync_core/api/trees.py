@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from desync_core.api._base import context
 from desync_core.api.results import MtreeEntry, TarResult, UntarResult
@@ -64,7 +64,8 @@ def untar(source: str, target: str, *, stores: Sequence[str] = (), cache: str | 
 
 
 def mtree(source: str, *, stores: Sequence[str] = (), cache: str | None = None,
-          index: bool | None = None, ctx: Context | None = None) -> Iterator[MtreeEntry]:
+          index: bool | None = None,
+          ctx: Context | None = None) -> Generator[MtreeEntry, None, None]:
     """The entries of a local directory, catar file or ``.caidx``, in archive order.
 
     A generator: the archive is read (and regular files hashed) as it is consumed;
