@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -33,6 +33,8 @@ from desync_core.archive.base import (
 from desync_core.archive.catar import CatarDecoder, CatarEncoder, open_input
 from desync_core.archive.mtree import write_mtree
 from desync_core.digest import Digest
+from desync_core.engine.forks import can_fork
+from desync_core.engine.threads import Threads
 from desync_core.errors import UsageError
 from desync_core.progress import Progress
 from desync_core.stores.wrappers import read_sized
@@ -128,7 +130,7 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
     """
     import numpy as np
 
-    from desync_core.archive.pipeline import ChunkWorkers, can_fork
+    from desync_core.archive.pipeline import ChunkWorkers
     from desync_core.chunker import iter_chunks
     from desync_core.index import Index
     from desync_core.ops.make import ChunkSink, index_flags_for
@@ -139,7 +141,7 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
         def make_sink() -> ChunkSink:
             pool = None
             if store is not None and not store_is_local:
-                pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
+                pool = Threads(io_threads, name="desync-store")
             return ChunkSink(store, digest, pool)
 
         if digest.hashlib_name == "sha512_256":
@@ -155,7 +157,7 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
         return Index.from_chunks(run_ends, joined, params, index_flags_for(first, digest))
     io_pool = None
     if store is not None and not store_is_local:
-        io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
+        io_pool = Threads(io_threads, name="desync-store")
     sink = ChunkSink(store, digest, io_pool)
     ends: list[int] = []
     ids: list[bytes] = []
@@ -168,7 +170,7 @@ def tar_to_index(nodes: NodeStream, feature_flags: int, params: ChunkerParams,
                          for offset, data in run])
 
     try:
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="desync-hash") as pool:
+        with Threads(workers, name="desync-hash") as pool:
             try:
                 # Chunks go to the threads in runs of about RUN_BYTES: handing over
                 # every chunk costs more than hashing it (thread wake-ups).
@@ -217,7 +219,7 @@ class IndexStream:
         self.index = index
         self.source = source
         self._null_id = index.digest.null_chunk_id(index.chunk_size_max)
-        self._pool = ThreadPoolExecutor(max(1, concurrency))
+        self._pool = Threads(concurrency, name="desync-fetch")
         self._window = max(1, concurrency)
         self._chunks = iter(index)
         self._pending: deque[Future[bytes]] = deque()
@@ -311,8 +313,6 @@ def open_archive(ctx: Any, location: str, *, index: bool = False,
         stream = IndexStream(idx, source, ctx.concurrency)
         read = stream.read
     else:
-        from desync_core.archive.pipeline import can_fork
-
         if can_fork():
             read = ring.fetcher(idx, source, ctx.concurrency)
         else:
@@ -339,7 +339,7 @@ def untar(ctx: Any, location: str, target: str, fmt: ArchiveFormat,
     other formats, or where forking is not safe (other threads running) or not wanted
     (``fork=False``), run in this process.
     """
-    from desync_core.archive.pipeline import ForkedWriter, can_fork
+    from desync_core.archive.pipeline import ForkedWriter
 
     parts = fmt.forked_writer(target, options) if fork and can_fork() else None
     if parts is None:

@@ -11,7 +11,6 @@ sequential extraction reports, with what came before it written.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import shutil
@@ -27,8 +26,8 @@ from archive_util import Dir, File, Link, build, diff, snapshot
 from desync_core.archive import pipeline
 from desync_core.archive.base import DIR_END, ArchiveOptions, Node
 from desync_core.archive.disk import DiskFormat, DiskWriter
-from desync_core.archive.pipeline import forking
 from desync_core.context import Context
+from desync_core.engine import can_fork
 from desync_core.errors import (
     ArchiveFormatError,
     ChunkInvalidError,
@@ -42,7 +41,7 @@ from desync_core.ops.archive import untar
 @pytest.fixture
 def small_ring(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 256 KiB ring in 16 KiB blocks; chunks over 24 KiB are fetched into buffers."""
-    if not pipeline.can_fork():
+    if not can_fork():
         pytest.skip("other threads are running in the test process: untar would not fork")
     monkeypatch.setattr(pipeline.limits, "RING_SIZE", 256 << 10)
     monkeypatch.setattr(pipeline.limits, "BLOCK_MAX", 16 << 10)
@@ -96,7 +95,7 @@ def sequential(tmp_path: Path, source: str, name: str, *, index: bool = False,
 
 def test_untar_forks_here() -> None:
     # Otherwise the other tests here would compare sequential extraction with itself.
-    assert pipeline.can_fork(), "a thread is running in the test process"
+    assert can_fork(), "a thread is running in the test process"
 
 
 def test_catar_through_a_small_ring(ok, small_ring, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -139,7 +138,7 @@ def test_one_process_when_threads_run(ok, tmp_path: Path) -> None:  # type: igno
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        assert not pipeline.can_fork()
+        assert not can_fork()
         ok("untar", tmp_path / "a.catar", tmp_path / "out")
     finally:
         stop.set()
@@ -305,31 +304,7 @@ def test_a_failing_producer_lets_the_writer_finish_first(tmp_path: Path) -> None
     assert (tmp_path / "out" / "x").read_bytes() == b"data"
 
 
-@pytest.mark.parametrize("exc", [
-    ChunkMissingError(b"\1" * 32, "some store"),
-    ChunkInvalidError(b"\2" * 32, b"\3" * 32, store="s"),
-    ChunkInvalidError(b"\2" * 32, cause="truncated"),
-    ArchiveFormatError("bad archive"),
-    OSError(errno.ENOSPC, "No space left on device", "f"),
-    DesyncError("plain"),
-])
-def test_errors_cross_processes_as_they_are(exc: BaseException) -> None:
-    back = forking.unpack_error(forking.pack_error(exc))
-    assert type(back) is type(exc)
-    assert str(back) == str(exc)
-    assert getattr(back, "exit_code", None) == getattr(exc, "exit_code", None)
-    if isinstance(exc, OSError):
-        assert back.errno == exc.errno  # type: ignore[attr-defined]
-
-
-def test_bugs_cross_processes_with_their_traceback() -> None:
-    try:
-        raise ValueError("a bug")
-    except ValueError as exc:
-        back = forking.unpack_error(forking.pack_error(exc))
-    assert isinstance(back, RuntimeError)
-    assert "ValueError: a bug" in str(back)
-    assert "test_bugs_cross_processes" in str(back)
+# (errors crossing processes: tests/engine/test_engine.py)
 
 
 def test_disk_writer_takes_plain_files(tmp_path: Path) -> None:

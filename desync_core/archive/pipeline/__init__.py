@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from desync_core.archive.pipeline import limits
 from desync_core.archive.pipeline.chunk_workers import ChunkWorkers
-from desync_core.archive.pipeline.forking import can_fork
 from desync_core.archive.pipeline.writer import ForkedWriter
 
-__all__ = ["ChunkWorkers", "ForkedWriter", "can_fork", "limits"]
+__all__ = ["ChunkWorkers", "ForkedWriter", "limits"]

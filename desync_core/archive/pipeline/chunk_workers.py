@@ -9,16 +9,17 @@ import pickle
 import select
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from desync_core.archive.pipeline import limits
-from desync_core.archive.pipeline.forking import ERROR, LEN, MSG, RESULT, Messages, child_main, reap
-from desync_core.errors import DesyncError
+from desync_core.archive.pipeline.forking import LEN, RESULT
+from desync_core.engine.errors import died
+from desync_core.engine.forks import ERROR, MSG, Messages, fork, kill, reap, write_all
 
 
-def _chunk_worker_main(make_sink: Callable[[], Any], ring: memoryview, task_fd: int,
-                       result_fd: int) -> NoReturn:
-    """A chunk worker: hash (and store) the runs of chunks it is sent (never returns)."""
+def _chunk_worker(make_sink: Callable[[], Any], ring: memoryview, task_fd: int,
+                  result_fd: int) -> Callable[[], None]:
+    """A chunk worker's body: hash (and store) the runs of chunks it is sent."""
 
     def work() -> None:
         import numpy as np
@@ -35,9 +36,9 @@ def _chunk_worker_main(make_sink: Callable[[], Any], ring: memoryview, task_fd: 
             ids = sink.process_spans(ring, np.ascontiguousarray(spans[:, 0]),
                                      np.ascontiguousarray(spans[:, 1]))
             payload = LEN.pack(seq) + ids
-            os.write(result_fd, MSG.pack(RESULT, len(payload)) + payload)
+            write_all(result_fd, MSG.pack(RESULT, len(payload)) + payload)
 
-    child_main(result_fd, work)
+    return work
 
 
 class ChunkWorkers:
@@ -54,7 +55,7 @@ class ChunkWorkers:
             with its own I/O threads).
         processes: number of workers.
 
-    Fork only where :func:`can_fork` says so.
+    Fork only where :func:`desync_core.engine.can_fork` says so.
     """
 
     def __init__(self, make_sink: Callable[[], Any], processes: int, params: Any) -> None:
@@ -69,6 +70,7 @@ class ChunkWorkers:
         self._pids: list[int] = []
         self._task_fds: list[int] = []
         self._results: list[Messages] = []
+        self._finished = False
 
     def start(self) -> None:
         """Make the ring and fork the workers."""
@@ -77,31 +79,34 @@ class ChunkWorkers:
         for _ in range(self.processes):
             task_r, task_w = os.pipe()
             result_r, result_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(task_w)
-                os.close(result_r)
-                for fd in self._task_fds:  # other workers' pipes
-                    os.close(fd)
-                for messages in self._results:
-                    os.close(messages.fd)
-                _chunk_worker_main(self.make_sink, self._ring, task_r, result_w)
+            # (other workers' pipes are closed too: a worker sees its task pipe end
+            # only when every writer closed it)
+            pid = fork(_chunk_worker(self.make_sink, self._ring, task_r, result_w),
+                       report_fd=result_w,
+                       close=[task_w, result_r, *self._task_fds,
+                              *(m.fd for m in self._results)])
             os.close(task_r)
             os.close(result_w)
             self._pids.append(pid)
             self._task_fds.append(task_w)
-            self._results.append(Messages(result_r))
+            self._results.append(Messages(result_r, RESULT, "a chunk worker"))
 
     def close(self) -> None:
-        """Stop the workers (they end when their task pipe closes) and reap them."""
+        """Stop the workers and reap them: after a complete :meth:`run` they end when
+        their task pipe closes; else (an error, an interrupt) they are killed."""
+        if not self._finished:
+            for pid in self._pids:
+                if pid:
+                    kill(pid)
         for fd in self._task_fds:
             os.close(fd)
         self._task_fds = []
         for messages in self._results:
-            os.close(messages.fd)
+            messages.close()
         self._results = []
         for pid in self._pids:
-            reap(pid)
+            if pid:
+                reap(pid)
         self._pids = []
         self._ring = None
         self._map = None
@@ -133,19 +138,25 @@ class ChunkWorkers:
         offset = 0  # stream offset of the current block's first byte
         eof = False
 
+        def gone(k: int) -> BaseException:
+            pid = self._pids[k]
+            status = reap(pid)
+            self._pids[k] = 0
+            return died("a chunk worker", status)
+
         def collect(block: bool) -> None:
             nonlocal next_id_seq
             fds = [m.fd for m in self._results if not m.eof]
             if block and fds:
                 select.select(fds, [], [])
-            for messages in self._results:
+            for k, messages in enumerate(self._results):
                 for tag, value in messages.read():
                     if tag == ERROR:
                         raise value
                     if tag == RESULT:
                         results[LEN.unpack_from(value)[0]] = value[8:]
                 if messages.eof and inflight:
-                    raise DesyncError("a chunk worker ended unexpectedly")
+                    raise gone(k)
             while next_id_seq in results:
                 ids.append(results.pop(next_id_seq))
                 next_id_seq += 1
@@ -164,7 +175,7 @@ class ChunkWorkers:
                 # The worker is gone (a store error ends it): its report says why.
                 while not all(m.eof for m in self._results):
                     collect(block=True)
-                raise DesyncError("a chunk worker ended unexpectedly") from None
+                raise gone(seq % self.processes) from None
             inflight.append((seq, low))
             seq += 1
 
@@ -206,6 +217,7 @@ class ChunkWorkers:
             tail_pos, tail_len = start + prev, n - prev
         while inflight:
             collect(block=True)
+        self._finished = True
         return ends, b"".join(ids), first
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import select
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from desync_core.archive.pipeline import limits
-from desync_core.archive.pipeline.forking import LEN, MSG, PRODUCED, Aborted, child_main
+from desync_core.archive.pipeline.forking import LEN, PRODUCED
+from desync_core.engine import Aborted, Threads
+from desync_core.engine.forks import MSG
 from desync_core.stores.wrappers import unexpected_size
 
 
@@ -162,12 +164,10 @@ class _Fetcher:
         if self.local:
             self._run_here()
             return
-        from concurrent.futures import ThreadPoolExecutor
-
         groups = self._groups()
         inflight: deque[tuple[list[Any], bool, Any]] = deque()
         nxt = next(groups, None)
-        with ThreadPoolExecutor(self.window, thread_name_prefix="desync-fetch") as pool:
+        with Threads(self.window, name="desync-fetch") as pool:
             try:
                 while nxt is not None or inflight:
                     while nxt is not None and len(inflight) < self.window:
@@ -248,13 +248,9 @@ class _GroupError(Exception):
         self.error = error
 
 
-def fetcher_main(index: Any, source: Any, ring: memoryview, concurrency: int,
-                  credit_fd: int, report_fd: int) -> NoReturn:
-    """The fetcher process (never returns)."""
-    child_main(report_fd,
-                lambda: _Fetcher(index, source, ring, concurrency, credit_fd, report_fd).run())
-
-
-# -- the decoding process ----------------------------------------------------------------
+def fetcher_body(index: Any, source: Any, ring: memoryview, concurrency: int,
+                 credit_fd: int, report_fd: int) -> Callable[[], None]:
+    """What the fetcher process runs (:func:`desync_core.engine.fork`)."""
+    return lambda: _Fetcher(index, source, ring, concurrency, credit_fd, report_fd).run()
 
 

@@ -10,11 +10,11 @@ import pickle
 import select
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
-from desync_core.archive.base import DIR_END, DirEnd, Node, Payload, PlainFile
+from desync_core.archive.base import DIR_END, DirEnd, Node, PlainFile
 from desync_core.archive.pipeline import limits
-from desync_core.archive.pipeline.fetcher import fetcher_main
+from desync_core.archive.pipeline.fetcher import fetcher_body
 from desync_core.archive.pipeline.forking import (
     ABORT,
     ACK,
@@ -22,127 +22,16 @@ from desync_core.archive.pipeline.forking import (
     END,
     F_SETPIPE_SZ,
     LEN,
-    MSG,
     NODE_FIELDS,
     PRODUCED,
     S_IFDIR,
     S_IFMT,
     S_IFREG,
-    Aborted,
-    ChildError,
-    Messages,
-    child_main,
-    kill,
-    reap,
 )
+from desync_core.archive.pipeline.receiver import writer_body
+from desync_core.engine.errors import ChildError, died
+from desync_core.engine.forks import MSG, Messages, fork, kill, reap
 from desync_core.errors import DesyncError
-
-
-class _RingPayload(Payload):
-    """A content whose pieces follow its record in the record stream."""
-
-    __slots__ = ("receiver", "remaining", "size")
-
-    def __init__(self, receiver: _Receiver, size: int) -> None:
-        self.receiver = receiver
-        self.size = size
-        self.remaining = size
-
-    def blocks(self) -> Iterator[memoryview | bytes]:
-        while self.remaining:
-            piece = self.receiver.piece()
-            self.remaining -= len(piece)
-            yield piece
-
-
-class _Receiver:
-    """Reads batches from the pipe and turns them back into a node stream."""
-
-    def __init__(self, data_fd: int, status_fd: int, ring: memoryview) -> None:
-        self.data = os.fdopen(data_fd, "rb", buffering=1 << 16)
-        self.status_fd = status_fd
-        self.ring = ring
-        self.seq = -1
-        self.records: Iterator[Any] = iter(())
-
-    def next_batch(self) -> bool:
-        """Acknowledge the batch consumed so far and load the next (False at the end)."""
-        if self.seq >= 0:
-            os.write(self.status_fd, MSG.pack(ACK, self.seq))
-        head = self.data.read(8)
-        if len(head) < 8:
-            raise Aborted
-        (n,) = LEN.unpack(head)
-        if n == END:
-            return False
-        if n == ABORT:
-            raise Aborted
-        body = self.data.read(n)
-        if len(body) < n:
-            raise Aborted
-        self.seq += 1
-        self.records = iter(pickle.loads(body))
-        return True
-
-    def piece(self) -> memoryview | bytes:
-        """The next piece of the content being read: ``(offset, length)`` or bytes."""
-        for piece in self.records:
-            if type(piece) is bytes:
-                return piece
-            off, n = piece
-            return self.ring[off:off + n]
-        if not self.next_batch():
-            raise Aborted  # cannot end inside a file's content
-        return self.piece()
-
-    def nodes(self) -> Iterator[Node | DirEnd | PlainFile]:
-        """The node stream that was sent (plain files as PlainFile tuples)."""
-        ring = self.ring
-        if not self.next_batch():
-            return
-        while True:
-            records = self.records
-            for record in records:
-                if record is None:
-                    yield DIR_END
-                    continue
-                payload = None
-                if type(record) is tuple:
-                    name, path, mode, uid, gid, mtime, size, ref = record
-                    if ref is not None:  # a plain file, its content in one piece
-                        if type(ref) is bytes:
-                            yield (name, path, mode, uid, gid, mtime, ref, 0, size)
-                        else:
-                            yield (name, path, mode, uid, gid, mtime, ring, ref, size)
-                        continue
-                    node = Node(mode, name, path, uid, gid, mtime)
-                    if size:
-                        node.size = size
-                        payload = node.payload = _RingPayload(self, size)
-                else:
-                    node = record
-                    if (isinstance(node, Node) and node.size
-                            and node.mode & S_IFMT == S_IFREG):
-                        payload = node.payload = _RingPayload(self, node.size)
-                yield node
-                if payload is not None and payload.remaining:
-                    for _ in payload.blocks():  # what the consumer left unread
-                        pass
-                if self.records is not records:
-                    break  # the content went on into the next batch
-            else:
-                if not self.next_batch():
-                    return
-
-
-def _writer_main(consume: Callable[[Iterable[Any]], None], data_fd: int, status_fd: int,
-                 ring: memoryview) -> NoReturn:
-    """The writer process: consume what arrives, report, exit (never returns)."""
-    child_main(status_fd, lambda: consume(_Receiver(data_fd, status_fd, ring).nodes()),
-                done=MSG.pack(DONE, 0))
-
-
-# -- the fetcher -----------------------------------------------------------------------
 
 
 class ForkedWriter:
@@ -154,7 +43,7 @@ class ForkedWriter:
             ``DiskWriter(...).write``. It runs in the child, on the state it has when
             :meth:`start` forks.
 
-    Fork only where :func:`can_fork` says so. Use: :meth:`start`; build the node stream
+    Fork only where :func:`desync_core.engine.can_fork` says so. Use: :meth:`start`; build the node stream
     on :meth:`reader` (a file or stream read into the ring here) or :meth:`fetcher` (an
     index, fetched by another process); :meth:`run`; :meth:`close`.
     """
@@ -205,16 +94,13 @@ class ForkedWriter:
             fcntl.fcntl(data_w, F_SETPIPE_SZ, 1 << 20)
         except OSError:
             pass  # the default size works too
-        pid = os.fork()
-        if pid == 0:
-            os.close(data_w)
-            os.close(status_r)
-            _writer_main(self.consume, data_r, status_w, self._ring)
+        pid = fork(writer_body(self.consume, data_r, status_w, self._ring),
+                   report_fd=status_w, close=[data_w, status_r], done=MSG.pack(DONE, 0))
         os.close(data_r)
         os.close(status_w)
         self._pid = pid
         self._data_fd = data_w
-        self._status = Messages(status_r)
+        self._status = Messages(status_r, b"", "the writing process")
 
     def run(self, nodes: Iterable[Node | DirEnd | PlainFile]) -> None:
         """Send every node to the writer; return once it has written them all.
@@ -259,9 +145,8 @@ class ForkedWriter:
             os.close(self._credit_fd)  # tells the fetcher to stop
             self._credit_fd = -1
         for messages in (self._status, self._fetched):
-            if messages is not None and messages.fd >= 0:
-                os.close(messages.fd)
-                messages.fd = -1
+            if messages is not None:
+                messages.close()
         if self._pid:
             if not self._writer_done:
                 kill(self._pid)
@@ -318,7 +203,8 @@ class ForkedWriter:
                     self._writer_error = value
             if status.eof and not self._writer_done:
                 self._writer_done = True
-                self._writer_error = DesyncError("the writing process ended unexpectedly")
+                self._writer_error = died("the writing process", os.waitpid(self._pid, 0)[1])
+                self._pid = 0  # reaped
             if self._writer_error is not None:
                 raise ChildError(self._writer_error)
         fetched = self._fetched
@@ -478,22 +364,17 @@ class ForkedWriter:
         """
         credit_r, credit_w = os.pipe()
         report_r, report_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            # Only the writer may hold the writer's pipes, or it would not see them end.
-            os.close(self._data_fd)
-            if self._status is not None:
-                os.close(self._status.fd)
-            os.close(credit_w)
-            os.close(report_r)
-            fetcher_main(index, source, self._ring, concurrency,  # type: ignore[arg-type]
-                          credit_r, report_w)
+        # Only the writer may hold the writer's pipes, or it would not see them end.
+        writer_fds = [self._data_fd] + ([self._status.fd] if self._status is not None else [])
+        assert self._ring is not None
+        pid = fork(fetcher_body(index, source, self._ring, concurrency, credit_r, report_w),
+                   report_fd=report_w, close=[*writer_fds, credit_w, report_r])
         os.close(credit_r)
         os.close(report_w)
         self._fetch_pid = pid
         self._credit_fd = credit_w
         self._credit_sent = limits.RING_SIZE
-        self._fetched = Messages(report_r)
+        self._fetched = Messages(report_r, b"", "the fetching process")
         total = int(index.length)
         pos = 0
 
@@ -511,7 +392,9 @@ class ForkedWriter:
                 if self._fetch_done:
                     if self._produced > pos:
                         break
-                    raise DesyncError("the fetching process ended unexpectedly")
+                    status = os.waitpid(self._fetch_pid, 0)[1]
+                    self._fetch_pid = 0  # reaped
+                    raise died("the fetching process", status)
                 self._flush()  # the writer may be waiting for it
                 self._give_credit(force=True)
                 if self._produced < pos + want:  # (flushing reads what the children said)
@@ -541,6 +424,5 @@ class ForkedWriter:
             self._credit_sent = credit
 
 
-# -- tar -i: hashing and storing chunks in forked processes -------------------------------
 
 

@@ -28,7 +28,7 @@ Speed (``README`` "Performance"; 400 MB from a local store on the 2-core benchma
 machine: ~0.6 s, casync ~1.4 s):
 
 * with local stores and plain file seeds, the first phase runs on forked worker
-  processes, one per CPU (:class:`ForkedWorkers`): measured, two threads spent ~0.5 s
+  processes, one per CPU (:class:`~desync_core.engine.ForkPool`): measured, two threads spent ~0.5 s
   more CPU per 400 MB than one, passing the interpreter lock back and forth;
   processes share nothing at run time. Otherwise (remote stores, plugin seeds) it runs
   on ``-n`` threads, like the second phase;
@@ -51,6 +51,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from desync_core.engine import hold_interrupts, release_interrupts
 from desync_core.errors import SeedInvalidError, StoreError, UsageError
 from desync_core.index import Index
 from desync_core.ops.extract.assembler import (
@@ -60,14 +61,7 @@ from desync_core.ops.extract.assembler import (
     split_segment,
 )
 from desync_core.ops.extract.fetch import BatchState, DirectFetcher, StoreBatches, runs
-from desync_core.ops.extract.pools import (
-    ForkedWorkers,
-    WorkerPool,
-    assembly_processes,
-    assembly_threads,
-    hold_interrupts,
-    release_interrupts,
-)
+from desync_core.ops.extract.parallelism import assembly_processes, assembly_threads
 from desync_core.ops.extract.target import (
     ExtractStats,
     Target,
@@ -297,10 +291,8 @@ __all__ = [
     "BatchState",
     "DirectFetcher",
     "ExtractStats",
-    "ForkedWorkers",
     "StoreBatches",
     "Target",
-    "WorkerPool",
     "WorkerState",
     "add_counts",
     "assembly_processes",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from desync_core.engine import ForkPool, ThreadPool, WorkerDiedError
 from desync_core.errors import (
     DesyncError,
     SeedInvalidError,
@@ -19,8 +21,7 @@ from desync_core.errors import (
 )
 from desync_core.index import Index
 from desync_core.ops.extract.fetch import BatchState, DirectFetcher, StoreBatches, runs
-from desync_core.ops.extract.pools import ForkedWorkers, WorkerPool
-from desync_core.ops.extract.target import ExtractStats, Target, add_counts
+from desync_core.ops.extract.target import COUNTER_FIELDS, ExtractStats, Target, add_counts
 from desync_core.progress import Progress
 from desync_core.seeds.base import Seed, SeedSegment
 from desync_core.seeds.extents import pwrite_all
@@ -44,6 +45,10 @@ TASKS_PER_WORKER = 8
 #: Seed segments are executed in pieces of at most this many bytes, so that a long
 #: (reflinked) run is cloned and verified by several workers at once.
 SEGMENT_TASK_BYTES = 32 * 1024 * 1024
+#: A worker process's counters for one task, as its result.
+_COUNTERS = struct.Struct("<" + "q" * len(COUNTER_FIELDS))
+
+
 @dataclass
 class WorkerState:
     """What one worker (thread or process) keeps between tasks."""
@@ -70,10 +75,11 @@ class Assembler:
 
     The work runs in two phases. First the seed segments and every single chunk that
     does not repeat an earlier one, on worker processes when the stores are local and
-    the seeds are plain files (:class:`ForkedWorkers`: no interpreter lock between
-    workers), else on threads. Then the repeated chunks, on threads: by then the first
-    copy of each is complete in the target, so every repeat is copied (or cloned) from
-    it - the self-seed - instead of being fetched again.
+    the seeds are plain files (:class:`~desync_core.engine.ForkPool`: no interpreter
+    lock between workers), else on threads (:class:`~desync_core.engine.ThreadPool`).
+    Then the repeated chunks, on threads: by then the first copy of each is complete
+    in the target, so every repeat is copied (or cloned) from it - the self-seed -
+    instead of being fetched again.
 
     Args:
         index: the index being extracted.
@@ -318,7 +324,7 @@ class Assembler:
 
     def _run_threads(self, tasks: Iterable[Task], workers: int,
                      make_state: Callable[[], WorkerState]) -> None:
-        pool = WorkerPool(workers, self.cancelled)
+        pool = ThreadPool(workers, self.cancelled, name="desync-extract")
         try:
             pool.run(tasks, self.run_task, make_state)
         finally:
@@ -326,23 +332,26 @@ class Assembler:
 
     def _run_forked(self, tasks: list[Task], processes: int,
                     all_counters: list[ExtractStats]) -> list[Task]:
-        """Run ``tasks`` on worker processes; returns those no worker finished (a worker
-        failed or died: running them again on threads raises its error, or completes
-        them)."""
+        """Run ``tasks`` on worker processes; each sends its counters back with every
+        finished task, and the marks and progress are made here. An error of a worker
+        is raised; returns the tasks of workers that died (killed: out of memory...),
+        which the others did not take over, to be run on threads."""
         received = ExtractStats()
         all_counters.append(received)
         state: WorkerState | None = None
 
-        def run(i: int, counters: ExtractStats) -> None:  # in a worker process
+        def run(i: int) -> bytes:  # in a worker process
             nonlocal state
             if state is None:
                 self.progress = Progress()  # the parent reports progress
-                state = WorkerState(counters, self.batches)
-            state.counters = counters
+                state = WorkerState(ExtractStats(), self.batches)
+            counters = state.counters = ExtractStats()
             self.run_task(tasks[i], state)
+            return _COUNTERS.pack(*[getattr(counters, name) for name in COUNTER_FIELDS])
 
-        def finished(i: int, counters: ExtractStats) -> None:  # in this process
-            add_counts(received, counters)
+        def finished(i: int, result: bytes) -> None:  # in this process
+            add_counts(received, ExtractStats(**dict(zip(COUNTER_FIELDS,
+                                                         _COUNTERS.unpack(result)))))
             task = tasks[i]
             if isinstance(task, tuple):
                 self.progress.update(self.mark_run(task[0], task[1]))
@@ -351,8 +360,12 @@ class Assembler:
                 self.self_seed.mark(task.first, task.count)
                 self.progress.update(task.count)
 
-        left = ForkedWorkers(processes).run(len(tasks), run, finished)
-        return [tasks[i] for i in left]
+        try:
+            ForkPool(processes, what="an extract worker process").run(len(tasks), run,
+                                                                      finished)
+        except WorkerDiedError as exc:
+            return [tasks[i] for i in exc.unfinished]
+        return []
 
 
 def split_segment(seg: SeedSegment, ends: np.ndarray, limit: int) -> Iterator[SeedSegment]:

@@ -1,0 +1,73 @@
+"""The engine's one interrupt handling.
+
+The parent process decides: SIGINT and SIGTERM are delivered there (the CLI turns both
+into exit status 130, ``Error: interrupted``). Workers ignore them and die with their
+parent (``PR_SET_PDEATHSIG``), so a parent killed outright leaves no worker behind. On
+an interrupt the parent kills its worker processes, drops queued thread tasks, waits
+for busy threads at most :data:`CANCEL_GRACE_SECONDS`, and its callers remove what
+they created (a temporary output) before the status is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+#: How long an interrupted run waits for busy worker threads before leaving them behind.
+CANCEL_GRACE_SECONDS = 2.0
+
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+_PR_SET_PDEATHSIG = 1
+
+
+def hold_interrupts() -> Any:
+    """Block SIGINT and SIGTERM for this thread; returns what :func:`release_interrupts`
+    needs (None where signals cannot be blocked). Signals that arrive meanwhile are
+    delivered when they are released."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+
+
+def release_interrupts(held: Any) -> None:
+    """Restore the signal mask saved by :func:`hold_interrupts`."""
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _prctl() -> Any:
+    """libc's ``prctl`` (None where there is none)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl_fn: Any = None
+
+
+def prepare_fork() -> None:
+    """Look up what :func:`enter_child` needs before forking (not in every child)."""
+    global _prctl_fn
+    if _prctl_fn is None:
+        _prctl_fn = _prctl() or False
+
+
+def enter_child(parent: int, held: Any) -> bool:
+    """First thing in a forked worker: ignore interrupts (the parent decides), release
+    the signal mask the fork was made under, die with the parent. False if the parent
+    is already gone (the worker should exit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    release_interrupts(held)
+    if _prctl_fn:
+        _prctl_fn(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    return os.getppid() == parent
+
+
+__all__ = ["CANCEL_GRACE_SECONDS", "INTERRUPTS", "enter_child", "hold_interrupts",
+           "prepare_fork", "release_interrupts"]
