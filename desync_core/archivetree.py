@@ -145,9 +145,9 @@ def _parts(path: str) -> list[str]:
 def lookup(root: TreeEntry, path: str, *, follow: bool = True) -> TreeEntry | None:
     """The entry at ``path`` (``/``-separated, relative to the archive root), or None.
 
-    Symlinks inside the path are followed when their target stays inside the archive
-    (absolute targets count from the archive's root); with ``follow`` the last
-    component is followed too. A loop or a target outside the archive gives None.
+    Symlinks inside the path are followed within the archive: absolute targets count
+    from the archive's root and ``..`` stops at the root, as at ``/``; with ``follow``
+    the last component is followed too. A missing target or a loop gives None.
     """
     pending = _parts(path)
     pending.reverse()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from desync_core.index import Index
-from desync_core.stores.wrappers import read_sized
+from desync_core.stores.wrappers import read_sized, unexpected_size
 
 #: Default bound of the decoded-chunk cache (a few average chunks, or one large read).
 DEFAULT_CACHE_BYTES = 32 << 20
@@ -56,10 +56,11 @@ class RangeReader:
         self._sizes: list[int] = index.sizes().tolist()
         self._null_id = index.digest.null_chunk_id(index.chunk_size_max)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cached = 0
-        self._inflight: dict[int, Future[bytes]] = {}
+        self._inflight: dict[bytes, Future[bytes]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._zeros: bytes | None = None
 
     def chunk_range(self, offset: int, size: int) -> tuple[int, int]:
         """``(first, stop)``: the chunks holding blob bytes ``[offset, offset+size)``."""
@@ -101,69 +102,74 @@ class RangeReader:
     # -- chunks --------------------------------------------------------------------------
 
     def _chunks(self, indexes: range) -> dict[int, bytes]:
-        """The data of each chunk of ``indexes``: from the cache, else fetched."""
+        """The data of each chunk of ``indexes``: from the cache (by chunk id, so
+        repeated content is fetched once), else fetched."""
         out: dict[int, bytes] = {}
         waiting: dict[int, Future[bytes]] = {}
-        mine: list[int] = []
+        mine: list[tuple[bytes, int, Future[bytes]]] = []
         with self._lock:
             for i in indexes:
-                data = self._cache.get(i)
+                if self._is_null(i):  # never fetched, never cached
+                    if self._zeros is None:
+                        self._zeros = bytes(self.index.chunk_size_max)
+                    out[i] = self._zeros
+                    continue
+                key = self.index.chunk_id(i)
+                data = self._cache.get(key)
                 if data is not None:
-                    self._cache.move_to_end(i)
+                    self._cache.move_to_end(key)
                     out[i] = data
-                elif i in self._inflight:  # another reader is fetching it: share that
-                    waiting[i] = self._inflight[i]
-                else:
-                    waiting[i] = self._inflight[i] = Future()
-                    mine.append(i)
+                    continue
+                future = self._inflight.get(key)
+                if future is None:  # else another read is fetching it: share that
+                    future = self._inflight[key] = Future()
+                    mine.append((key, i, future))
+                waiting[i] = future
         if mine:
-            self._fetch_all(mine, waiting)
+            self._fetch_all(mine)
         for i, future in waiting.items():
             out[i] = future.result()
-        # Keep what this read needs even if the cache is smaller than the read.
+        for i, data in out.items():  # an index giving one id two sizes is refused here
+            if len(data) != self._sizes[i]:
+                raise unexpected_size(self.index.chunk_id(i), len(data), self._sizes[i])
         return out
 
-    def _fetch_all(self, indexes: list[int], futures: dict[int, Future[bytes]]) -> None:
-        """Fetch ``indexes`` (resolving their futures), in parallel when there are several."""
-        if len(indexes) == 1 or self.concurrency == 1:
-            for i in indexes:
-                self._fetch_one(i, futures[i])
+    def _fetch_all(self, fetches: list[tuple[bytes, int, Future[bytes]]]) -> None:
+        """Fetch each ``(id, chunk number, future)``, in parallel when there are several."""
+        if len(fetches) == 1 or self.concurrency == 1:
+            for item in fetches:
+                self._fetch_one(*item)
             return
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency,
                                                 thread_name_prefix="desync-range")
             pool = self._pool
-        for i in indexes:
-            pool.submit(self._fetch_one, i, futures[i])
+        for item in fetches:
+            pool.submit(self._fetch_one, *item)
 
-    def _fetch_one(self, i: int, future: Future[bytes]) -> None:
+    def _fetch_one(self, key: bytes, i: int, future: Future[bytes]) -> None:
         try:
-            data = self._load(i)
+            data = bytes(read_sized(self.source, key, self._sizes[i]))
         except BaseException as exc:  # a failed fetch is not cached: the next read retries
             with self._lock:
-                self._inflight.pop(i, None)
+                self._inflight.pop(key, None)
             future.set_exception(exc)
             return
         with self._lock:  # cached and no longer in flight in one step: no second fetch
-            self._inflight.pop(i, None)
-            if i not in self._cache:
-                self._cache[i] = data
+            self.fetches += 1
+            self._inflight.pop(key, None)
+            if key not in self._cache:
+                self._cache[key] = data
                 self._cached += len(data)
             while self._cached > self.cache_bytes and len(self._cache) > 1:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= len(old)
         future.set_result(data)
 
-    def _load(self, i: int) -> bytes:
-        size = self._sizes[i]
-        chunk_id = self.index.chunk_id(i)
-        if chunk_id == self._null_id and size == self.index.chunk_size_max:
-            return bytes(size)
-        data = bytes(read_sized(self.source, chunk_id, size))
-        with self._lock:
-            self.fetches += 1
-        return data
+    def _is_null(self, i: int) -> bool:
+        return (self._sizes[i] == self.index.chunk_size_max
+                and self.index.chunk_id(i) == self._null_id)
 
     def close(self) -> None:
         """Stop the fetch threads (the source stays open: its owner closes it)."""

@@ -13,6 +13,7 @@ import pickle
 import random
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,34 @@ def test_only_the_chunks_a_read_touches_are_fetched(made: Made, tmp_path: Path) 
         f.seek(10)
         with pytest.raises(ChunkMissingError):  # the store really lacks the rest
             f.read(10)
+    fs.close()
+
+
+def test_concurrent_readers_share_one_fetch_per_chunk(made: Made) -> None:
+    """Threads reading one file through one filesystem: every read is right, and with
+    a cache that holds the blob no chunk is fetched twice (in-flight fetches are
+    shared)."""
+    fs = made.fs(cache_bytes=64 << 20)
+    errors: list[tuple[int, int]] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        with fs.open(str(made.caibx)) as f:
+            for _ in range(100):
+                offset, size = rng.randrange(len(made.data)), rng.randrange(1, 120_000)
+                f.seek(offset)
+                if f.read(size) != made.data[offset:offset + size]:
+                    errors.append((offset, size))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    index = Index.from_bytes(made.caibx.read_bytes())
+    null = index.digest.null_chunk_id(index.chunk_size_max)
+    assert fs.reader(str(made.caibx)).fetches <= len(set(index.chunk_ids()) - {null})
     fs.close()
 
 
