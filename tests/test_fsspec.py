@@ -11,6 +11,7 @@ import errno
 import os
 import pickle
 import random
+import shlex
 import shutil
 import stat
 import threading
@@ -329,6 +330,8 @@ def test_pandas_reads_a_csv_inside_a_caidx(made: Made) -> None:
     assert list(frame.columns) == ["a", "b", "c"]
     assert len(frame) == 2000
     assert int(frame["b"].iloc[-1]) == 1999 * 1999
+    by_url = pd.read_csv(url, storage_options={"stores": [str(made.store)]})
+    assert by_url.equals(frame)
 
 
 def test_fsspec_open_with_a_desync_url(made: Made) -> None:
@@ -425,3 +428,43 @@ def test_no_store_is_a_clear_error(made: Made) -> None:
     assert fs.info(str(made.caibx))["size"] == len(made.data)  # indexes need no store
     with pytest.raises(UsageError, match="no store"):
         fs.open(str(made.caibx))
+
+
+# -- the README's example ----------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_HEADING = "## fsspec: indexes as files, without FUSE (`desync://`)"
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The ``language`` code blocks of the README's fsspec section."""
+    text = README.read_text()
+    if README_HEADING not in text:
+        pytest.skip("the fsspec section is not in README.md")
+    section = text.split(README_HEADING, 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
+
+
+def test_readme_example(workdir: Path) -> None:
+    """The section's shell commands and first Python block, run as written."""
+    rng = random.Random(5)
+    disk = rng.randbytes(3 << 20)
+    (workdir / "disk.img").write_bytes(disk)
+    (workdir / "tree" / "sub").mkdir(parents=True)
+    (workdir / "tree" / "data.csv").write_text("a,b\n1,2\n")
+    weights = np.linspace(0, 1, 10_000).reshape(100, 100)
+    np.save(workdir / "tree" / "sub" / "weights.npy", weights)
+    (shell,) = readme_blocks("sh")
+    for line in shell.splitlines():
+        args = shlex.split(line, comments=True)
+        assert args[0] == "desync"
+        run_desync(*args[1:], cwd=workdir)
+    namespace: dict[str, Any] = {}
+    exec(readme_blocks("python")[0], namespace)
+    namespace["fs"].close()
+    assert namespace["block"] == disk[1 << 20:(1 << 20) + 4096]
+    assert namespace["names"] == ["tree.caidx/data.csv", "tree.caidx/sub"]
+    assert namespace["info"]["type"] == "file"
+    assert namespace["info"]["size"] == (workdir / "tree" / "sub" / "weights.npy").stat().st_size
+    assert np.array_equal(namespace["weights"], weights)
+    assert namespace["header"] == "a,b\n"
