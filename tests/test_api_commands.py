@@ -335,6 +335,35 @@ def test_writable_chunk_server_takes_chunks(blob: tuple[Path, Path, Path, bytes]
     assert set(chunk_files(target)) == set(api.read_index(str(index)).chunk_ids())
 
 
+def test_chunk_server_store_file_reload_auth_and_log(blob: tuple[Path, Path, Path, bytes],
+                                                    tmp_path: Path) -> None:
+    """``store_file`` + ``reload()`` swap the upstream like SIGHUP; ``authorization`` is
+    required of clients; ``log`` gets one line per request."""
+    import dataclasses
+
+    _path, index, store, data = blob
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store_file = tmp_path / "stores.json"
+    store_file.write_text(json.dumps({"stores": [str(empty)]}))
+    log = tmp_path / "requests.log"
+    ctx = api.context()
+    with api.chunk_server(store_file=str(store_file), authorization="Bearer s3cret",
+                          log=str(log), ctx=ctx) as server:
+        client = dataclasses.replace(ctx, overrides={"http_auth": "Bearer s3cret"})
+        with pytest.raises(StoreError):  # the empty store serves nothing
+            api.extract(str(index), str(tmp_path / "out"), stores=[server.url], ctx=client)
+        store_file.write_text(json.dumps({"stores": [str(store)]}))
+        assert server.reload()  # type: ignore[attr-defined]
+        api.extract(str(index), str(tmp_path / "out"), stores=[server.url], ctx=client)
+        assert (tmp_path / "out").read_bytes() == data
+        with pytest.raises(StoreError):  # no Authorization header
+            api.extract(str(index), str(tmp_path / "out2"), stores=[server.url])
+    lines = log.read_text().splitlines()
+    assert lines
+    assert all("GET" in line or "HEAD" in line for line in lines)
+
+
 def test_chunk_server_refuses_bad_flags(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no store"):
         api.chunk_server([])
