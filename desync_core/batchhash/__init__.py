@@ -7,7 +7,8 @@ a vector register, so a batch of chunks hashes about three times faster per core
 (1.5-1.8 GB/s measured on the benchmark machine's Xeon, AVX-512) with digests
 identical to hashlib's (:mod:`desync_core.batchhash._kernel`).
 
-The kernel is numba code compiled once for this CPU into a shared library, cached
+The kernel is numba code compiled once for this CPU into a shared library (in the
+background by the ``desync`` command, see :mod:`desync_core.kernelcache`), cached
 like the chunker's kernel (``NUMBA_CACHE_DIR/desync``, this package's
 ``__pycache__``, ``~/.cache/desync``) and loaded with ``dlopen``: later runs import
 neither numba nor llvmlite. Before it is used, a loaded kernel must reproduce
@@ -36,7 +37,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from desync_core.errors import UsageError
-from desync_core.kernelcache import cache_dirs, cpu_identity, load_function, writable_dir
+from desync_core.kernelcache import (
+    build_lock,
+    build_mode,
+    cache_dirs,
+    cpu_identity,
+    in_cli,
+    load_function,
+    start_background_build,
+    writable_dir,
+)
 
 if TYPE_CHECKING:
     from desync_core.digest import Digest
@@ -69,7 +79,12 @@ def kernel_name() -> str:
 
 
 def native_kernel() -> KernelFn | None:
-    """The compiled kernel (built and cached on first use), or None if unavailable."""
+    """The compiled kernel, or None if unavailable.
+
+    Built and cached on first use, except in the ``desync`` command, which goes on with
+    hashlib and builds it in the background for later runs (and except as
+    ``DESYNC_KERNEL_BUILD`` says, see :mod:`desync_core.kernelcache`).
+    """
     if kernel_name() != "native":
         return None
     with _lock:
@@ -78,7 +93,30 @@ def native_kernel() -> KernelFn | None:
 
 @cache
 def _load() -> KernelFn | None:
-    name = f"sha512x8-{cache_key()}.so"
+    cached = _load_cached()
+    if cached is not None:
+        return cached
+    mode = build_mode()
+    if mode == "never":
+        return None
+    if mode == "auto" and in_cli():
+        # Compiling takes seconds, hashlib hashes a few hundred MB in that time: the
+        # command goes on with hashlib and the kernel is built for next time.
+        start_background_build(_HERE)
+        return None
+    directory = writable_dir(_cache_dirs())
+    if directory is None:
+        return None
+    with build_lock(directory, "sha512x8"):
+        return _load_cached() or _build(directory)
+
+
+def _name() -> str:
+    return f"sha512x8-{cache_key()}.so"
+
+
+def _load_cached() -> KernelFn | None:
+    name = _name()
     for directory in _cache_dirs():
         path = directory / name
         if path.is_file():
@@ -86,18 +124,29 @@ def _load() -> KernelFn | None:
                 return _open(path)
             except (OSError, ValueError, AttributeError) as exc:
                 _log.debug("cached hash kernel %s unusable: %s", path, exc)
+    return None
+
+
+def _build(directory: Path) -> KernelFn | None:
     try:
-        found = writable_dir(_cache_dirs())
-        if found is None:
-            return None
-        directory = found
         from desync_core.batchhash._kernel import build_shared_library
 
-        if build_shared_library(directory / name):
-            return _open(directory / name)
+        if build_shared_library(directory / _name()):
+            return _open(directory / _name())
     except Exception as exc:  # no numba or llvmlite, no linker, a failed self-test...
         _log.debug("hash kernel unavailable (%s); using hashlib", exc)
     return None
+
+
+def build_if_missing() -> None:
+    """Build and cache the kernel unless it is cached, being built by another process,
+    or no cache directory is writable (for the background builder)."""
+    if kernel_name() != "native":
+        return
+    directory = writable_dir(_cache_dirs())
+    with build_lock(directory, "sha512x8", wait=False) as held:
+        if held and directory is not None and _load_cached() is None:
+            _build(directory)
 
 
 def _open(path: Path) -> KernelFn:
@@ -210,6 +259,7 @@ def _cache_dirs() -> list[Path]:
 __all__ = [
     "MIN_MESSAGES",
     "BatchHasher",
+    "build_if_missing",
     "cache_key",
     "chunk_digests",
     "kernel_name",

@@ -1,9 +1,11 @@
 """Content-defined chunking identical to casync's (``chunking.md``).
 
-Two kernels compute chunk boundaries: the numba kernel (default; its machine code is
-cached and loaded without numba, see ``_native``) and a pure-Python reference.
-``DESYNC_CHUNKER_KERNEL=python|numba`` demands one; a demanded kernel that cannot run
-is an error, never a silent fallback.
+Three kernels compute chunk boundaries: the numba kernel (its machine code is cached
+and loaded without numba, see ``_native``), a vectorised numpy one that needs no
+compilation (``_vector``: small inputs while the numba kernel is not compiled yet) and
+a pure-Python reference. ``DESYNC_CHUNKER_KERNEL=numba|vector|python`` demands one; a
+demanded kernel that cannot run is an error, never a silent fallback. All give the
+same boundaries.
 
 Public API:
 
@@ -21,9 +23,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
+from desync_core import kernelcache
+from desync_core.chunker import _vector
 from desync_core.chunker.params import (
     DEFAULT_PARAMS,
     WINDOW_SIZE,
@@ -42,10 +47,13 @@ _log = logging.getLogger(__name__)
 
 @cache
 def kernel_name() -> str:
-    """The kernel in use: ``numba`` unless ``DESYNC_CHUNKER_KERNEL`` says otherwise."""
-    name = os.environ.get("DESYNC_CHUNKER_KERNEL", "numba").strip().lower() or "numba"
-    if name not in ("numba", "python"):
-        raise UsageError(f"DESYNC_CHUNKER_KERNEL must be 'numba' or 'python', not {name!r}")
+    """The kernel demanded by ``DESYNC_CHUNKER_KERNEL`` (``numba``, ``vector`` or
+    ``python``), or ``auto`` (unset): the compiled kernel where it is cached or worth
+    compiling, else the vectorised one (see :func:`warm_up`)."""
+    name = os.environ.get("DESYNC_CHUNKER_KERNEL", "auto").strip().lower() or "auto"
+    if name not in ("auto", "numba", "vector", "python"):
+        raise UsageError("DESYNC_CHUNKER_KERNEL must be 'numba', 'vector' or 'python', "
+                         f"not {name!r}")
     return name
 
 
@@ -55,17 +63,56 @@ def _min_chunk(params: ChunkerParams) -> int:
 
 
 _kernel_lock = threading.Lock()
+#: The kernel for the rest of the process, once chosen for good.
+_chosen: KernelFn | None = None
+#: Whether the compiled kernel's cache was found empty (looked at once per process).
+_cache_missed = False
+#: Bytes chunked by the vectorised kernel while the compiled one is missing.
+_vector_bytes = 0
 
 
-def _kernel() -> KernelFn:
-    """The selected kernel, loaded once (thread-safe: parts may start concurrently)."""
+def _kernel(nbytes: int | None) -> KernelFn:
+    """The kernel for ``nbytes`` more bytes of input (None: the best one, compiled now
+    if need be); thread-safe, parts may start concurrently.
+
+    Without ``DESYNC_CHUNKER_KERNEL``, the compiled kernel is used if it is cached.
+    If not, up to :data:`~desync_core.kernelcache.SMALL_INPUT_BYTES` of input (in
+    total, for the process) go through the vectorised kernel, which needs no
+    compilation, and the ``desync`` command compiles the kernels for next time in the
+    background; beyond, the kernel is compiled now (``DESYNC_KERNEL_BUILD`` changes
+    this, see :mod:`desync_core.kernelcache`).
+    """
+    chosen = _chosen
+    if chosen is not None:
+        return chosen
     with _kernel_lock:
-        return _load_kernel()
+        return _choose(nbytes)
 
 
-@cache
-def _load_kernel() -> KernelFn:
-    if kernel_name() == "python":
+def _choose(nbytes: int | None) -> KernelFn:
+    global _chosen, _cache_missed, _vector_bytes
+    if _chosen is not None:
+        return _chosen
+    name = kernel_name()
+    if name == "auto":
+        if not _cache_missed:
+            native = _load_cached_native_kernel()
+            if native is not None:
+                _chosen = _native_runner(native)
+                return _chosen
+            _cache_missed = True
+        mode = kernelcache.build_mode()
+        small = nbytes is not None and _vector_bytes + nbytes <= kernelcache.SMALL_INPUT_BYTES
+        if mode == "never" or (mode == "auto" and small):
+            _vector_bytes += nbytes or 0
+            kernelcache.start_background_build(Path(__file__).resolve().parent)
+            return _vector.find_cuts
+    _chosen = _load_kernel(name)
+    return _chosen
+
+
+def _load_kernel(name: str) -> KernelFn:
+    if name == "python":
         from desync_core.chunker import _reference
 
         def run_python(buf: np.ndarray, n: int, eof: bool, params: ChunkerParams) -> np.ndarray:
@@ -73,18 +120,12 @@ def _load_kernel() -> KernelFn:
             return np.array(cuts, dtype=np.int64)
 
         return run_python
+    if name == "vector":
+        return _vector.find_cuts
 
     native = _load_native_kernel()
     if native is not None:
-        def run_native(buf: np.ndarray, n: int, eof: bool, params: ChunkerParams) -> np.ndarray:
-            cap = n // _min_chunk(params) + 2
-            out = np.empty(cap, dtype=np.int64)
-            k = native(buf.ctypes.data, n, eof, params.min, params.max,
-                        lemire_multiplier(params.discriminator), params.fixed_size,
-                        out.ctypes.data, cap)
-            return out[:k]
-
-        return run_native
+        return _native_runner(native)
 
     _numba = _load_numba_kernel()
 
@@ -96,6 +137,30 @@ def _load_kernel() -> KernelFn:
         return out[:k]
 
     return run_numba
+
+
+def _native_runner(native: Callable[..., int]) -> KernelFn:
+    """The cached machine code (``_native``) as a :data:`KernelFn`."""
+    def run_native(buf: np.ndarray, n: int, eof: bool, params: ChunkerParams) -> np.ndarray:
+        cap = n // _min_chunk(params) + 2
+        out = np.empty(cap, dtype=np.int64)
+        k = native(buf.ctypes.data, n, eof, params.min, params.max,
+                   lemire_multiplier(params.discriminator), params.fixed_size,
+                   out.ctypes.data, cap)
+        return out[:k]
+
+    return run_native
+
+
+def _load_cached_native_kernel():  # type: ignore[no-untyped-def]
+    """The compiled kernel if it is cached (nothing is compiled), else None."""
+    try:
+        from desync_core.chunker import _native
+
+        return _native.load_cached()
+    except Exception as exc:  # unusable cache or llvmlite: treated as a cache miss
+        _log.debug("cached native kernel unavailable (%s)", exc)
+        return None
 
 
 def _load_native_kernel():  # type: ignore[no-untyped-def]
@@ -143,18 +208,42 @@ def find_cuts(data: np.ndarray | bytes | bytearray | memoryview, params: Chunker
             could still extend is left uncut; resume at the last offset returned.
         length: use only the first ``length`` bytes.
     """
+    return _run(None, data, params, eof, length)
+
+
+def _run(kernel: KernelFn | None, data: np.ndarray | bytes | bytearray | memoryview,
+         params: ChunkerParams, eof: bool, length: int | None) -> np.ndarray:
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
     if buf.dtype != np.uint8 or not buf.flags.c_contiguous:
         buf = np.ascontiguousarray(buf, dtype=np.uint8)
     n = len(buf) if length is None else length
     if not 0 <= n <= len(buf):
         raise ValueError(f"length {n} outside the buffer (0..{len(buf)})")
-    return _kernel()(buf, n, eof, params)
+    return (kernel or _kernel(n))(buf, n, eof, params)
 
 
-def warm_up() -> None:
-    """Load (or compile) the kernel now, e.g. before forking worker processes."""
-    find_cuts(np.zeros(256, dtype=np.uint8), ChunkerParams(64, 128, 256))
+def cuts_function(nbytes: int | None) -> Callable[..., np.ndarray]:
+    """:func:`find_cuts` with the kernel chosen now for a whole input of ``nbytes``
+    bytes (see :func:`warm_up`), for callers that chunk one input in many calls."""
+    kernel = _kernel(nbytes)
+
+    def bound(data: np.ndarray | bytes | bytearray | memoryview, params: ChunkerParams,
+              *, eof: bool = True, length: int | None = None) -> np.ndarray:
+        return _run(kernel, data, params, eof, length)
+
+    return bound
+
+
+def warm_up(nbytes: int | None = None) -> None:
+    """Choose the kernel for an input of ``nbytes`` bytes, and load it now (e.g. before
+    starting threads or forking worker processes).
+
+    Without ``nbytes`` the compiled kernel is loaded, and compiled (then cached) if it
+    is missing, unless ``DESYNC_CHUNKER_KERNEL`` demands another or
+    ``DESYNC_KERNEL_BUILD=never``. With ``nbytes``, a small input on a fresh
+    installation is chunked by the vectorised kernel instead (see :func:`_kernel`).
+    """
+    _kernel(nbytes)
 
 
 def fill_from(readinto: Callable[[memoryview], int | None], view: memoryview,
@@ -251,6 +340,7 @@ __all__ = [
     "DEFAULT_PARAMS",
     "ChunkerParams",
     "chunk_file",
+    "cuts_function",
     "fill_from",
     "find_cuts",
     "input_size",

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from desync_core.kernelcache import (
+    build_lock,
     cache_dirs,
     cpu_identity,
     link_shared_library,
@@ -262,10 +263,15 @@ def _save(data: bytes, name: str) -> None:
     # No writable cache directory: the kernel works, later runs just compile again.
 
 
-def load_kernel() -> KernelFn:
-    """The kernel: from the cache (shared library first), or compiled now and cached."""
+def _names() -> tuple[str, str]:
     key = cache_key()
-    so_name, obj_name = f"chunker-{key}.so", f"chunker-{key}.o"
+    return f"chunker-{key}.so", f"chunker-{key}.o"
+
+
+def load_cached() -> KernelFn | None:
+    """The kernel from the cache (shared library first), or None: nothing is compiled
+    and numba is not imported (the object file needs llvmlite)."""
+    so_name, obj_name = _names()
     for directory in _cache_dirs():
         if (directory / so_name).is_file():
             try:
@@ -283,7 +289,35 @@ def load_kernel() -> KernelFn:
             return load_object(llvm, blob)
         except (ValueError, RuntimeError, KeyError):
             continue
-    llvm = llvm or _llvm()
+    return None
+
+
+def load_kernel() -> KernelFn:
+    """The kernel: from the cache, or compiled now and cached.
+
+    Concurrent processes compile one at a time (a lock file in the cache directory);
+    the others then load the cached result.
+    """
+    cached = load_cached()
+    if cached is not None:
+        return cached
+    with build_lock(writable_dir(_cache_dirs()), "chunker"):
+        return load_cached() or _build()
+
+
+def build_if_missing() -> None:
+    """Compile and cache the kernel unless it is cached, being compiled by another
+    process, or no cache directory is writable."""
+    with build_lock(writable_dir(_cache_dirs()), "chunker", wait=False) as held:
+        if held and load_cached() is None:
+            _build()
+
+
+def _build() -> KernelFn:
+    """Compile the kernel, cache it (object file, and shared library if a linker is
+    installed) and return it."""
+    so_name, obj_name = _names()
+    llvm = _llvm()
     blob = build_object(llvm)
     _save(blob, obj_name)
     built = _try_shared_library(llvm, so_name)
@@ -309,9 +343,11 @@ def _try_shared_library(llvm: Any, name: str) -> Path | None:
 __all__ = [
     "SYMBOL",
     "KernelFn",
+    "build_if_missing",
     "build_object",
     "build_shared_library",
     "cache_key",
+    "load_cached",
     "load_kernel",
     "load_object",
     "load_shared_library",

@@ -61,7 +61,20 @@ def _opaque(typingctx, x):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+def _jit(fn):  # type: ignore[no-untyped-def]
+    """``njit`` with numba's on-disk cache where it has a writable place for it.
+
+    numba refuses ``cache=True`` outright (RuntimeError at decoration) when neither the
+    package's ``__pycache__`` nor its user cache directory is writable: a read-only
+    installation and HOME must still chunk, compiling in memory.
+    """
+    try:
+        return njit(cache=True, nogil=True, boundscheck=False)(fn)
+    except RuntimeError:
+        return njit(nogil=True, boundscheck=False)(fn)
+
+
+@_jit
 def _find_cuts(buf, n, eof, mn, mx, mult, fixed, out):  # type: ignore[no-untyped-def]
     tab = _T
     tab16 = _T16

@@ -211,9 +211,11 @@ class PartPipeline(Generic[R]):
 
     def __init__(self, fd: int, size: int, params: ChunkerParams, *, threads: int,
                  handler: Handler[R] | None = None, part_bytes: int = PART_BYTES) -> None:
-        from desync_core.chunker import find_cuts, warm_up
+        from desync_core.chunker import cuts_function
 
-        warm_up()  # load the kernel before threads race to it (and fail early if unusable)
+        # The kernel is chosen (and loaded) once for the whole input, before threads
+        # race to it; an unusable one fails here.
+        find_cuts = cuts_function(size)
         self.fd = fd
         self.size = size
         self.params = params

@@ -184,7 +184,7 @@ def test_invalid_kernel_is_a_clear_error(tmp_path: Path, desync) -> None:  # typ
                   env={"DESYNC_CHUNKER_KERNEL": "fortran"})
     assert proc.returncode == 2
     assert proc.stderr.decode().strip() == \
-        "Error: DESYNC_CHUNKER_KERNEL must be 'numba' or 'python', not 'fortran'"
+        "Error: DESYNC_CHUNKER_KERNEL must be 'numba', 'vector' or 'python', not 'fortran'"
 
 
 # The peak is read from VmHWM (this process's own address space): ru_maxrss would include
