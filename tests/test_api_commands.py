@@ -401,6 +401,21 @@ def test_servers_without_the_http_plugin_name_the_package() -> None:
     assert UnknownSchemeError.exit_code == 3
 
 
+def test_command_api_of_other_commands() -> None:
+    from desync_core.api.servers import command_api
+    from desync_core.errors import PluginError
+    from desync_core.plugins import get_registries
+
+    with pytest.raises(UnknownSchemeError, match="no installed plugin provides"):
+        command_api("no-such-command")
+    with pytest.raises(PluginError, match="no Python API"):
+        command_api("make")  # a core command: its API is desync_core.api itself
+    commands = get_registries().commands.commands
+    if "pull" in commands:  # desync-store-ssh installed: a plugin command without an API
+        with pytest.raises(PluginError, match=r"no module desync_store_ssh\.api"):
+            command_api("pull")
+
+
 def test_errors_are_desync_errors_never_exits(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         api.cache(str(tmp_path / "missing.caibx"), stores=[str(tmp_path)], cache="")

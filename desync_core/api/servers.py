@@ -41,8 +41,12 @@ def command_api(name: str) -> Callable[..., Any]:
             raise UnknownSchemeError(missing_plugin_message(
                 f"the {name} command", dist, registries.chunk_stores.load_errors))
         raise UnknownSchemeError(f"no installed plugin provides the {name} command")
-    package = command.run.__module__.rpartition(".")[0]
+    module_name = getattr(command.run, "__module__", None) or ""
+    package = module_name.rpartition(".")[0] or module_name
     attr = name.replace("-", "_")
+    if not package:
+        raise PluginError(f"plugin {command.plugin!r} provides the {name} command but no "
+                          "Python API")
     try:
         module = importlib.import_module(f"{package}.api")
     except ModuleNotFoundError as exc:
