@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from desync_core.digest import Digest, parse_chunk_id
+from desync_core.engine.threads import Threads
 from desync_core.errors import ChunkInvalidError, ChunkMissingError, StoreError, UsageError
 from desync_core.index import Index
 from desync_core.progress import Progress
@@ -44,24 +44,27 @@ def chop(index: Index, path: str, store: Any, *, workers: int = 10,
     Every chunk is hashed and must match the index; chunks already in the store (or in
     ``ignore``) are not stored. Returns the number of chunks stored.
     """
+    from desync_core.engine.forkpool import ForkExecutor
     from desync_core.ops import chunkfile
-    from desync_core.workers import process_pool
+    from desync_core.workers import default_workers
 
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file or directory")
     progress = progress or Progress()
     skip = frozenset(ignore) if ignore else None
     threads = 1 if store_is_local else max(1, workers)
-    procs = min(workers, os.cpu_count() or 1)
+    procs = min(workers, default_workers())
     kwargs: dict[str, Any] = {"expected": index.ids, "skip": skip,
                               "on_done": lambda n, _b: progress.update(n)}
     if procs <= 1 or index.length < 32 * 1024 * 1024:
         chunkfile.init_worker(store, index.digest.name, threads, len(index))
         results = chunkfile.run_tasks(path, index.starts(), index.ends, executor=None, **kwargs)
     else:
-        with process_pool(procs, chunkfile.init_worker,
-                          (store, index.digest.name, max(1, threads // procs),
-                           len(index) // procs + 1)) as pool:
+        def init() -> None:  # in each worker process
+            chunkfile.init_worker(store, index.digest.name, max(1, threads // procs),
+                                  len(index) // procs + 1)
+
+        with ForkExecutor(procs, init) as pool:
             results = chunkfile.run_tasks(path, index.starts(), index.ends, executor=pool,
                                           **kwargs)
     return sum(r.stored for r in results)
@@ -83,7 +86,7 @@ def cache_chunks(ids: Iterable[bytes], source: Any, target: Any, *, workers: int
         finally:
             progress.update(1)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with Threads(workers) as pool:
         return sum(pool.map(one, todo))
 
 
@@ -112,11 +115,13 @@ class StoreCheck:
 
 def check_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10,
                 repair: bool = False,
-                on_problem: Callable[[StoreProblem], object] | None = None) -> StoreCheck:
+                on_problem: Callable[[StoreProblem], object] | None = None,
+                collect: bool = True) -> StoreCheck:
     """Verify every chunk of a listable store; with ``repair`` delete invalid ones.
 
     ``on_problem`` is called for each problem as it is found (the CLI prints it then,
-    not at the end of a long walk).
+    not at the end of a long walk); with ``collect`` false the result's ``problems``
+    stay empty, so memory does not grow with the number of bad chunks.
     """
 
     def check(chunk_id: bytes) -> StoreProblem | None:
@@ -142,11 +147,12 @@ def check_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10,
     problems: list[StoreProblem] = []
 
     def found(problem: StoreProblem) -> None:
-        problems.append(problem)
+        if collect:
+            problems.append(problem)
         if on_problem is not None:
             on_problem(problem)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with Threads(workers) as pool:
         for result in pool.map(check, store.iter_chunk_ids()):
             checked += 1
             if result:
@@ -164,9 +170,16 @@ def verify_store(store: PrunableChunkStore, digest: Digest, *, workers: int = 10
     still in the store (reported but not removed).
     """
     out = err or sys.stderr
-    result = check_store(store, digest, workers=workers, repair=repair,
-                         on_problem=lambda p: out.write(p.message + "\n"))
-    return sum(not p.removed for p in result.problems)
+    remaining = 0
+
+    def report(problem: StoreProblem) -> None:
+        nonlocal remaining
+        remaining += not problem.removed
+        out.write(problem.message + "\n")
+
+    check_store(store, digest, workers=workers, repair=repair, on_problem=report,
+                collect=False)
+    return remaining
 
 
 def open_listable(ctx: Context, location: str) -> PrunableChunkStore:
