@@ -12,7 +12,7 @@ When compiling happens (``DESYNC_KERNEL_BUILD``):
   is worth it. Inputs of up to :data:`SMALL_INPUT_BYTES` are chunked by the
   vectorised numpy chunker and hashed by hashlib, at once; the ``desync`` command then
   compiles the kernels for next time in a detached, low-priority process (a library
-  user's process starts none). Larger inputs compile the chunker first, as does an
+  user's process starts none). Larger inputs compile both kernels first, as does an
   explicit ``warm_up()``; a library process (not the CLI) also builds the hash kernel
   on first use.
 * ``foreground``: compile missing kernels when first needed (never in the background).
@@ -37,11 +37,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-#: Inputs up to this size are chunked without compiling a missing kernel (the numpy
-#: chunker does ~100-250 MB/s here, the compiled one ~1.3 GB/s per core; compiling
-#: takes 4-8 s on the 2-core benchmark machine, so for a first run the numpy path wins
-#: well beyond this size, but later runs would stay slow if nothing got compiled).
-SMALL_INPUT_BYTES = 64 * 1024 * 1024
+#: Inputs up to this size are chunked without compiling a missing kernel. Measured on
+#: the 2-core benchmark machine: ``make`` of 256 MB takes ~1.3 s longer with the numpy
+#: chunker than with the compiled one, while compiling takes 4-8 s; beyond this size
+#: the kernel is compiled (once: it is cached).
+SMALL_INPUT_BYTES = 256 * 1024 * 1024
 #: The module that ``python -m`` runs to build every kernel in the background.
 BUILDER_MODULE = "desync_core.chunker._build"
 BUILD_MODES = ("auto", "foreground", "never")
@@ -192,6 +192,19 @@ def build_lock(directory: Path | None, name: str, *, wait: bool = True) -> Itera
 
 _background_lock = threading.Lock()
 _background_started = False
+_large_input = False
+
+
+def note_large_input() -> None:
+    """Record that this process compiles the chunker for a large input: the hash
+    kernel is then compiled in the foreground too (the work pays for it)."""
+    global _large_input
+    _large_input = True
+
+
+def large_input_noted() -> bool:
+    """Whether :func:`note_large_input` was called in this process."""
+    return _large_input
 
 
 def start_background_build(package_dir: Path) -> bool:
@@ -226,5 +239,5 @@ def start_background_build(package_dir: Path) -> bool:
 
 
 __all__ = ["BUILDER_MODULE", "BUILD_MODES", "SMALL_INPUT_BYTES", "build_lock", "build_mode",
-           "cache_dirs", "cpu_identity", "in_cli", "link_shared_library", "load_function",
-           "start_background_build", "writable_dir"]
+           "cache_dirs", "cpu_identity", "in_cli", "large_input_noted", "link_shared_library",
+           "load_function", "note_large_input", "start_background_build", "writable_dir"]

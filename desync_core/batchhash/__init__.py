@@ -43,6 +43,7 @@ from desync_core.kernelcache import (
     cache_dirs,
     cpu_identity,
     in_cli,
+    large_input_noted,
     load_function,
     start_background_build,
     writable_dir,
@@ -81,9 +82,9 @@ def kernel_name() -> str:
 def native_kernel() -> KernelFn | None:
     """The compiled kernel, or None if unavailable.
 
-    Built and cached on first use, except in the ``desync`` command, which goes on with
-    hashlib and builds it in the background for later runs (and except as
-    ``DESYNC_KERNEL_BUILD`` says, see :mod:`desync_core.kernelcache`).
+    Built and cached on first use, except in the ``desync`` command with no large input
+    to chunk, which goes on with hashlib and builds it in the background for later runs
+    (and except as ``DESYNC_KERNEL_BUILD`` says, see :mod:`desync_core.kernelcache`).
     """
     if kernel_name() != "native":
         return None
@@ -99,9 +100,10 @@ def _load() -> KernelFn | None:
     mode = build_mode()
     if mode == "never":
         return None
-    if mode == "auto" and in_cli():
+    if mode == "auto" and in_cli() and not large_input_noted():
         # Compiling takes seconds, hashlib hashes a few hundred MB in that time: the
-        # command goes on with hashlib and the kernel is built for next time.
+        # command goes on with hashlib and the kernel is built for next time (unless
+        # the chunker is being compiled for a large input anyway).
         start_background_build(_HERE)
         return None
     directory = writable_dir(_cache_dirs())

@@ -95,18 +95,19 @@ def _choose(nbytes: int | None) -> KernelFn:
         return _chosen
     name = kernel_name()
     if name == "auto":
+        mode = kernelcache.build_mode()  # validated even when the kernel is cached
         if not _cache_missed:
             native = _load_cached_native_kernel()
             if native is not None:
                 _chosen = _native_runner(native)
                 return _chosen
             _cache_missed = True
-        mode = kernelcache.build_mode()
         small = nbytes is not None and _vector_bytes + nbytes <= kernelcache.SMALL_INPUT_BYTES
         if mode == "never" or (mode == "auto" and small):
             _vector_bytes += nbytes or 0
             kernelcache.start_background_build(Path(__file__).resolve().parent)
             return _vector.find_cuts
+        kernelcache.note_large_input()
     _chosen = _load_kernel(name)
     return _chosen
 
