@@ -143,13 +143,17 @@ def test_prune_needs_something_to_keep_and_a_store(tmp_path: Path) -> None:
 
 
 def test_cache_copies_what_the_cache_lacks(blob: tuple[Path, Path, Path, bytes],
-                                           tmp_path: Path) -> None:
+                                           tmp_path: Path, ok: Cli) -> None:
     _path, index, store, _data = blob
     ids = set(api.read_index(str(index)).chunk_ids())
     cache = tmp_path / "cache"
     first = api.cache(str(index), stores=[str(store)], cache=str(cache))
     assert first == api.CacheResult(wanted=len(ids), copied=len(ids))
     assert set(chunk_files(cache)) == ids
+    ok("cache", "-s", store, "-c", tmp_path / "cli-cache", index)
+    files = chunk_files(cache)
+    assert {i: p.read_bytes() for i, p in chunk_files(tmp_path / "cli-cache").items()} == \
+        {i: p.read_bytes() for i, p in files.items()}
     assert api.cache([str(index)], stores=[str(store)], cache=str(cache)).copied == 0
     with pytest.raises(UsageError, match="no source store"):
         api.cache(str(index), stores=[], cache=str(cache))
@@ -167,13 +171,16 @@ def test_cache_skips_ignored_chunks(blob: tuple[Path, Path, Path, bytes],
 
 
 def test_chop_stores_the_chunks_of_the_index(blob: tuple[Path, Path, Path, bytes],
-                                             tmp_path: Path) -> None:
+                                             tmp_path: Path, ok: Cli) -> None:
     path, index, _store, data = blob
     target = tmp_path / "chopped"
     idx = api.read_index(str(index))
     result = api.chop(str(index), str(path), store=str(target))
     assert result == api.ChopResult(chunks=len(idx), stored=len(set(idx.chunk_ids())))
     assert set(chunk_files(target)) == set(idx.chunk_ids())
+    ok("chop", "-s", tmp_path / "cli-chopped", index, path)
+    assert {i: p.read_bytes() for i, p in chunk_files(tmp_path / "cli-chopped").items()} == \
+        {i: p.read_bytes() for i, p in chunk_files(target).items()}
     assert api.chop(idx, str(path), store=str(target)).stored == 0
     api.extract(idx, str(tmp_path / "out"), stores=[str(target)])
     assert (tmp_path / "out").read_bytes() == data
