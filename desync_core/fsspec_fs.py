@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import errno
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -78,9 +79,8 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
         config: the desync config file (default ``~/.config/desync/config.json``).
         concurrency: chunks fetched in parallel by one read (``-n``).
         cache_bytes: bound of each index's in-memory LRU of decoded chunks.
-        ctx: a ready :class:`~desync_core.context.Context` (overrides ``config`` and
-            ``concurrency``; not part of the instance's identity, so pass it only to
-            instances you do not need to pickle).
+        ctx: a ready :class:`~desync_core.context.Context` (instead of ``config`` and
+            ``concurrency``).
     """
 
     protocol = "desync"
@@ -100,9 +100,10 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
         self.cache: str | None = cache
         self.cache_bytes = cache_bytes
         self._lock = threading.RLock()
-        self._indexes: dict[str, Index] = {}
+        self._indexes: dict[str, tuple[tuple[int, int, int] | None, Index]] = {}
         self._opened: dict[str, _Opened] = {}
         self._trees: dict[str, TreeEntry] = {}
+        self._retired: list[_Opened] = []
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -130,24 +131,37 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
 
     # -- opened indexes --------------------------------------------------------------------
 
+    @staticmethod
+    def _signature(location: str) -> tuple[int, int, int] | None:
+        """What identifies a local index file's version (None for remote locations)."""
+        if "://" in location:
+            return None
+        try:
+            st = os.stat(location or ".")
+        except (FileNotFoundError, NotADirectoryError):
+            _not_found(location)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not an index", location)
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def _index(self, location: str) -> Index:
+        """The index at ``location``, read again if the local file was replaced."""
         with self._lock:
-            index = self._indexes.get(location)
-            if index is None:
-                if "://" not in location:
-                    if os.path.isdir(location):
-                        raise IsADirectoryError(errno.EISDIR, "is a directory, not an index",
-                                                location)
-                    if not os.path.exists(location):  # also below a file: ENOTDIR
-                        _not_found(location)
-                index = self._indexes[location] = self.ctx.read_index(location)
+            signature = self._signature(location)
+            cached = self._indexes.get(location)
+            if cached is not None and cached[0] == signature:
+                return cached[1]
+            if cached is not None:
+                self._forget(location)
+            index = self.ctx.read_index(location)
+            self._indexes[location] = (signature, index)
             return index
 
     def _open_index(self, location: str) -> _Opened:
         with self._lock:
+            index = self._index(location)
             opened = self._opened.get(location)
             if opened is None:
-                index = self._index(location)
                 source = self.ctx.open_source(self.stores, self.cache, index.digest,
                                               max_chunk_size=index.chunk_size_max)
                 reader = RangeReader(index, source, cache_bytes=self.cache_bytes,
@@ -157,11 +171,33 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
 
     def _tree(self, location: str) -> TreeEntry:
         with self._lock:
+            opened = self._open_index(location)
             root = self._trees.get(location)
             if root is None:
-                root = self._trees[location] = build_tree(self._open_index(location).reader,
-                                                          name=location)
+                root = self._trees[location] = build_tree(opened.reader, name=location)
             return root
+
+    def _forget(self, location: str) -> None:
+        """Drop what is cached for ``location``. Files open on it keep their reader,
+        whose store chain :meth:`close` closes."""
+        self._indexes.pop(location, None)
+        self._trees.pop(location, None)
+        opened = self._opened.pop(location, None)
+        if opened is not None:
+            self._retired.append(opened)
+
+    def invalidate_cache(self, path: Any = None) -> None:
+        """Forget the cached index and archive table of ``path`` (default: all).
+
+        Local index files are re-read by themselves when replaced (inode, size and
+        mtime are checked on every use); a remote index that changed needs this call.
+        """
+        with self._lock:
+            if path is None:
+                for location in list(self._indexes):
+                    self._forget(location)
+            else:
+                self._forget(self.split(self._strip_protocol(path))[0])
 
     def reader(self, path: str) -> RangeReader:
         """The :class:`RangeReader` of the index at ``path`` (diagnostics: ``fetches``)."""
@@ -172,7 +208,8 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
         """Close every store chain and fetch pool this instance opened; it stays usable
         (the next read opens them again)."""
         with self._lock:
-            opened, self._opened = list(self._opened.values()), {}
+            opened = [*self._opened.values(), *self._retired]
+            self._opened, self._retired = {}, []
         for item in opened:
             item.reader.close()
             item.source.close()

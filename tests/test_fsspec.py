@@ -224,6 +224,23 @@ def test_numpy_loads_a_blob_through_fs_open(tmp_path: Path) -> None:
     fs.close()
 
 
+def test_a_replaced_index_file_is_read_again(made: Made, tmp_path: Path) -> None:
+    """The instance caches indexes, but a local index file replaced on disk (as
+    ``desync make`` writes it: a new file renamed over the old) is noticed."""
+    fs = made.fs()
+    target = tmp_path / "x.caibx"
+    shutil.copyfile(made.caibx, target)
+    assert fs.cat_file(str(target), start=0, end=1000) == made.data[:1000]
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"another blob " * 10_000)
+    run_desync("make", "-s", made.store, "-m", CHUNKS, target, other)
+    assert fs.cat_file(str(target)) == other.read_bytes()
+    assert fs.size(str(target)) == other.stat().st_size
+    fs.invalidate_cache()
+    assert fs.cat_file(str(target), start=5, end=18) == other.read_bytes()[5:18]
+    fs.close()
+
+
 # -- archive indexes ---------------------------------------------------------------------
 
 
