@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
+import stat
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from desync_core.plugin_api import (
@@ -48,9 +51,11 @@ from desync_store_http.server import (
     ServerGroup,
     ServerSettings,
     resolve_authorization,
-    serve_until_stopped,
     server_ssl_context,
 )
+
+if TYPE_CHECKING:
+    from desync_store_http.metrics import Metrics
 
 #: Largest accepted upload: casync's chunk size limit (128 MiB) plus compression overhead.
 MAX_CHUNK_UPLOAD = 129 * 1024 * 1024
@@ -111,16 +116,22 @@ class DedupReader:
 
     Args:
         inner: the upstream (a store or a composition); writes pass straight through.
+        metrics: upstream latencies and coalesced requests are observed there.
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, metrics: Metrics | None = None) -> None:
         self.inner = inner
+        self.metrics = metrics
         self._lock = threading.Lock()
         self._inflight: dict[bytes, _Call] = {}
         #: Upstream reads actually made, and requests currently waiting for another
         #: request's read (for tests and diagnostics).
         self.upstream_reads = 0
         self.waiters = 0
+        #: ``hex id -> path`` of the file holding a chunk exactly as the wire format
+        #: encodes it, when the upstream is one plain local store (see
+        #: :func:`local_file_resolver`); GETs then send that file with ``sendfile``.
+        self.local_file: Callable[[str], str | None] | None = None
 
     def get_chunk(self, chunk_id: bytes) -> Chunk:
         """The chunk, read once however many requests ask for it at the same time."""
@@ -133,6 +144,8 @@ class DedupReader:
             else:
                 self.waiters += 1
         if not leader:
+            if self.metrics is not None:
+                self.metrics.coalesced.inc()
             try:
                 call.done.wait()
             finally:
@@ -143,7 +156,11 @@ class DedupReader:
             assert call.result is not None
             return call.result
         try:
-            call.result = self.inner.get_chunk(chunk_id)
+            if self.metrics is None:
+                call.result = self.inner.get_chunk(chunk_id)
+            else:
+                with self.metrics.timed("get"):
+                    call.result = self.inner.get_chunk(chunk_id)
             return call.result
         except BaseException as exc:
             call.error = exc
@@ -155,7 +172,10 @@ class DedupReader:
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         """Whether the upstream has the chunk."""
-        return bool(self.inner.has_chunk(chunk_id))
+        if self.metrics is None:
+            return bool(self.inner.has_chunk(chunk_id))
+        with self.metrics.timed("has"):
+            return bool(self.inner.has_chunk(chunk_id))
 
     @property
     def writable(self) -> bool:
@@ -164,7 +184,12 @@ class DedupReader:
 
     def store_chunk(self, chunk: Chunk) -> None:
         """Store a chunk upstream."""
-        self.inner.store_chunk(chunk)
+        if self.metrics is None:
+            self.inner.store_chunk(chunk)
+            return
+        with self.metrics.timed("store"):
+            self.inner.store_chunk(chunk)
+        self.metrics.stored_one()
 
     def close(self) -> None:
         """Close the upstream."""
@@ -174,8 +199,31 @@ class DedupReader:
         return str(self.inner)
 
 
+def local_file_resolver(upstream: Any, wire: ChunkCodec) -> Callable[[str], str | None] | None:
+    """``local_chunk_file`` of the upstream when a GET may send its chunk files as they
+    are: one store (behind retry and non-verifying wrappers only) that declares plain
+    local files, unencrypted, compressed exactly when the wire format is. None when a
+    chunk must go through the store chain (verification, a cache to fill, a router,
+    failover, re-coding)."""
+    store = upstream
+    for _ in range(8):
+        if getattr(store, "skip_verify", True) is False:
+            return None  # --skip-verify-read=false: every chunk read is hashed
+        codec = getattr(store, "codec", None)
+        if isinstance(codec, ChunkCodec) and hasattr(store, "local_chunk_file"):
+            if (codec.encrypted or wire.encrypted or codec.compressed != wire.compressed
+                    or store.local_chunk_file("0" * 64) is None):
+                return None
+            resolver: Callable[[str], str | None] = store.local_chunk_file
+            return resolver
+        store = getattr(store, "inner", None)
+        if store is None:
+            return None
+    return None
+
+
 def open_upstream(ctx: Context, stores: list[str], cache: str, *, writable: bool,
-                  verify_read: bool) -> DedupReader:
+                  verify_read: bool, metrics: Metrics | None = None) -> DedupReader:
     """The store chain a chunk server serves, opened through the core's Context.
 
     Read-only servers get the router/failover/cache chain of ``-s … -c …``; writable
@@ -196,8 +244,13 @@ def open_upstream(ctx: Context, stores: list[str], cache: str, *, writable: bool
         store: Any = ctx.open_writable(stores[0])
         if verify_read:
             store = VerifyingStore(store, ctx.digest)
-        return DedupReader(store)
-    return DedupReader(ctx.open_source(stores, cache or None))
+        return DedupReader(store, metrics)
+    source = ctx.open_source(stores, cache or None)
+    if metrics is not None:
+        from desync_store_http.metrics import count_cache
+
+        count_cache(source, metrics)
+    return DedupReader(source, metrics)
 
 
 class ChunkServer:
@@ -245,8 +298,10 @@ class ChunkServer:
     def _build(self) -> DedupReader:
         stores, cache = (read_store_file(self.store_file) if self.store_file
                          else (self.stores, self.cache))
-        return open_upstream(self.ctx, stores, cache, writable=self.writable,
-                             verify_read=self.verify_read)
+        reader = open_upstream(self.ctx, stores, cache, writable=self.writable,
+                               verify_read=self.verify_read, metrics=self.settings.metrics)
+        reader.local_file = local_file_resolver(reader.inner, self.codec)
+        return reader
 
     def reload(self) -> bool:
         """Re-read the store file and swap the new upstream in.
@@ -305,6 +360,9 @@ class ChunkHandler(RequestHandler):
         self.reply(status, f"{public}\n".encode())
 
     def on_get(self, chunk_id: bytes) -> None:
+        with self.app.holder.use() as store:
+            if store.local_file is not None and self._send_local(store.local_file, chunk_id):
+                return
         try:
             with self.app.holder.use() as store:
                 chunk = store.get_chunk(chunk_id)
@@ -316,6 +374,27 @@ class ChunkHandler(RequestHandler):
             self._failed(f"failed to retrieve chunk {chunk_id.hex()}", exc)
             return
         self.reply(200, wire, content_type="application/octet-stream")
+
+    def _send_local(self, local_file: Callable[[str], str | None], chunk_id: bytes) -> bool:
+        """Send the chunk's file with sendfile; False (nothing sent) when there is no
+        such regular file: the store chain then answers (404, or an error)."""
+        path = local_file(chunk_id.hex())
+        if path is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CHUNK_UPLOAD:
+                return False
+            # Files are replaced by rename, never rewritten: this descriptor's content
+            # stays whole whatever happens to the name meanwhile.
+            self.reply_file(fd, info.st_size)
+            return True
+        finally:
+            os.close(fd)
 
     def on_head(self, chunk_id: bytes) -> None:
         try:
@@ -392,17 +471,30 @@ def main(args: argparse.Namespace, ctx: Context) -> int:
     settings = ServerSettings(authorization=resolve_authorization(args.authorization))
     tls = (server_ssl_context(args.cert, args.key, args.client_ca if args.mutual_tls else "")
            if args.cert else None)
-    app = ChunkServer(ctx, stores=args.store, cache=args.cache, store_file=args.store_file,
-                      writable=args.writable, verify_read=not args.skip_verify_read,
-                      codec=wire, settings=settings)
+    from desync_store_http.workers import run_server, worker_count
+
+    workers = worker_count(getattr(args, "workers", 1))
+    if getattr(args, "metrics", False):
+        from desync_store_http.metrics import Metrics
+
+        settings.metrics = Metrics("chunk", multiprocess=workers > 1)
+
+    def make_app() -> ChunkServer:
+        return ChunkServer(ctx, stores=args.store, cache=args.cache,
+                           store_file=args.store_file, writable=args.writable,
+                           verify_read=not args.skip_verify_read, codec=wire,
+                           settings=settings)
+
     try:
         settings.log = RequestLog(args.log) if args.log else None
-        group = ServerGroup(args.listen or [":http"], ChunkHandler, app, settings, tls)
-        return serve_until_stopped(group, app.reload if args.store_file else None)
+        group = ServerGroup(args.listen or [":http"], ChunkHandler, None, settings, tls)
+        return run_server(group, make_app, workers=workers,
+                          reload=ChunkServer.reload if args.store_file else None)
     finally:
-        app.close()
         if settings.log is not None:
             settings.log.close()
+        if settings.metrics is not None:
+            settings.metrics.cleanup()
 
 
 __all__ = [
@@ -410,6 +502,7 @@ __all__ = [
     "ChunkServer",
     "DedupReader",
     "PathError",
+    "local_file_resolver",
     "main",
     "open_upstream",
     "parse_chunk_path",

@@ -9,7 +9,10 @@ Indexes are parsed both ways: GET sends the re-serialised index (a corrupt file 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from desync_core.plugin_api import (
     Context,
@@ -33,9 +36,11 @@ from desync_store_http.server import (
     ServerGroup,
     ServerSettings,
     resolve_authorization,
-    serve_until_stopped,
     server_ssl_context,
 )
+
+if TYPE_CHECKING:
+    from desync_store_http.metrics import Metrics
 
 #: Largest accepted index upload (an index of about 26 million chunks).
 MAX_INDEX_UPLOAD = 1024 * 1024 * 1024
@@ -50,9 +55,12 @@ class IndexServer:
         ctx: the run context (config and store options).
         location: the upstream index store (``-s``); a trailing ``/`` is added.
         writable: accept PUT.
+        metrics: upstream latencies and stored indexes are counted there.
     """
 
-    def __init__(self, ctx: Context, location: str, *, writable: bool = False) -> None:
+    def __init__(self, ctx: Context, location: str, *, writable: bool = False,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         if not location:
             raise UsageError("no store provided")
         if not location.endswith("/"):
@@ -67,8 +75,21 @@ class IndexServer:
         self.directory = loc.path if loc.is_local else None
         self.store: IndexStore = ctx.open_index_store(location)
 
+    @contextlib.contextmanager
+    def timed(self, operation: str) -> Iterator[None]:
+        """Observe the block as an upstream ``operation`` (with ``--metrics``)."""
+        if self.metrics is None:
+            yield
+            return
+        with self.metrics.timed(operation):
+            yield
+
     def get_index(self, name: str) -> bytes:
         """The bytes of index ``name`` (see :attr:`directory`)."""
+        with self.timed("get"):
+            return self._get_index(name)
+
+    def _get_index(self, name: str) -> bytes:
         if self.directory is not None:
             return read_index_file(os.path.join(self.directory, name), name,
                                    regular_only=True)
@@ -110,7 +131,8 @@ class IndexHandler(RequestHandler):
 
     def on_head(self, name: str) -> None:
         try:
-            present = self.app.store.has_index(name)
+            with self.app.timed("has"):
+                present = self.app.store.has_index(name)
         except (DesyncError, OSError) as exc:
             self.settings.report(f"failed to look up index {name}: {error_text(exc)}")
             self.reply(400)
@@ -132,11 +154,14 @@ class IndexHandler(RequestHandler):
                 self.reply(415, f"invalid index: {exc}\n".encode())
                 return
         try:
-            store.store_index(name, index.to_bytes())
+            with self.app.timed("store"):
+                store.store_index(name, index.to_bytes())
         except (DesyncError, OSError) as exc:
             self.settings.report(f"failed to store index {name}: {error_text(exc)}")
             self.reply(500, f"failed to store index {name}\n".encode())
             return
+        if self.app.metrics is not None:
+            self.app.metrics.stored_one()
         self.reply(200)
 
 
@@ -146,15 +171,26 @@ def main(args: argparse.Namespace, ctx: Context) -> int:
     settings = ServerSettings(authorization=resolve_authorization(args.authorization))
     tls = (server_ssl_context(args.cert, args.key, args.client_ca if args.mutual_tls else "")
            if args.cert else None)
-    app = IndexServer(ctx, args.store, writable=args.writable)
+    from desync_store_http.workers import run_server, worker_count
+
+    workers = worker_count(getattr(args, "workers", 1))
+    if getattr(args, "metrics", False):
+        from desync_store_http.metrics import Metrics
+
+        settings.metrics = Metrics("index", multiprocess=workers > 1)
+
+    def make_app() -> IndexServer:
+        return IndexServer(ctx, args.store, writable=args.writable, metrics=settings.metrics)
+
     try:
         settings.log = RequestLog(args.log) if args.log else None
-        group = ServerGroup(args.listen or [":http"], IndexHandler, app, settings, tls)
-        return serve_until_stopped(group)
+        group = ServerGroup(args.listen or [":http"], IndexHandler, None, settings, tls)
+        return run_server(group, make_app, workers=workers)
     finally:
-        app.close()
         if settings.log is not None:
             settings.log.close()
+        if settings.metrics is not None:
+            settings.metrics.cleanup()
 
 
 __all__ = ["IndexHandler", "IndexServer", "main"]

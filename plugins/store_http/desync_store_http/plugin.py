@@ -54,6 +54,27 @@ def _add_listen_flags(p: argparse.ArgumentParser) -> None:
     add_bool(p, "--writeable", dest="writable", help="deprecated spelling of --writable")
     p.add_argument("--log", default="", metavar="FILE",
                    help="append one line per request to FILE ('-' for stderr)")
+    p.add_argument("--workers", type=_count, default=0, metavar="N",
+                   help="serve in N processes sharing the listeners (default 0: one per "
+                        "CPU; 1: a single process). SIGHUP reaches every worker; a worker "
+                        "that dies is replaced; concurrent GETs of one chunk share one "
+                        "upstream read per worker")
+    add_bool(p, "--metrics",
+             help="serve Prometheus metrics at /metrics on every listener (behind "
+                  "--authorization): requests by method and status, body bytes, stored "
+                  "chunks/indexes, cache hits and misses, upstream latency, requests in "
+                  "flight; added up over all workers")
+
+
+def _count(text: str) -> int:
+    """A non-negative integer flag value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: negative")
+    return value
 
 
 def chunk_server_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import hmac
 import http.server
 import os
+import select
 import signal
 import socket
 import socketserver
@@ -31,10 +32,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from desync_core.plugin_api import UsageError
 from desync_store_http import __version__
+from desync_store_http.protocol import HeaderError, http_date, read_headers
+
+if TYPE_CHECKING:
+    from desync_store_http.metrics import Metrics
 
 #: Idle keep-alive connections are closed after this long (desync: 120 s).
 IDLE_TIMEOUT = 120.0
@@ -218,10 +223,12 @@ class ServerSettings:
         log: the request log, if any.
         errors: where internal errors and TLS failures are reported.
         uploads: bounds the memory and number of uploads handled at once.
+        metrics: ``--metrics``: counted requests and ``GET /metrics``; None for none.
     """
 
     authorization: str = ""
     log: RequestLog | None = None
+    metrics: Metrics | None = None
     errors: TextIO = field(default_factory=lambda: sys.stderr)
     uploads: UploadGate = field(default_factory=UploadGate)
     _errors_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -288,18 +295,60 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         getattr(self, handler)(key)
 
     def parse_request(self) -> bool:
-        # The request line may take the idle timeout (keep-alive); headers get less.
-        if len(self.raw_requestline.split()) == 2:
-            # HTTP/0.9 ("GET /"): the stdlib would wait for headers such a client never
-            # sends, then answer without a status line. Refuse it at once.
-            self.command, self.request_version = None, ""  # type: ignore[assignment]
+        # The stdlib's parse_request, with the header parser of protocol.py (the
+        # stdlib's email parser is a large part of a small GET's cost) and HTTP/0.9
+        # refused at once (the stdlib would wait for headers such a client never sends,
+        # then answer without a status line). The request line may take the idle
+        # timeout (keep-alive); headers get less.
+        self.command = None  # type: ignore[assignment]
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) == 2:
+            self.request_version = ""
             self.send_error(400, "HTTP/0.9 requests are not supported")
             return False
+        if len(words) >= 3:
+            version = words[-1]
+            number = _http_version(version)
+            if number is None:
+                self.send_error(400, f"Bad request version ({version[:40]!r})")
+                return False
+            if number >= (2, 0):
+                self.send_error(505, f"Invalid HTTP version ({version[5:45]})")
+                return False
+            self.close_connection = number < (1, 1)
+            self.request_version = version
+        if len(words) != 3:
+            self.send_error(400, f"Bad request syntax ({requestline[:80]!r})")
+            return False
+        self.command, self.path = words[0], words[1]
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")
         self.connection.settimeout(HEADER_TIMEOUT)
         try:
-            return super().parse_request()
+            self.headers = read_headers(self.rfile)  # type: ignore[assignment]
+        except HeaderError as exc:
+            self.send_error(exc.status, str(exc))
+            return False
         finally:
             self.connection.settimeout(self.timeout)
+        conntype = (self.headers.get("Connection") or "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive":
+            self.close_connection = False
+        expect = (self.headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version >= "HTTP/1.1":
+            return bool(self.handle_expect_100())
+        return True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return http_date() if timestamp is None else super().date_time_string(timestamp)
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
@@ -377,11 +426,14 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
     def _handle(self) -> None:
         self._replied = False
         self._body_read = False
+        metrics = self.settings.metrics
+        self._scrape = False
         try:
-            if not self._authorized():
-                self.reply(401, b"Unauthorized\n")
-                return
-            self.dispatch()
+            if metrics is None:
+                self._serve()
+            else:
+                with metrics.handling():
+                    self._serve()
         except BodyError:
             pass
         except (ConnectionError, TimeoutError):
@@ -393,6 +445,19 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
                 self.reply(500, b"internal server error\n")
             else:
                 self.close_connection = True
+
+    def _serve(self) -> None:
+        if not self._authorized():
+            self.reply(401, b"Unauthorized\n")
+            return
+        metrics = self.settings.metrics
+        if metrics is not None and self.path.partition("?")[0] == "/metrics" \
+                and self.command in ("GET", "HEAD"):
+            self._scrape = True  # not counted: the counters show client traffic only
+            body, content_type = metrics.exposition()
+            self.reply(200, body, content_type=content_type)
+            return
+        self.dispatch()
 
     def _authorized(self) -> bool:
         expected = self.settings.authorization
@@ -412,18 +477,77 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         """Send a complete response with ``Content-Length`` (no body for HEAD).
 
         A request body that was not read makes the connection close afterwards, so its
-        bytes are never taken for the next request.
+        bytes are never taken for the next request. Status line, headers and body leave
+        in one system call where the socket allows it.
         """
-        self._replied = True
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if not self._body_read and self._has_body():
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
+        head = self._head(status, content_type, len(body))
         if body and self.command != "HEAD":
+            self._send_parts(head, body)
+            self._count_sent(len(body))
+        else:
+            self.wfile.write(head)
+
+    def reply_file(self, fd: int, size: int, *,
+                   content_type: str = "application/octet-stream") -> None:
+        """Send ``size`` bytes of the open file ``fd`` as a 200 reply: with
+        ``sendfile`` on plain connections (the kernel copies, no Python buffers), read
+        and written through TLS otherwise."""
+        head = self._head(200, content_type, size)
+        if self.command == "HEAD":
+            self.wfile.write(head)
+            return
+        conn = self.connection
+        if isinstance(conn, ssl.SSLSocket):
+            self._send_parts(head, os.pread(fd, size, 0))
+        else:
+            # MSG_MORE: the headers wait for the file's first bytes (one segment).
+            conn.sendall(head, socket.MSG_MORE)
+            _sendfile(conn, fd, size, self.timeout)
+        self._count_sent(size)
+
+    def _head(self, status: int, content_type: str, length: int) -> bytes:
+        """Status line and headers of a reply; logs and counts it."""
+        self._replied = True
+        self.log_request(status, length)
+        close = not self._body_read and self._has_body()
+        if close:
+            self.close_connection = True
+        phrase = self.responses.get(status, ("",))[0]
+        head = (f"{self.protocol_version} {status} {phrase}\r\n"
+                f"Server: {self.server_version}\r\nDate: {http_date()}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n")
+        if close:
+            head += "Connection: close\r\n"
+        return (head + "\r\n").encode("latin-1")
+
+    def _send_parts(self, head: bytes, body: bytes | bytearray | memoryview) -> None:
+        conn = self.connection
+        if len(body) <= 16384:
+            self.wfile.write(head + bytes(body))
+            return
+        if isinstance(conn, ssl.SSLSocket):
+            self.wfile.write(head)
             self.wfile.write(body)
+            return
+        # One sendmsg for headers and a large body: no copy into a joined buffer.
+        parts = [memoryview(head), memoryview(body).cast("B")]
+        while parts:
+            try:
+                sent = conn.sendmsg(parts)
+            except BlockingIOError:  # the socket has a timeout, so it is non-blocking
+                if not _wait_writable(conn, self.timeout):
+                    raise TimeoutError("timed out sending a reply") from None
+                continue
+            while parts and sent >= len(parts[0]):
+                sent -= len(parts[0])
+                parts.pop(0)
+            if parts and sent:
+                parts[0] = parts[0][sent:]
+
+    def _count_sent(self, nbytes: int) -> None:
+        metrics = self.settings.metrics
+        if metrics is not None and not self._scrape:
+            metrics.sent(nbytes)
 
     def read_body(self, limit: int) -> bytes:
         """The request body (``Content-Length`` or chunked), at most ``limit`` bytes.
@@ -454,6 +578,8 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             if len(data) != length:
                 raise ConnectionError("client closed the connection during the body")
         self._body_read = True
+        if self.settings.metrics is not None:
+            self.settings.metrics.received(len(data))
         return data
 
     def _read_chunked(self, limit: int) -> bytes:
@@ -486,6 +612,10 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
     # -- logging --------------------------------------------------------------------------
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        metrics = self.settings.metrics
+        if metrics is not None and not getattr(self, "_scrape", False):
+            metrics.count_request(getattr(self, "command", "") or "-",
+                                  int(code) if isinstance(code, int) else 0)
         log = self.settings.log
         if log is not None:
             # Called for replies to requests the stdlib could not parse too: the method
@@ -580,6 +710,44 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
         self.settings.report(f"error serving {client_address}:\n{traceback.format_exc()}")
 
 
+def _http_version(text: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of ``HTTP/x.y``, else None."""
+    if not text.startswith("HTTP/"):
+        return None
+    major, dot, minor = text[5:].partition(".")
+    if not dot or not major.isdigit() or not minor.isdigit():
+        return None
+    return int(major), int(minor)
+
+
+def _wait_writable(conn: socket.socket, timeout: float | None) -> bool:
+    """Wait until ``conn`` can take more bytes; False after ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLOUT)
+    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+
+def _sendfile(conn: socket.socket, fd: int, size: int, timeout: float | None) -> None:
+    """Send ``size`` bytes of file ``fd`` from offset 0 with ``os.sendfile``.
+
+    Raises:
+        ConnectionError: the file ended early or the client went away.
+        TimeoutError: the client did not read for ``timeout`` seconds.
+    """
+    out = conn.fileno()
+    offset = 0
+    while offset < size:
+        try:
+            sent = os.sendfile(out, fd, offset, size - offset)
+        except BlockingIOError:
+            if not _wait_writable(conn, timeout):
+                raise TimeoutError("timed out sending a file") from None
+            continue
+        if sent == 0:
+            raise ConnectionError("file ended before its size while sending it")
+        offset += sent
+
+
 def _close_gently(conn: ssl.SSLSocket) -> None:
     """Close a connection whose TLS handshake failed so that the client reads the alert.
 
@@ -625,13 +793,17 @@ class ServerGroup:
         self.servers: list[ThreadedServer] = []
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> list[str]:
-        """Bind every address and start serving; returns the listener URLs.
+    def bind(self) -> list[str]:
+        """Bind and listen on every address (no request is served yet); returns the
+        listener URLs. Pre-forked workers (:mod:`desync_store_http.workers`) inherit
+        the bound sockets and :meth:`start` serving in each process.
 
         Raises:
             UsageError: an address cannot be bound (in use, no permission…); nothing is
                 left listening in that case.
         """
+        if self.servers:
+            return self.urls
         try:
             for raw, address in zip(self.raw_addresses, self.addresses):
                 try:
@@ -643,6 +815,22 @@ class ServerGroup:
         except BaseException:
             self.stop()
             raise
+        return self.urls
+
+    def set_app(self, app: Any) -> None:
+        """Serve ``app`` (a worker's own application object) on every listener."""
+        self.app = app
+        for server in self.servers:
+            server.app = app
+
+    def start(self) -> list[str]:
+        """Bind every address (unless :meth:`bind` did) and start serving; returns the
+        listener URLs.
+
+        Raises:
+            UsageError: an address cannot be bound (see :meth:`bind`).
+        """
+        self.bind()
         for server in self.servers:
             thread = threading.Thread(target=server.serve_forever, name=f"serve {server.url}",
                                       kwargs={"poll_interval": self.poll_interval}, daemon=True)
