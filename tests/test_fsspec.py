@@ -14,6 +14,7 @@ import random
 import shlex
 import shutil
 import stat
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -320,6 +321,22 @@ def test_caidx_files_read_as_their_sources(made: Made, fs: DesyncFileSystem) -> 
     assert fs.cat_file(f"{caidx}/sub/up/../sub/exec.sh") == b"#!/bin/sh\necho hi\n"
     with fs.open(f"{caidx}/array.npy") as f:
         assert np.array_equal(np.load(f), np.arange(50_000).reshape(500, 100))
+
+
+@pytest.mark.casync
+def test_indexes_made_by_casync(made: Made, casync: str, tmp_path: Path) -> None:
+    store = tmp_path / "casync.castr"
+    subprocess.run([casync, "make", f"--store={store}", str(tmp_path / "t.caidx"),
+                    str(made.tree)], check=True, capture_output=True)
+    subprocess.run([casync, "make", f"--store={store}", str(tmp_path / "b.caibx"),
+                    str(made.blob)], check=True, capture_output=True)
+    fs = made.fs(store)
+    caidx = str(tmp_path / "t.caidx")
+    assert sorted(archive_tree(fs, caidx)) == sorted(source_tree(made.tree))
+    big = (made.tree / "sub" / "big.bin").read_bytes()
+    assert fs.cat_file(f"{caidx}/sub/big.bin", start=777, end=300_000) == big[777:300_000]
+    assert fs.cat_file(str(tmp_path / "b.caibx"), start=5, end=999_999) == made.data[5:999_999]
+    fs.close()
 
 
 def test_reading_one_archive_member_fetches_only_its_chunks(made: Made) -> None:
