@@ -185,6 +185,25 @@ def test_concurrent_readers_share_one_fetch_per_chunk(made: Made) -> None:
     fs.close()
 
 
+def test_a_cache_store_receives_the_chunks_read(made: Made, tmp_path: Path) -> None:
+    """``cache=`` is ``-c``: chunks read land in it, and a later instance reads them
+    from there with the store empty (stores are asked in order, like ``-s A -s B``)."""
+    index = Index.from_bytes(made.caibx.read_bytes())
+    cache = tmp_path / "cache"
+    fs = made.fs(cache=str(cache))
+    assert fs.cat_file(str(made.caibx), start=100_000, end=160_000) == \
+        made.data[100_000:160_000]
+    fs.close()
+    touched = {index.chunk_id(i) for i in range(index.find(100_000), index.find(159_999) + 1)}
+    assert {bytes.fromhex(p.name.split(".")[0]) for p in cache.rglob("*.cacnk")} == touched
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fs = DesyncFileSystem(stores=[str(empty), str(cache)], skip_instance_cache=True)
+    assert fs.cat_file(str(made.caibx), start=100_000, end=160_000) == \
+        made.data[100_000:160_000]
+    fs.close()
+
+
 def test_null_chunks_are_not_fetched(made: Made, tmp_path: Path) -> None:
     index = Index.from_bytes(made.caibx.read_bytes())
     null = index.digest.null_chunk_id(index.chunk_size_max)
