@@ -169,13 +169,14 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
                 opened = self._opened[location] = _Opened(index, source, reader)
             return opened
 
-    def _tree(self, location: str) -> TreeEntry:
+    def _tree(self, location: str) -> tuple[_Opened, TreeEntry]:
+        """The opened archive index and its entry table (built on first use)."""
         with self._lock:
             opened = self._open_index(location)
             root = self._trees.get(location)
             if root is None:
                 root = self._trees[location] = build_tree(opened.reader, name=location)
-            return root
+            return opened, root
 
     def _forget(self, location: str) -> None:
         """Drop what is cached for ``location``. Files open on it keep their reader,
@@ -230,13 +231,14 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
             info["rdev"] = entry.rdev
         return info
 
-    def _entry(self, path: str, *, follow: bool) -> tuple[str, TreeEntry]:
+    def _entry(self, path: str, *, follow: bool) -> tuple[_Opened, TreeEntry]:
         location, inner = self.split(path)
         assert inner is not None
-        entry = lookup(self._tree(location), inner, follow=follow)
+        opened, root = self._tree(location)
+        entry = lookup(root, inner, follow=follow)
         if entry is None:
             _not_found(path)
-        return location, entry
+        return opened, entry
 
     def info(self, path: Any, **kwargs: Any) -> dict[str, Any]:
         """``name``, ``size`` and ``type`` (``file``, ``directory``, ``symlink``,
@@ -311,19 +313,16 @@ class DesyncFileSystem(AbstractFileSystem):  # fsspec has no type information
         kwargs.pop("size", None)  # fsspec's reopen (unpickling) passes it; we know better
         location, inner = self.split(path)
         if inner is None:
-            if os.path.isdir(location) and "://" not in location:
-                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
-            opened = self._open_index(location)
+            opened = self._open_index(location)  # a directory: IsADirectoryError
             return DesyncFile(self, path, opened.reader, 0, opened.index.length,
                               block_size=block_size, cache_options=cache_options, **kwargs)
-        location, entry = self._entry(path, follow=True)
+        opened, entry = self._entry(path, follow=True)
         if entry.children is not None:
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         if entry.kind != "file":
             raise OSError(errno.EINVAL, "not a regular file", path)
-        return DesyncFile(self, path, self._open_index(location).reader, entry.offset,
-                          entry.size, block_size=block_size, cache_options=cache_options,
-                          **kwargs)
+        return DesyncFile(self, path, opened.reader, entry.offset, entry.size,
+                          block_size=block_size, cache_options=cache_options, **kwargs)
 
     # -- writing: refused ------------------------------------------------------------------
 

@@ -445,6 +445,10 @@ def test_missing_paths_raise_file_not_found(made: Made, fs: DesyncFileSystem) ->
         fs.open(f"{caidx}/sub")
     with pytest.raises(IsADirectoryError):
         fs.open(caidx)
+    with pytest.raises(IsADirectoryError):  # a local directory is not an index
+        fs.open(str(made.root))
+    assert fs.isdir(str(made.root))
+    assert str(made.caibx) in fs.ls(str(made.root), detail=False)
 
 
 WRITES: list[tuple[str, Callable[[DesyncFileSystem, str], Any]]] = [
