@@ -184,10 +184,29 @@ def test_connections_are_reused() -> None:
 
 
 def test_pool_sized_by_concurrency() -> None:
-    """``-n`` sizes the connection pool."""
-    store = HTTPChunkStore(parse_location("http://127.0.0.1:1/"), StoreOptions(n=3))
-    adapter = store.client.session().get_adapter("http://127.0.0.1:1/")
-    assert adapter._pool_maxsize == 3  # type: ignore[attr-defined]
+    """``-n`` sizes the connection pool: six threads requesting at once through a store
+    with ``n=3`` use at most three connections, and every request is answered."""
+    gate = threading.Barrier(3, timeout=10)
+
+    def respond(_r: SeenRequest) -> tuple[int, bytes]:
+        try:
+            gate.wait()  # three requests in flight at once, then the next three
+        except threading.BrokenBarrierError:
+            pass
+        return 200, compress(CHUNK_DATA)
+
+    with ScriptedServer(respond) as srv:
+        store = HTTPChunkStore(parse_location(srv.url), StoreOptions(n=3))
+        assert store.client.pool_size == 3
+        got: list[bytes] = []
+        threads = [threading.Thread(target=lambda: got.append(
+            bytes(store.get_chunk(CHUNK_ID).data()))) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == [CHUNK_DATA] * 6
+        assert len({r.client_port for r in srv.seen}) == 3
 
 
 def test_missing_certificate_file_is_a_config_error(tmp_path: Path) -> None:
