@@ -21,7 +21,7 @@ import fcntl
 import os
 import pickle
 import select
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -60,11 +60,12 @@ class ForkPool:
             the tasks, and the error's ``unfinished`` lists the task numbers nobody
             completed (for the caller to run again elsewhere, or to report).
         """
-        for i, result in self.results(count, task):
-            finished(i, result)
+        with contextlib.closing(self.results(count, task)) as results:
+            for i, result in results:
+                finished(i, result)
 
     def results(self, count: int, task: Callable[[int], bytes | None]
-                ) -> Iterator[tuple[int, bytes]]:
+                ) -> Generator[tuple[int, bytes], None, None]:
         """``(i, result)`` of every task as it completes (see :meth:`run`). Closing the
         iterator early stops (kills) the workers."""
         if count <= 0:
@@ -194,7 +195,7 @@ class ForkExecutor(Executor):
         self._pool = ForkPool(processes, init=init)
         self._calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         self._futures: list[_ForkFuture] = []
-        self._results: Iterator[tuple[int, bytes]] | None = None
+        self._results: Generator[tuple[int, bytes], None, None] | None = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue ``fn(*args, **kwargs)`` (run in a worker once a result is waited for)."""
@@ -224,7 +225,7 @@ class ForkExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the workers if they are still running (their tasks are dropped)."""
         if self._results is not None:
-            self._results.close()  # type: ignore[attr-defined]
+            self._results.close()
         for future in self._futures:
             future.cancel()
 

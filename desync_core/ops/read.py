@@ -8,9 +8,9 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
+from desync_core.engine.threads import Threads
 from desync_core.errors import (
     ChunkInvalidError,
     ConfigError,
@@ -114,7 +114,7 @@ def info(
     seed_ids = seed_ids or set()
 
     def count_present(reader: Any) -> set[bytes]:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        with Threads(workers) as pool:
             flags = list(pool.map(reader.has_chunk, unique))
         return {cid for cid, ok in zip(unique, flags) if ok}
 
@@ -211,8 +211,8 @@ def verify_index(index: Index, path: str, *, workers: int = 10,
     Raises:
         SeedInvalidError: ``seed index for <file> doesn't match its data``.
     """
+    from desync_core.engine.forkpool import ForkExecutor
     from desync_core.ops import chunkfile
-    from desync_core.workers import process_pool
 
     try:
         st = os.stat(path)
@@ -232,8 +232,8 @@ def verify_index(index: Index, path: str, *, workers: int = 10,
             chunkfile.run_tasks(path, starts, ends, executor=None, expected=index.ids,
                                 store_enabled=False, on_done=lambda n, _b: progress.update(n))
         else:
-            with process_pool(workers, chunkfile.init_worker,
-                              (None, index.digest.name, 1)) as pool:
+            with ForkExecutor(workers,
+                              lambda: chunkfile.init_worker(None, index.digest.name, 1)) as pool:
                 chunkfile.run_tasks(path, starts, ends, executor=pool, expected=index.ids,
                                     store_enabled=False, on_done=lambda n, _b: progress.update(n))
     except (ChunkInvalidError, SeedInvalidError):

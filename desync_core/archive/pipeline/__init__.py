@@ -28,7 +28,9 @@ Transport:
 The writer consumes the records in order and stops at its first error, so the outcome
 is that of sequential extraction: everything before the failing element is written,
 nothing after it. An error of the writer (a file that cannot be created...) or of the
-fetcher (a missing or invalid chunk...) is sent here and raised as it is. An error here
+fetcher (a missing or invalid chunk...) is sent here and raised as it is (the
+engine's error transport, :mod:`desync_core.engine`, which also forks the children and
+handles interrupts: they stop both children at once). An error here
 (a malformed archive...) lets the writer finish what it was sent, then it is raised,
 unless the writer failed first.
 """

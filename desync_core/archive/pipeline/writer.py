@@ -30,8 +30,8 @@ from desync_core.archive.pipeline.forking import (
 )
 from desync_core.archive.pipeline.receiver import writer_body
 from desync_core.engine.errors import ChildError, died
-from desync_core.engine.forks import MSG, Messages, fork, kill, reap
-from desync_core.errors import DesyncError
+from desync_core.engine.forks import MSG, Messages, fork, kill
+from desync_core.errors import DesyncError, OperationCancelledError
 
 
 class ForkedWriter:
@@ -43,9 +43,11 @@ class ForkedWriter:
             ``DiskWriter(...).write``. It runs in the child, on the state it has when
             :meth:`start` forks.
 
-    Fork only where :func:`desync_core.engine.can_fork` says so. Use: :meth:`start`; build the node stream
-    on :meth:`reader` (a file or stream read into the ring here) or :meth:`fetcher` (an
-    index, fetched by another process); :meth:`run`; :meth:`close`.
+    Fork only where :func:`desync_core.engine.can_fork` says so. Use: :meth:`start`;
+    build the node stream on :meth:`reader` (a file or stream read into the ring here)
+    or :meth:`fetcher` (an index, fetched by another process); :meth:`run`;
+    :meth:`close`. An interrupt stops both children at once; another error lets the
+    writer finish what it was sent first.
     """
 
     def __init__(self, consume: Callable[[Iterable[Any]], None],
@@ -118,6 +120,8 @@ class ForkedWriter:
                 self._send(LEN.pack(END))
             except ChildError as failed:
                 raise failed.error from None
+            except (KeyboardInterrupt, OperationCancelledError):
+                raise  # interrupted: the children are stopped at once (close)
             except BaseException:
                 # What was produced before the failure is written, as it would be by
                 # the consumer alone (a content cut short by the failure in part).
@@ -153,7 +157,10 @@ class ForkedWriter:
             os.waitpid(self._pid, 0)
             self._pid = 0
         if self._fetch_pid:
-            reap(self._fetch_pid)
+            # Nobody reads the ring any more: what the fetcher still does is wasted
+            # (it may be waiting for a hung store).
+            kill(self._fetch_pid)
+            os.waitpid(self._fetch_pid, 0)
             self._fetch_pid = 0
         self._block = None
         self._batch = []
