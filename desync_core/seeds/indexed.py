@@ -160,16 +160,14 @@ class IndexedSeed(Seed):
         if workers <= 1 or len(tasks) <= 1:
             results = [check(t) for t in tasks]
         else:
-            from concurrent.futures import ThreadPoolExecutor
+            from desync_core.engine.threads import Threads
 
-            pool = ThreadPoolExecutor(min(workers, len(tasks)))
-            try:
-                results = list(pool.map(check, tasks))
-            except BaseException:
-                failed = True  # queued tasks return at once; an interrupt is not held up
-                raise
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            with Threads(min(workers, len(tasks))) as pool:
+                try:
+                    results = list(pool.map(check, tasks))
+                except BaseException:
+                    failed = True  # queued tasks return at once; an interrupt is not held up
+                    raise
         return all(results) and not failed
 
 

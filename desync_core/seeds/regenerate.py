@@ -8,11 +8,11 @@ only: nothing on disk is modified.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from desync_core.engine.threads import Threads
 from desync_core.errors import SeedInvalidError
 from desync_core.seeds.extents import pread_exact
 
@@ -69,11 +69,8 @@ def index_file(path: str, like: Index, *, workers: int, progress: Progress) -> I
                 ids[32 * k : 32 * k + 32] = digest(chunk)
             progress.update(len(view))
 
-        pool = ThreadPoolExecutor(max(1, min(workers, default_workers())))
-        try:
+        with Threads(min(workers, default_workers())) as pool:
             list(pool.map(hash_task, tasks))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         os.close(fd)
     return Index(like.feature_flags, like.chunk_size_min, like.chunk_size_avg,
