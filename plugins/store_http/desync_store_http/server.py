@@ -257,6 +257,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
     server_version = f"desync/{__version__}"
     sys_version = ""
     timeout = IDLE_TIMEOUT
+    _scrape = False  # this request is a /metrics scrape (see _handle)
     disable_nagle_algorithm = True
     server: ThreadedServer
 
@@ -301,6 +302,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         # then answer without a status line). The request line may take the idle
         # timeout (keep-alive); headers get less.
         self.command = None  # type: ignore[assignment]
+        self._scrape = False
         self.request_version = version = self.default_request_version
         self.close_connection = True
         requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
@@ -427,9 +429,11 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         self._replied = False
         self._body_read = False
         metrics = self.settings.metrics
-        self._scrape = False
+        # Scrapes are neither counted nor in flight: the metrics show client traffic.
+        self._scrape = (metrics is not None and self.command in ("GET", "HEAD")
+                        and self.path.partition("?")[0] == "/metrics")
         try:
-            if metrics is None:
+            if metrics is None or self._scrape:
                 self._serve()
             else:
                 with metrics.handling():
@@ -450,11 +454,9 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         if not self._authorized():
             self.reply(401, b"Unauthorized\n")
             return
-        metrics = self.settings.metrics
-        if metrics is not None and self.path.partition("?")[0] == "/metrics" \
-                and self.command in ("GET", "HEAD"):
-            self._scrape = True  # not counted: the counters show client traffic only
-            body, content_type = metrics.exposition()
+        if self._scrape:
+            assert self.settings.metrics is not None
+            body, content_type = self.settings.metrics.exposition()
             self.reply(200, body, content_type=content_type)
             return
         self.dispatch()
@@ -518,6 +520,8 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
                 f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n")
         if close:
             head += "Connection: close\r\n"
+        elif self.request_version == "HTTP/1.0" and not self.close_connection:
+            head += "Connection: keep-alive\r\n"  # HTTP/1.0 clients close otherwise
         return (head + "\r\n").encode("latin-1")
 
     def _send_parts(self, head: bytes, body: bytes | bytearray | memoryview) -> None:
@@ -613,7 +617,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         metrics = self.settings.metrics
-        if metrics is not None and not getattr(self, "_scrape", False):
+        if metrics is not None and not self._scrape:
             metrics.count_request(getattr(self, "command", "") or "-",
                                   int(code) if isinstance(code, int) else 0)
         log = self.settings.log
@@ -811,6 +815,11 @@ class ServerGroup:
                                             self.ssl_context)
                 except OSError as exc:
                     raise UsageError(f"listen tcp {raw}: {exc.strerror or exc}") from None
+                # Non-blocking accept: with pre-forked workers sharing the socket, every
+                # worker wakes for a connection and all but one find nothing to accept
+                # (socketserver then just polls again instead of blocking in accept,
+                # where shutdown() could not reach it).
+                server.socket.setblocking(False)
                 self.servers.append(server)
         except BaseException:
             self.stop()
