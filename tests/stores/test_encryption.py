@@ -28,8 +28,12 @@ from desync_core.stores.encryption import (
     KEY_ENV,
     XCHACHA20_POLY1305,
     ChunkCipher,
+    _hchacha20,
+    _xchacha_from_pynacl,
+    _xchacha_from_subkeys,
     aead_functions,
     key_id,
+    xchacha_implementation,
 )
 from desync_core.stores.local import LocalChunkStore
 from desync_core.stores.options import StoreOptions
@@ -92,6 +96,51 @@ def test_xchacha20_poly1305_known_answer() -> None:
     seal, open_ = aead_functions(XCHACHA20_POLY1305, key)
     assert seal(nonce, SUNSCREEN, aad) == ciphertext + tag
     assert open_(nonce, ciphertext + tag, aad) == SUNSCREEN
+    # The same through PyNaCl's binding of libsodium's AEAD (the fallback).
+    seal, open_ = _xchacha_from_pynacl(key)
+    assert seal(nonce, SUNSCREEN, aad) == ciphertext + tag
+    assert open_(nonce, ciphertext + tag, aad) == SUNSCREEN
+
+
+def test_hchacha20_known_answer() -> None:
+    """draft-irtf-cfrg-xchacha-03, 2.2.1: libsodium's HChaCha20, as the codec calls it."""
+    hchacha20 = _hchacha20()
+    assert hchacha20 is not None
+    subkey = hchacha20(bytes(range(32)), bytes.fromhex("000000090000004a0000000031415927"))
+    assert subkey.hex() == ("82413b4227b27bfed30e42508a877d73"
+                            "a0f9e4d58a74a853c12ec41326d3ecdc")
+
+
+def test_xchacha20_poly1305_composed_equals_libsodium_aead() -> None:
+    """The codec composes XChaCha20-Poly1305 from libsodium's HChaCha20 and OpenSSL's
+    ChaCha20-Poly1305; every length (empty, partial and whole blocks, several chunks'
+    worth), buffer type and AAD gives libsodium's own AEAD bytes, and each opens the
+    other's."""
+    assert xchacha_implementation() == "libsodium HChaCha20 + OpenSSL ChaCha20-Poly1305"
+    import random
+
+    rng = random.Random(16)
+    key = rng.randbytes(32)
+    composed = _xchacha_from_subkeys(key)
+    assert composed is not None
+    seal, open_ = composed
+    ref_seal, ref_open = _xchacha_from_pynacl(key)
+    for size in (0, 1, 15, 16, 63, 64, 65, 1000, 65536, 300_001):
+        data = rng.randbytes(size)
+        nonce = rng.randbytes(24)
+        aad = rng.randbytes(size % 17) if size % 2 else None
+        sealed = seal(nonce, memoryview(data), aad)
+        assert sealed == ref_seal(nonce, data, aad)
+        assert open_(nonce, memoryview(sealed), aad) == data
+        assert ref_open(nonce, sealed, aad) == data
+    # Only the first 16 nonce bytes go into the subkey, the last 8 into the IETF nonce:
+    # a change in either part changes the ciphertext.
+    data, nonce = b"x" * 100, bytes(24)
+    outputs = {seal(nonce, data, None), seal(b"\1" + nonce[1:], data, None),
+               seal(nonce[:15] + b"\1" + nonce[16:], data, None),
+               seal(nonce[:16] + b"\1" + nonce[17:], data, None),
+               seal(nonce[:23] + b"\1", data, None)}
+    assert len(outputs) == 5
 
 
 # NIST's GCM test cases 13-16 (McGrew & Viega, "The Galois/Counter Mode of Operation",
