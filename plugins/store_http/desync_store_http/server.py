@@ -429,15 +429,16 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         self._replied = False
         self._body_read = False
         metrics = self.settings.metrics
-        # Scrapes are neither counted nor in flight: the metrics show client traffic.
-        self._scrape = (metrics is not None and self.command in ("GET", "HEAD")
-                        and self.path.partition("?")[0] == "/metrics")
+        # Authorized scrapes are neither counted nor in flight: the metrics show the
+        # clients' traffic (refused scrapes are counted, as 401s).
+        scrape = (metrics is not None and self.command in ("GET", "HEAD")
+                  and self.path.partition("?")[0] == "/metrics")
         try:
-            if metrics is None or self._scrape:
-                self._serve()
+            if metrics is None or scrape:
+                self._serve(scrape)
             else:
                 with metrics.handling():
-                    self._serve()
+                    self._serve(scrape)
         except BodyError:
             pass
         except (ConnectionError, TimeoutError):
@@ -450,12 +451,13 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             else:
                 self.close_connection = True
 
-    def _serve(self) -> None:
+    def _serve(self, scrape: bool) -> None:
         if not self._authorized():
             self.reply(401, b"Unauthorized\n")
             return
-        if self._scrape:
+        if scrape:
             assert self.settings.metrics is not None
+            self._scrape = True
             body, content_type = self.settings.metrics.exposition()
             self.reply(200, body, content_type=content_type)
             return
@@ -484,8 +486,8 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         """
         head = self._head(status, content_type, len(body))
         if body and self.command != "HEAD":
+            self._count_sent(len(body))  # before: the client may scrape right after
             self._send_parts(head, body)
-            self._count_sent(len(body))
         else:
             self.wfile.write(head)
 
@@ -499,13 +501,13 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(head)
             return
         conn = self.connection
+        self._count_sent(size)
         if isinstance(conn, ssl.SSLSocket):
             self._send_parts(head, os.pread(fd, size, 0))
         else:
             # MSG_MORE: the headers wait for the file's first bytes (one segment).
             conn.sendall(head, socket.MSG_MORE)
             _sendfile(conn, fd, size, self.timeout)
-        self._count_sent(size)
 
     def _head(self, status: int, content_type: str, length: int) -> bytes:
         """Status line and headers of a reply; logs and counts it."""
