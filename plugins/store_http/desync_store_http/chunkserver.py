@@ -360,9 +360,10 @@ class ChunkHandler(RequestHandler):
         self.reply(status, f"{public}\n".encode())
 
     def on_get(self, chunk_id: bytes) -> None:
-        with self.app.holder.use() as store:
-            if store.local_file is not None and self._send_local(store.local_file, chunk_id):
-                return
+        # The resolver only computes a path: it needs no reference held on the store.
+        local_file = self.app.holder.current.local_file
+        if local_file is not None and self._send_local(local_file, chunk_id):
+            return
         try:
             with self.app.holder.use() as store:
                 chunk = store.get_chunk(chunk_id)

@@ -55,7 +55,7 @@ def _add_listen_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", default="", metavar="FILE",
                    help="append one line per request to FILE ('-' for stderr)")
     p.add_argument("--workers", type=_count, default=0, metavar="N",
-                   help="serve in N processes sharing the listeners (default 0: one per "
+                   help="serve in N processes sharing the listeners (default 0: two per "
                         "CPU; 1: a single process). SIGHUP reaches every worker; a worker "
                         "that dies is replaced; concurrent GETs of one chunk share one "
                         "upstream read per worker")
