@@ -41,6 +41,7 @@ from desync_core.batchhash import chunk_digests
 from desync_core.chunker import ChunkerParams, fill_from, find_cuts, input_size
 from desync_core.chunker.parallel import PART_BYTES, PartPipeline, longest_chunk, part_size
 from desync_core.digest import Digest
+from desync_core.engine.threads import Threads
 from desync_core.errors import DesyncError, UsageError
 from desync_core.index import Index, blob_index_flags
 from desync_core.progress import Progress
@@ -203,7 +204,7 @@ def make_index(
     progress = progress or Progress()
     io_pool = None
     if store is not None and not store_is_local:
-        io_pool = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="desync-store")
+        io_pool = Threads(io_threads, name="desync-store")
     sink = ChunkSink(store, digest, io_pool, _expected_chunks(source, params))
     try:
         if source == "-" or not _check_input(source):
@@ -288,7 +289,7 @@ def _make_stream(stream: BinaryIO | io.BufferedReader, params: ChunkerParams, di
         free.append(buf)
         progress.update(int(ends[-1]) - entry)
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="desync-hash") as pool:
+    with Threads(workers, name="desync-hash") as pool:
         try:
             eof = False
             while not eof:
