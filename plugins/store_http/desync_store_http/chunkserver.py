@@ -347,6 +347,19 @@ class ChunkHandler(RequestHandler):
 
     app: ChunkServer
 
+    @staticmethod
+    def fast_file(app: ChunkServer, target: str) -> str | None:
+        """For the fast lane: the file a GET of ``target`` may send as it is (a valid
+        chunk path and an upstream of plain local files), else None."""
+        local_file = app.holder.current.local_file
+        if local_file is None:
+            return None
+        try:
+            chunk_id = parse_chunk_path(request_path(target), app.codec.extension)
+        except PathError:
+            return None
+        return local_file(chunk_id.hex())
+
     def parse_target(self) -> bytes | None:
         try:
             return parse_chunk_path(request_path(self.path), self.app.codec.extension)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import http.server
+import io
 import os
 import select
 import signal
@@ -54,6 +55,9 @@ UPLOAD_MEMORY_BUDGET = 256 * 1024 * 1024
 MAX_CONCURRENT_UPLOADS = 16
 #: How long an upload waits for room in the budget before the server answers 503.
 UPLOAD_QUEUE_TIMEOUT = 30.0
+#: Serve plain-HTTP GETs of local chunk files in an event loop (``fastlane.py``);
+#: ``DESYNC_SERVER_FAST_LANE=0`` turns it off (every connection gets a thread).
+FAST_LANE = os.environ.get("DESYNC_SERVER_FAST_LANE", "1") != "0"
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -294,6 +298,14 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             self.reply(405, b"only GET, PUT and HEAD are supported\n")
             return
         getattr(self, handler)(key)
+
+    def setup(self) -> None:
+        super().setup()
+        prefix = self.server.prefixes.pop(id(self.connection), None)
+        if prefix is not None:  # handed over by the fast lane with what it had read
+            from desync_store_http.fastlane import PrefixedReader
+
+            self.rfile = io.BufferedReader(PrefixedReader(prefix, self.connection))
 
     def handle_one_request(self) -> None:
         # The stdlib's, minus what costs time on every request and serves nothing here:
@@ -646,8 +658,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         if log is not None:
             # Called for replies to requests the stdlib could not parse too: the method
             # and path may be unset or empty then.
-            host, port = self.client_address[:2]
-            client = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+            client = client_text(self.client_address)
             path = getattr(self, "path", "") or "-"
             if len(path) > 1024:
                 path = path[:1024] + "..."
@@ -678,6 +689,8 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[RequestHandler], app: Any,
                  settings: ServerSettings, ssl_context: ssl.SSLContext | None) -> None:
         self.app = app
+        #: Bytes the fast lane read from connections it handed over (by ``id``).
+        self.prefixes: dict[int, bytes] = {}
         self.settings = settings
         self.ssl_context = ssl_context
         host = address[0]
@@ -734,6 +747,12 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
         if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
             return  # the client went away or broke TLS; nothing to do
         self.settings.report(f"error serving {client_address}:\n{traceback.format_exc()}")
+
+
+def client_text(address: Any) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of a client address, for the log."""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def _http_version(text: str) -> tuple[int, int] | None:
@@ -818,6 +837,7 @@ class ServerGroup:
         self.ssl_context = ssl_context
         self.servers: list[ThreadedServer] = []
         self._threads: list[threading.Thread] = []
+        self._lanes: dict[int, Any] = {}
 
     def bind(self) -> list[str]:
         """Bind and listen on every address (no request is served yet); returns the
@@ -862,9 +882,19 @@ class ServerGroup:
             UsageError: an address cannot be bound (see :meth:`bind`).
         """
         self.bind()
+        resolve = getattr(self.handler, "fast_file", None)
         for server in self.servers:
-            thread = threading.Thread(target=server.serve_forever, name=f"serve {server.url}",
-                                      kwargs={"poll_interval": self.poll_interval}, daemon=True)
+            if resolve is not None and server.ssl_context is None and FAST_LANE:
+                from desync_store_http.fastlane import FastLane
+
+                lane = FastLane(server, resolve, poll_interval=self.poll_interval)
+                self._lanes[id(server)] = lane
+                thread = threading.Thread(target=lane.run, name=f"fast lane {server.url}",
+                                          daemon=True)
+            else:
+                thread = threading.Thread(target=server.serve_forever,
+                                          name=f"serve {server.url}", daemon=True,
+                                          kwargs={"poll_interval": self.poll_interval})
             thread.start()
             self._threads.append(thread)
         return self.urls
@@ -877,7 +907,11 @@ class ServerGroup:
     def stop(self) -> None:
         """Stop accepting connections and close the listening sockets."""
         for server, thread in zip(self.servers, self._threads):
-            server.shutdown()
+            lane = self._lanes.pop(id(server), None)
+            if lane is not None:
+                lane.stop()
+            else:
+                server.shutdown()
             thread.join()
         for server in self.servers:
             server.server_close()

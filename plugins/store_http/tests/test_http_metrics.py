@@ -79,6 +79,7 @@ def test_chunk_server_counters(start_server: StartServer, cmd_testdata: Path,
         assert status == 404
         sent += len(body)
     assert raw_request(srv.url, "HEAD", chunk_path(ids[0]))[0] == 200
+    assert raw_request(srv.url, "HEAD", chunk_path(bytes(32)))[0] == 404
     new_id, data = sample_chunk(seed=7)
     upload = compress(data)
     status, body = raw_request(srv.url, "PUT", chunk_path(new_id), body=upload)
@@ -95,9 +96,10 @@ def test_chunk_server_counters(start_server: StartServer, cmd_testdata: Path,
     assert delta(before, after, requests, method="GET", status="404", **server) == 2
     assert delta(before, after, requests, method="GET", status="400", **server) == 1
     assert delta(before, after, requests, method="HEAD", status="200", **server) == 1
+    assert delta(before, after, requests, method="HEAD", status="404", **server) == 1
     assert delta(before, after, requests, method="PUT", status="200", **server) == 1
     assert sum(v for (name, _), v in after.items() if name == requests) \
-        - sum(v for (name, _), v in before.items() if name == requests) == 10
+        - sum(v for (name, _), v in before.items() if name == requests) == 11
     assert delta(before, after, "desync_http_response_body_bytes_total", **server) == sent
     assert delta(before, after, "desync_http_request_body_bytes_total", **server) \
         == len(upload)
@@ -105,8 +107,8 @@ def test_chunk_server_counters(start_server: StartServer, cmd_testdata: Path,
     # (The last request's handler may still be finishing: in flight until it is.)
     assert wait_for(lambda: value(scrape(srv.url), "desync_http_requests_in_flight",
                                   **server) == 0)
-    # Local chunk files are sent as they are (sendfile): only the misses, the HEAD and
-    # the PUT reach the store chain.
+    # Present local chunk files are answered from the file (sendfile): only the misses
+    # and the PUT reach the store chain.
     hist = "desync_upstream_request_seconds_count"
     assert delta(before, after, hist, operation="get", **server) == 2
     assert delta(before, after, hist, operation="has", **server) == 1

@@ -1,0 +1,339 @@
+"""The fast lane: plain-HTTP GETs of local chunk files without a thread per connection.
+
+A thread per keep-alive connection costs little per request in C, but in Python the
+threads of a process take turns holding the GIL at every system call of every request,
+and with dozens of clients the hand-overs cost more than the requests (#18). So each
+plain-HTTP listener of a chunk server whose chunks are local files (see
+:func:`~desync_store_http.chunkserver.local_file_resolver`) is served by one
+event loop (:mod:`selectors`) that answers the requests it fully understands —
+``GET``/``HEAD`` over HTTP/1.1 of an existing chunk file, no body, authorized — with the
+headers and ``sendfile``, and nothing else.
+
+Everything else (another method, a body, a missing chunk, a refused authorization,
+anything malformed or unusual) is handed, with the bytes already read, to the thread
+handler that serves the connection from then on: every status, limit, log line and
+metric stays exactly as the threaded server defines it. TLS listeners are never in the
+fast lane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import os
+import selectors
+import socket
+import stat
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from desync_store_http.protocol import MAX_HEADERS, MAX_LINE, http_date
+
+if TYPE_CHECKING:
+    from desync_store_http.server import ThreadedServer
+
+#: How often the loop looks for idle connections (seconds); it checks for a stop request
+#: every ``poll_interval``.
+SWEEP_INTERVAL = 0.5
+
+
+class _Conn:
+    """One connection in the fast lane."""
+
+    __slots__ = ("addr", "buf", "close_after", "fd", "last", "offset", "size", "sock",
+                 "started")
+
+    def __init__(self, sock: socket.socket, addr: Any) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.buf = bytearray()
+        self.last = time.monotonic()
+        self.started = 0.0  # when the pending request began (header timeout)
+        self.fd = -1  # a file being sent
+        self.offset = 0
+        self.size = 0
+        self.close_after = False
+
+
+class PrefixedReader(io.RawIOBase):
+    """A socket's reads, after bytes the fast lane already took from it."""
+
+    def __init__(self, prefix: bytes, sock: socket.socket) -> None:
+        self._prefix = memoryview(prefix)
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return self._sock.recv_into(buffer)
+
+
+class FastLane:
+    """The event loop of one plain-HTTP listener (see the module doc).
+
+    Args:
+        server: the listener; its handler class answers what the lane hands over.
+        resolve: ``(app, request target) -> file path`` of a chunk the lane may send,
+            else None.
+    """
+
+    def __init__(self, server: ThreadedServer, resolve: Any, *,
+                 poll_interval: float = SWEEP_INTERVAL) -> None:
+        self.server = server
+        self.resolve = resolve
+        self.poll_interval = min(poll_interval, SWEEP_INTERVAL)
+        self._stop = threading.Event()
+        self._sel = selectors.DefaultSelector()
+
+    def stop(self) -> None:
+        """Ask the loop to end (it closes the connections it still holds)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        sel = self._sel
+        listener = self.server.socket
+        sel.register(listener, selectors.EVENT_READ, None)
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
+        try:
+            while not self._stop.is_set():
+                for key, mask in sel.select(self.poll_interval):
+                    if key.data is None:
+                        self._accept(listener)
+                        continue
+                    conn: _Conn = key.data
+                    try:
+                        if mask & selectors.EVENT_WRITE:
+                            self._resume(conn)
+                        elif mask & selectors.EVENT_READ:
+                            self._readable(conn)
+                    except OSError:
+                        self._close(conn)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + SWEEP_INTERVAL
+        finally:
+            for key in list(sel.get_map().values()):
+                if key.data is not None:
+                    self._close(key.data)
+            sel.close()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sel.register(sock, selectors.EVENT_READ, _Conn(sock, addr))
+
+    def _close(self, conn: _Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn.sock)
+        self._end_file(conn)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def _sweep(self, now: float) -> None:
+        from desync_store_http.server import HEADER_TIMEOUT, IDLE_TIMEOUT
+
+        for key in list(self._sel.get_map().values()):
+            conn = key.data
+            if conn is None:
+                continue
+            if conn.fd < 0 and conn.buf and now - conn.started > HEADER_TIMEOUT:
+                self._close(conn)  # a request that does not finish arriving
+            elif now - conn.last > IDLE_TIMEOUT:
+                self._close(conn)  # idle, or a client that stopped reading
+
+    def _hand_over(self, conn: _Conn) -> None:
+        """Give the connection (and what was read of it) to the thread handler."""
+        self._sel.unregister(conn.sock)
+        conn.sock.setblocking(True)
+        self.server.prefixes[id(conn.sock)] = bytes(conn.buf)
+        try:
+            self.server.process_request(conn.sock, conn.addr)
+        except Exception:
+            self.server.prefixes.pop(id(conn.sock), None)
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _readable(self, conn: _Conn) -> None:
+        data = conn.sock.recv(65536)
+        if not data:
+            self._close(conn)
+            return
+        if not conn.buf:
+            conn.started = time.monotonic()
+        conn.buf += data
+        conn.last = time.monotonic()
+        self._requests(conn)
+
+    def _requests(self, conn: _Conn) -> None:
+        """Answer the complete requests in the buffer while they are simple."""
+        while conn.fd < 0:
+            end = conn.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(conn.buf) > MAX_LINE or not _plain_start(conn.buf):
+                    # Not a request the lane could answer once complete (HTTP/0.9, bare
+                    # LF line ends, overlong lines…): the thread handler answers now.
+                    self._hand_over(conn)
+                return
+            if not self._answer(conn, bytes(conn.buf[:end])):
+                self._hand_over(conn)
+                return
+            del conn.buf[:end + 4]
+            conn.started = time.monotonic()
+            if conn.fd < 0 and conn.close_after:
+                self._close(conn)
+                return
+
+    def _answer(self, conn: _Conn, head: bytes) -> bool:
+        """Answer one request from its head; False (nothing sent) to hand it over."""
+        lines = head.split(b"\r\n")
+        words = lines[0].split(b" ")
+        if (len(words) != 3 or words[2] != b"HTTP/1.1" or words[0] not in (b"GET", b"HEAD")
+                or len(lines) > MAX_HEADERS or max(map(len, lines)) > MAX_LINE):
+            return False
+        auth = b""
+        close = False
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                return False
+            key = name.lower()
+            if key == b"authorization":
+                auth = value.strip()
+            elif key == b"connection":
+                close = value.strip().lower() == b"close"
+            elif key in (b"content-length", b"transfer-encoding", b"expect") and (
+                    key != b"content-length" or value.strip() != b"0"):
+                return False  # a body: the thread handler reads (or refuses) it
+        settings = self.server.settings
+        expected = settings.authorization
+        if expected and not hmac.compare_digest(
+                auth, expected.encode("utf-8", "surrogateescape")):
+            return False
+        target = words[1].decode("iso-8859-1")
+        metrics = settings.metrics
+        if metrics is not None and target.partition("?")[0] == "/metrics":
+            return False
+        path = self.resolve(self.server.app, target)
+        if path is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return False
+        method = words[0].decode()
+        size = info.st_size
+        reply = (f"HTTP/1.1 200 OK\r\nServer: {conn_server(self.server)}\r\n"
+                 f"Date: {http_date()}\r\nContent-Type: application/octet-stream\r\n"
+                 f"Content-Length: {size}\r\n"
+                 + ("Connection: close\r\n" if close else "") + "\r\n").encode("latin-1")
+        if metrics is not None:
+            metrics.count_request(method, 200)
+            if method == "GET":
+                metrics.sent(size)
+        if settings.log is not None:
+            from desync_store_http.server import client_text
+
+            settings.log.write(client_text(conn.addr), method, target, 200)
+        conn.close_after = close
+        if method == "HEAD":
+            os.close(fd)
+            conn.sock.sendall(reply)  # small: fits the empty send buffer
+            return True
+        conn.fd, conn.offset, conn.size = fd, 0, size
+        try:
+            sent = conn.sock.send(reply, socket.MSG_MORE)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(reply):
+            # Not even the headers fit: rare; finish them blocking (briefly).
+            conn.sock.setblocking(True)
+            try:
+                conn.sock.sendall(reply[sent:], socket.MSG_MORE)
+            finally:
+                conn.sock.setblocking(False)
+        self._continue_file(conn)  # the rest, if any, when the socket has room
+        return True
+
+    def _continue_file(self, conn: _Conn) -> bool:
+        """Send more of the file; True when it is all sent, False when the socket is
+        full (the loop then waits until it can write)."""
+        out = conn.sock.fileno()
+        while conn.offset < conn.size:
+            try:
+                n = os.sendfile(out, conn.fd, conn.offset, conn.size - conn.offset)
+            except BlockingIOError:
+                self._sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+                return False
+            if n == 0:
+                raise ConnectionError("chunk file ended early")
+            conn.offset += n
+            conn.last = time.monotonic()
+        self._end_file(conn)
+        return True
+
+    def _resume(self, conn: _Conn) -> None:
+        """The socket has room again: finish the file, then the buffered requests."""
+        if not self._continue_file(conn):
+            return
+        self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+        if conn.close_after:
+            self._close(conn)
+        elif conn.buf:
+            self._requests(conn)
+
+    @staticmethod
+    def _end_file(conn: _Conn) -> None:
+        if conn.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(conn.fd)
+            conn.fd = -1
+
+
+def _plain_start(buf: bytearray) -> bool:
+    """Whether an incomplete request head looks like one the lane answers: CRLF line
+    ends only and, once the request line is complete, ``<method> <target> HTTP/1.1``."""
+    if buf.count(b"\n") != buf.count(b"\r\n"):
+        return False
+    nl = buf.find(b"\r\n")
+    if nl < 0:
+        return True
+    words = bytes(buf[:nl]).split(b" ")
+    return len(words) == 3 and words[2] == b"HTTP/1.1"
+
+
+def conn_server(server: ThreadedServer) -> str:
+    """The ``Server`` header value of a listener's handler."""
+    return str(getattr(server.RequestHandlerClass, "server_version", ""))
+
+
+__all__ = ["SWEEP_INTERVAL", "FastLane", "PrefixedReader"]
