@@ -138,7 +138,10 @@ CHUNK_SERVER = Command(
         "/<4hex>/<id>.cacnk.<algorithm>-<key id>; $DESYNC_ENCRYPTION_KEY alone does not "
         "enable encryption. With -w the server accepts PUT requests for a single upstream store; "
         "every uploaded chunk is checked against its id before it is stored. "
-        "--store-file defines the stores in a JSON file that SIGHUP reloads."
+        "--store-file defines the stores in a JSON file that SIGHUP reloads (in every worker). "
+        "The server runs in --workers processes (default two per CPU) sharing the listeners; "
+        "chunk files of a local store are sent as they are (sendfile) when the wire format "
+        "equals the stored one. --metrics adds Prometheus metrics at /metrics."
     ),
 )
 
@@ -150,7 +153,8 @@ INDEX_SERVER = Command(
     description=(
         "Serves the index files of an index store (a local directory or any index-store URL) "
         "over HTTP, or HTTPS with --cert/--key. GET /<name>.caibx returns the index; with -w "
-        "PUT stores a new one (it must parse as an index)."
+        "PUT stores a new one (it must parse as an index). The server runs in --workers "
+        "processes (default two per CPU); --metrics adds Prometheus metrics at /metrics."
     ),
 )
 
