@@ -28,10 +28,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +100,11 @@ def link_shared_library(obj: bytes, path: Path) -> bool:
 
     Returns False when no linker is installed or every linker fails.
     """
+    # Imported here: every command imports this module, few ever link.
+    import shutil
+    import subprocess
+    import tempfile
+
     linkers = [[cc, "-shared", "-nostdlib"] for cc in
                (os.environ.get("CC"), "cc", "gcc", "clang") if cc and shutil.which(cc)]
     if shutil.which("ld"):
@@ -222,6 +224,8 @@ def start_background_build(package_dir: Path) -> bool:
         _background_started = True
         if writable_dir(cache_dirs(package_dir)) is None:
             return False
+        import subprocess
+
         import desync_core
 
         env = dict(os.environ)
