@@ -42,8 +42,8 @@ SWEEP_INTERVAL = 0.5
 class _Conn:
     """One connection in the fast lane."""
 
-    __slots__ = ("addr", "buf", "close_after", "fd", "last", "offset", "size", "sock",
-                 "started")
+    __slots__ = ("addr", "buf", "busy", "close_after", "fd", "head", "last", "offset",
+                 "size", "sock", "started", "writing")
 
     def __init__(self, sock: socket.socket, addr: Any) -> None:
         self.sock = sock
@@ -51,9 +51,12 @@ class _Conn:
         self.buf = bytearray()
         self.last = time.monotonic()
         self.started = 0.0  # when the pending request began (header timeout)
-        self.fd = -1  # a file being sent
+        self.busy = False  # a reply is being sent (head, then the file)
+        self.head = b""  # what is left to send of the reply's headers
+        self.fd = -1  # the file being sent
         self.offset = 0
         self.size = 0
+        self.writing = False  # registered for EVENT_WRITE (the socket was full)
         self.close_after = False
 
 
@@ -156,7 +159,7 @@ class FastLane:
             conn = key.data
             if conn is None:
                 continue
-            if conn.fd < 0 and conn.buf and now - conn.started > HEADER_TIMEOUT:
+            if not conn.busy and conn.buf and now - conn.started > HEADER_TIMEOUT:
                 self._close(conn)  # a request that does not finish arriving
             elif now - conn.last > IDLE_TIMEOUT:
                 self._close(conn)  # idle, or a client that stopped reading
@@ -188,7 +191,7 @@ class FastLane:
 
     def _requests(self, conn: _Conn) -> None:
         """Answer the complete requests in the buffer while they are simple."""
-        while conn.fd < 0:
+        while not conn.busy:
             end = conn.buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(conn.buf) > MAX_LINE or not _plain_start(conn.buf):
@@ -201,7 +204,7 @@ class FastLane:
                 return
             del conn.buf[:end + 4]
             conn.started = time.monotonic()
-            if conn.fd < 0 and conn.close_after:
+            if not conn.busy and conn.close_after:
                 self._close(conn)
                 return
 
@@ -212,7 +215,7 @@ class FastLane:
         if (len(words) != 3 or words[2] != b"HTTP/1.1" or words[0] not in (b"GET", b"HEAD")
                 or len(lines) > MAX_HEADERS or max(map(len, lines)) > MAX_LINE):
             return False
-        auth = b""
+        auth: bytes | None = None
         close = False
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
@@ -220,7 +223,8 @@ class FastLane:
                 return False
             key = name.lower()
             if key == b"authorization":
-                auth = value.strip()
+                if auth is None:  # the first one counts, as in the thread handler
+                    auth = value.strip()
             elif key == b"connection":
                 close = value.strip().lower() == b"close"
             elif key in (b"content-length", b"transfer-encoding", b"expect") and (
@@ -229,7 +233,7 @@ class FastLane:
         settings = self.server.settings
         expected = settings.authorization
         if expected and not hmac.compare_digest(
-                auth, expected.encode("utf-8", "surrogateescape")):
+                auth or b"", expected.encode("utf-8", "surrogateescape")):
             return False
         target = words[1].decode("iso-8859-1")
         metrics = settings.metrics
@@ -265,47 +269,52 @@ class FastLane:
 
             settings.log.write(client_text(conn.addr), method, target, 200)
         conn.close_after = close
+        conn.busy = True
+        conn.head = reply
         if method == "HEAD":
             os.close(fd)
-            conn.sock.sendall(reply)  # small: fits the empty send buffer
-            return True
-        conn.fd, conn.offset, conn.size = fd, 0, size
-        try:
-            sent = conn.sock.send(reply, socket.MSG_MORE)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(reply):
-            # Not even the headers fit: rare; finish them blocking (briefly).
-            conn.sock.setblocking(True)
-            try:
-                conn.sock.sendall(reply[sent:], socket.MSG_MORE)
-            finally:
-                conn.sock.setblocking(False)
+        else:
+            conn.fd, conn.offset, conn.size = fd, 0, size
         self._continue_file(conn)  # the rest, if any, when the socket has room
         return True
 
     def _continue_file(self, conn: _Conn) -> bool:
         """Send more of the file; True when it is all sent, False when the socket is
         full (the loop then waits until it can write)."""
+        while conn.head:
+            try:
+                n = conn.sock.send(conn.head, socket.MSG_MORE if conn.fd >= 0 else 0)
+            except BlockingIOError:
+                self._wait_writable(conn)
+                return False
+            conn.head = conn.head[n:]
         out = conn.sock.fileno()
-        while conn.offset < conn.size:
+        while conn.fd >= 0 and conn.offset < conn.size:
             try:
                 n = os.sendfile(out, conn.fd, conn.offset, conn.size - conn.offset)
             except BlockingIOError:
-                self._sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+                self._wait_writable(conn)
                 return False
             if n == 0:
                 raise ConnectionError("chunk file ended early")
             conn.offset += n
             conn.last = time.monotonic()
         self._end_file(conn)
+        conn.busy = False
+        if conn.writing:
+            conn.writing = False
+            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
         return True
+
+    def _wait_writable(self, conn: _Conn) -> None:
+        if not conn.writing:
+            conn.writing = True
+            self._sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
 
     def _resume(self, conn: _Conn) -> None:
         """The socket has room again: finish the file, then the buffered requests."""
         if not self._continue_file(conn):
             return
-        self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
         if conn.close_after:
             self._close(conn)
         elif conn.buf:
