@@ -116,7 +116,8 @@ def test_interrupted_extract_on_forked_workers(tmp_path: Path, sig: int) -> None
     out = tmp_path / "out"
     out.mkdir()
     proc = start("extract", "-n", "2", "-s", store, tmp_path / "blob.caibx", out / "image")
-    err, kids = interrupt_when_blocked(proc, sig, 2)
+    # (the other worker may have finished every other task and exited by then)
+    err, kids = interrupt_when_blocked(proc, sig, 1)
     assert_interrupted(proc, err, kids)
     assert list(out.iterdir()) == []
 
