@@ -325,7 +325,9 @@ class HTTPClient:
         code, message = exc.args[0], str(exc.args[1])
         what = f"{method} {url}"
         if code == _TIMEOUT:
-            return StoreTimeoutError(f"{what}: timeout after {self.options.timeout:g}s")
+            limit = self.options.timeout
+            return StoreTimeoutError(f"{what}: timeout after {limit:g}s" if limit is not None
+                                     else f"{what}: {message}")
         try:
             errno = int(c.getinfo(pycurl.OS_ERRNO))
         except pycurl.error:

@@ -37,6 +37,25 @@ def test_one_handle_switches_between_methods() -> None:
         assert len({r.client_port for r in srv.seen}) == 1
 
 
+def test_uploads_alternating_with_heads() -> None:
+    """``make -s`` asks, then uploads, chunk after chunk: HEAD and PUT alternate on one
+    handle, each HEAD without a body and each PUT with its own."""
+    ids = [sample_chunk(k) for k in range(3, 6)]
+
+    def respond(r: SeenRequest) -> tuple[int, bytes]:
+        return (201, b"") if r.method == "PUT" else (404, b"")
+
+    with ScriptedServer(respond) as srv:
+        store = HTTPChunkStore(parse_location(srv.url), StoreOptions(n=1))
+        for chunk_id, data in ids:
+            assert not store.has_chunk(chunk_id)
+            store.store_chunk(Chunk(chunk_id, data))
+        assert [r.method for r in srv.seen] == ["HEAD", "PUT"] * 3
+        assert [r.body for r in srv.seen[1::2]] == [compress(d) for _i, d in ids]
+        assert all(r.body == b"" for r in srv.seen[0::2])
+        assert [r.path for r in srv.seen[1::2]] == [chunk_path(i) for i, _d in ids]
+
+
 def test_streamed_body_larger_than_the_pause_threshold_arrives_whole() -> None:
     """An index body of 5 MiB (the transfer pauses at 1 MiB unread) comes out whole."""
     body = bytes(range(256)) * (5 * 4096)
