@@ -16,7 +16,8 @@ When compiling happens (``DESYNC_KERNEL_BUILD``):
   explicit ``warm_up()``; a library process (not the CLI) also builds the hash kernel
   on first use.
 * ``foreground``: compile missing kernels when first needed (never in the background).
-* ``never``: never compile; without cached kernels numpy and hashlib do all the work.
+* ``never``: never compile; without cached kernels numpy and hashlib do all the work
+  (``DESYNC_CHUNKER_KERNEL=numba`` still demands, and compiles, the chunker).
 
 Compiling takes seconds; processes that would compile one kernel at the same time
 wait for each other through a lock file in the cache directory, then load the result.
