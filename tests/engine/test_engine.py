@@ -288,3 +288,43 @@ def test_thread_pool_raises_the_first_error_and_skips_the_rest() -> None:
     assert cancelled.is_set()
     assert len(ran) < 1000
     assert not pool.abandoned
+
+
+DIES_WITH_PARENT = """
+import os, sys, time
+from desync_core.engine import ForkPool
+
+def task(i):
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(3600)
+
+ForkPool(1).run(1, task, lambda i, r: None)
+"""
+
+
+def test_workers_die_with_their_parent(tmp_path: Path) -> None:
+    """A parent killed outright (SIGKILL: no clean-up runs) leaves no worker behind."""
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, "-c", DIES_WITH_PARENT, str(pid_file)])
+    try:
+        for _ in range(1200):  # a safety net, not a timing assertion
+            if pid_file.exists() or parent.poll() is not None:
+                break
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+    finally:
+        parent.kill()
+        parent.wait()
+    for _ in range(1200):
+        stat = Path(f"/proc/{worker}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the worker outlived its parent")
