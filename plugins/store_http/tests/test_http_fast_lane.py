@@ -113,3 +113,35 @@ def test_http10_keep_alive(cmd_testdata: Path) -> None:
         app.close()
     body = (store / chunk_path(chunk_id).lstrip("/")).read_bytes()
     assert replies == [(200, body), (200, body)]
+
+
+def test_authorization_in_the_fast_lane(cmd_testdata: Path) -> None:
+    """The right header is served (by the lane), a wrong, missing or second-only right
+    header gets the thread handler's 401."""
+    store = cmd_testdata / "blob1.store"
+    chunk_id = blob_chunk_ids(cmd_testdata / "blob1.caibx")[0]
+    body = (store / chunk_path(chunk_id).lstrip("/")).read_bytes()
+    settings = ServerSettings(authorization="Bearer s3cret", errors=io.StringIO())
+    app = ChunkServer(Context(), stores=[str(store)], settings=settings)
+    target = chunk_path(chunk_id)
+    requests = [
+        f"GET {target} HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
+        f"GET {target} HTTP/1.1\r\nAuthorization: Bearer s3cret \r\n\r\n",  # OWS
+        f"GET {target} HTTP/1.1\r\nAuthorization: Bearer wrong\r\n"
+        "Authorization: Bearer s3cret\r\n\r\n",
+        f"GET {target} HTTP/1.1\r\n\r\n",
+    ]
+    try:
+        with serve_in_process(ChunkHandler, app, settings) as url:
+            port = int(url.rsplit(":", 1)[1])
+            results = []
+            for request in requests:
+                with socket.create_connection(("127.0.0.1", port),
+                                              timeout=PATIENCE) as sock:
+                    sock.sendall(request.encode())
+                    results.append(read_replies(sock, 1)[0])
+    finally:
+        app.close()
+    assert results[0] == (200, body)
+    assert results[1] == (200, body)
+    assert [status for status, _ in results[2:]] == [401, 401]
