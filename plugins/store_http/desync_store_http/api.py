@@ -87,7 +87,8 @@ def _tls_args(cert: str, key: str, client_ca: str) -> argparse.Namespace:
 
 def _start(handler: Any, app: Any, listen: Sequence[str], tls: Any,
            settings: Any, log: str) -> RunningServer:
-    from desync_store_http.server import RequestLog, ServerGroup
+    from desync_store_http.server import ServerGroup
+    from desync_store_http.settings import RequestLog
 
     closers: list[Callable[[], object]] = []
     try:
@@ -115,11 +116,8 @@ def chunk_server(ctx: Context, stores: Sequence[str], *, cache: str = "",
     :func:`desync_core.api.chunk_server`."""
     from desync_core.plugin_api import UsageError
     from desync_store_http.chunkserver import ChunkHandler, ChunkServer, wire_codec
-    from desync_store_http.server import (
-        ServerSettings,
-        resolve_authorization,
-        server_ssl_context,
-    )
+    from desync_store_http.listeners import server_ssl_context
+    from desync_store_http.settings import ServerSettings, resolve_authorization
 
     flags = _tls_args(cert, key, client_ca)
     validate_server_flags(flags)
@@ -144,11 +142,8 @@ def index_server(ctx: Context, store: str, *, listen: Sequence[str] = ("127.0.0.
     """Start an index server (the ``index-server`` flags as keywords); see
     :func:`desync_core.api.index_server`."""
     from desync_store_http.indexserver import IndexHandler, IndexServer
-    from desync_store_http.server import (
-        ServerSettings,
-        resolve_authorization,
-        server_ssl_context,
-    )
+    from desync_store_http.listeners import server_ssl_context
+    from desync_store_http.settings import ServerSettings, resolve_authorization
 
     validate_server_flags(_tls_args(cert, key, client_ca))
     settings = ServerSettings(authorization=resolve_authorization(authorization))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from desync_store_http.protocol import MAX_HEADERS, MAX_LINE, http_date
 
 if TYPE_CHECKING:
-    from desync_store_http.server import ThreadedServer
+    from desync_store_http.listeners import ThreadedServer
 
 #: How often the loop looks for idle connections (seconds); it checks for a stop request
 #: every ``poll_interval``.
@@ -153,7 +153,7 @@ class FastLane:
             conn.sock.close()
 
     def _sweep(self, now: float) -> None:
-        from desync_store_http.server import HEADER_TIMEOUT, IDLE_TIMEOUT
+        from desync_store_http.listeners import HEADER_TIMEOUT, IDLE_TIMEOUT
 
         for key in list(self._sel.get_map().values()):
             conn = key.data
@@ -265,7 +265,7 @@ class FastLane:
             if method == "GET":
                 metrics.sent(size)
         if settings.log is not None:
-            from desync_store_http.server import client_text
+            from desync_store_http.settings import client_text
 
             settings.log.write(client_text(conn.addr), method, target, 200)
         conn.close_after = close

@@ -30,14 +30,10 @@ from desync_core.plugin_api import (
     validate_server_flags,
 )
 from desync_store_http.chunkserver import request_path
-from desync_store_http.server import (
-    RequestHandler,
-    RequestLog,
-    ServerGroup,
-    ServerSettings,
-    resolve_authorization,
-    server_ssl_context,
-)
+from desync_store_http.handler import RequestHandler
+from desync_store_http.listeners import server_ssl_context
+from desync_store_http.server import ServerGroup
+from desync_store_http.settings import RequestLog, ServerSettings, resolve_authorization
 
 if TYPE_CHECKING:
     from desync_store_http.metrics import Metrics

@@ -1,5 +1,5 @@
 """What a ``-w`` chunk server accepts as an upload (#19.4), besides the body size and
-memory budget enforced in :mod:`desync_store_http.server`.
+memory budget enforced in :mod:`desync_store_http.uploads`.
 
 * Decoding an upload stops at :data:`MAX_CHUNK_SIZE` (no valid chunk is larger), and
   is done piece by piece to hash it, so a 66 KB zstd bomb costs ~1 MiB, not 128.

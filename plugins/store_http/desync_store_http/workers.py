@@ -36,11 +36,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TextIO
 
-from desync_store_http.server import (
-    ServerGroup,
-    UploadGate,
-    serve_until_stopped,
-)
+from desync_store_http.server import ServerGroup, serve_until_stopped
+from desync_store_http.uploads import UploadGate
 
 #: Seconds the workers get to finish after SIGTERM before they are killed.
 STOP_TIMEOUT = 30.0

@@ -34,7 +34,9 @@ from desync_core.plugin_api import Context
 from desync_core.testing.fixtures import find_testdata
 from desync_store_http.chunkserver import ChunkHandler, ChunkServer
 from desync_store_http.indexserver import IndexHandler, IndexServer
-from desync_store_http.server import ServerGroup, ServerSettings, server_ssl_context
+from desync_store_http.listeners import server_ssl_context
+from desync_store_http.server import ServerGroup
+from desync_store_http.settings import ServerSettings
 
 CMD_TESTDATA = find_testdata() / "cmd" / "desync" / "testdata"
 #: How long a test waits for a server to start or react before giving up.

@@ -13,7 +13,7 @@ from store_http_support import PATIENCE, blob_chunk_ids, chunk_path, serve_in_pr
 
 from desync_core.plugin_api import Context
 from desync_store_http.chunkserver import ChunkHandler, ChunkServer
-from desync_store_http.server import RequestLog, ServerSettings
+from desync_store_http.settings import RequestLog, ServerSettings
 
 
 def read_replies(sock: socket.socket, count: int,

@@ -31,7 +31,8 @@ from desync_core.plugin_api import SHA512_256, Context, compress
 from desync_core.testing import sample_chunk
 from desync_store_http.chunkserver import ChunkHandler, ChunkServer
 from desync_store_http.indexserver import IndexHandler, IndexServer
-from desync_store_http.server import RequestLog, ServerSettings, UploadGate
+from desync_store_http.settings import RequestLog, ServerSettings
+from desync_store_http.uploads import UploadGate
 
 MALFORMED_REQUESTS = [
     b"GET / HTTP/9.9\r\n\r\n",

@@ -10,6 +10,7 @@ from desync_core.plugin_api import Context, get_registries
 
 HEAVY = ("requests", "urllib3", "ssl", "http.server", "socketserver",
          "desync_store_http.client", "desync_store_http.server",
+         "desync_store_http.listeners", "desync_store_http.handler",
          "desync_store_http.chunkserver", "desync_store_http.indexserver")
 
 
