@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from desync_core.context import Context
 from desync_store_http.chunkserver import ChunkHandler, ChunkServer
 from desync_store_http.indexserver import IndexHandler, IndexServer
-from desync_store_http.server import RequestLog, ServerGroup, ServerSettings
+from desync_store_http.server import ServerGroup
+from desync_store_http.settings import RequestLog, ServerSettings
 
 STATUS_LINE = re.compile(rb"HTTP/1\.1 [1-5]\d\d [^\r\n]*\r\n")
 CHUNK_PATH = "/abcd/abcd" + "0" * 60 + ".cacnk"

@@ -39,11 +39,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from desync_core.plugin_api import UsageError
 from desync_store_http.listeners import ThreadedServer, parse_listen_address
 
-# Imported from here by tests/reliability/test_fuzz_http.py (outside this plugin).
-from desync_store_http.settings import RequestLog, ServerSettings
-
 if TYPE_CHECKING:
     from desync_store_http.handler import RequestHandler
+    from desync_store_http.settings import ServerSettings
 
 #: Serve plain-HTTP GETs of local chunk files in an event loop (``fastlane.py``);
 #: ``DESYNC_SERVER_FAST_LANE=0`` turns it off (every connection gets a thread).
@@ -189,4 +187,4 @@ def serve_until_stopped(group: ServerGroup, on_reload: Callable[[], object] | No
     return 0
 
 
-__all__ = ["FAST_LANE", "RequestLog", "ServerGroup", "ServerSettings", "serve_until_stopped"]
+__all__ = ["FAST_LANE", "ServerGroup", "serve_until_stopped"]
