@@ -21,63 +21,27 @@ Usage: ``python3 benchmarks/bench_first_run.py [--repeat 5] [--small-kb 1000]``.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench import build_tarball, log, timed, warm
 from benchutil import compile_bytecode
 
+from desync_core.testing.fresh import FreshInstall
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fresh_install(root: Path) -> dict[str, str]:
-    """Copy ``desync_core`` to ``root/site`` as pip would install it; its environment."""
-    site = root / "site"
-    shutil.copytree(REPO / "desync_core", site / "desync_core",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(site)], check=True,
+def fresh_install(root: Path) -> FreshInstall:
+    """A fresh installation in ``root``, with the bytecode pip would write."""
+    fresh = FreshInstall(root)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(fresh.site)], check=True,
                    stdout=subprocess.DEVNULL)
-    (root / "home").mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "DESYNC_CHUNKER_KERNEL",
-                        "DESYNC_HASH_KERNEL", "DESYNC_KERNEL_BUILD")}
-    env.update(PYTHONPATH=str(site), HOME=str(root / "home"))
-    return env
-
-
-def kernel_files(root: Path) -> list[Path]:
-    """Cached kernels of a fresh installation."""
-    return [p for pkg in ("chunker", "batchhash")
-            for p in (root / "site" / "desync_core" / pkg / "__pycache__").glob("*.so")]
-
-
-def wait_for_builder(root: Path, timeout: float = 900) -> float:
-    """Wait until the background builder cached both kernels; seconds waited."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        locks = [p for pkg in ("chunker", "batchhash")
-                 for p in (root / "site" / "desync_core" / pkg / "__pycache__")
-                 .glob(".build-*.lock")]
-        if len(kernel_files(root)) >= 2 and all(_free(lock) for lock in locks):
-            return time.monotonic() - start
-        time.sleep(0.2)
-    raise SystemExit(f"background build did not finish within {timeout} s")
-
-
-def _free(path: Path) -> bool:
-    with open(path, "rb") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
+    return fresh
 
 
 def main() -> int:
@@ -104,15 +68,16 @@ def main() -> int:
             os.chdir(root)
             small = root / "small.bin"
             small.write_bytes(os.urandom(args.small_kb * 1000))
-            env = fresh_install(root / "a")
+            fresh = fresh_install(root / "a")
+            env = fresh.env
             run, _ = timed([*desync, "make", "-s", str(root / "s1"), str(root / "a1.caibx"),
                             str(small)], env=env)
             first.append(run.wall)
-            built.append(wait_for_builder(root / "a"))
+            built.append(fresh.wait_for_builder(2))
             run, _ = timed([*desync, "make", "-s", str(root / "s2"), str(root / "a2.caibx"),
                             str(small)], env=env)
             second.append(run.wall)
-            fg_env = {**fresh_install(root / "b"), "DESYNC_KERNEL_BUILD": "foreground"}
+            fg_env = {**fresh_install(root / "b").env, "DESYNC_KERNEL_BUILD": "foreground"}
             run, _ = timed([*desync, "make", "-s", str(root / "s3"), str(root / "b.caibx"),
                             str(small)], env=fg_env)
             foreground.append(run.wall)

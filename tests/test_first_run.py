@@ -2,26 +2,24 @@
 small inputs, kernels built in the background for later runs, and read-only or
 compiler-less installations that still work (``desync_core.kernelcache``).
 
-A fresh installation is a copy of ``desync_core`` without any ``__pycache__`` (so no
-cached kernels), imported through ``PYTHONPATH``, with an empty HOME and no
-``NUMBA_CACHE_DIR``: the kernels' cache is the copy's own ``__pycache__``, as for a
-package installed by pip.
+A fresh installation is ``desync_core.testing.fresh.FreshInstall``: a copy of the package
+without any ``__pycache__`` (so no cached kernels), whose kernels' cache is its own
+``__pycache__``, as for a package installed by pip.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from desync_core.index import Index
+from desync_core.testing.fresh import FreshInstall
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,30 +38,8 @@ with open(os.environ["PROBE_REPORT"], "w") as f:
 """
 
 
-class Fresh:
-    """A fresh installation under ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.site = root / "site"
-        shutil.copytree(REPO / "desync_core", self.site / "desync_core",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        self.home = root / "home"
-        self.home.mkdir()
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "DESYNC_CHUNKER_KERNEL",
-                                 "DESYNC_HASH_KERNEL", "DESYNC_KERNEL_BUILD")}
-        self.env.update(PYTHONPATH=str(self.site), HOME=str(self.home))
-
-    def cache(self, package: str) -> Path:
-        return self.site / "desync_core" / package / "__pycache__"
-
-    def kernels(self) -> list[str]:
-        """Names of the cached kernel files."""
-        return sorted(p.name for package in ("chunker", "batchhash")
-                      if self.cache(package).is_dir()
-                      for p in self.cache(package).iterdir()
-                      if p.name.startswith(("chunker-", "sha512x8-")))
+class Fresh(FreshInstall):
+    """A fresh installation under ``root`` that runs commands through PROBE."""
 
     def probe(self, *args: str | Path, env: dict[str, str] | None = None,
               prefix: list[str] | None = None, stdin: bytes | None = None,
@@ -91,29 +67,6 @@ def casync_index(casync: str, source: Path, out: Path, chunk_size: str | None = 
     return out.read_bytes()
 
 
-def wait_for_builder(fresh: Fresh, wanted: int) -> None:
-    """Until ``wanted`` kernel files exist and no build lock is held (the background
-    builder is done). A generous bound only keeps a broken build from hanging."""
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        locks = [p for package in ("chunker", "batchhash") if fresh.cache(package).is_dir()
-                 for p in fresh.cache(package).glob(".build-*.lock")]
-        if len([k for k in fresh.kernels() if k.endswith(".so")]) >= wanted and \
-                all(_unlocked(lock) for lock in locks):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"background build did not finish: {fresh.kernels()}")
-
-
-def _unlocked(path: Path) -> bool:
-    with open(path, "rb") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
-
-
 @pytest.mark.slow
 def test_first_make_compiles_nothing_and_builds_for_next_time(
         tmp_path: Path, testdata: Path, casync: str) -> None:
@@ -128,7 +81,7 @@ def test_first_make_compiles_nothing_and_builds_for_next_time(
     assert Index.from_bytes(want).ends.tolist() == golden.ends.tolist()
 
     # The command left a builder behind that caches both kernels...
-    wait_for_builder(fresh, 2)
+    fresh.wait_for_builder(2)
     kernels = fresh.kernels()
     assert [k.split("-")[0] for k in kernels if k.endswith(".so")] == ["chunker", "sha512x8"]
     # ...which the next run loads without numba.

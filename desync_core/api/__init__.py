@@ -40,6 +40,7 @@ index-server       :func:`index_server` → Server (plugin desync-store-http)
 
 from __future__ import annotations
 
+from desync_core.api import results as _results
 from desync_core.api._base import (
     cat,
     chunk_boundaries,
@@ -51,39 +52,13 @@ from desync_core.api._base import (
     write_index,
 )
 from desync_core.api.indexes import info, inspect_chunks, verify_index
-from desync_core.api.results import (
-    CacheResult,
-    ChopResult,
-    ChunkId,
-    ChunkInfo,
-    InfoResult,
-    InspectChunksResult,
-    MtreeEntry,
-    PruneResult,
-    Server,
-    TarResult,
-    UntarResult,
-    VerifyIndexResult,
-    VerifyResult,
-)
+from desync_core.api.results import *  # noqa: F403 -- the result types, named once in their __all__
 from desync_core.api.servers import chunk_server, index_server
 from desync_core.api.stores import cache, chop, prune, verify
 from desync_core.api.trees import mtree, tar, untar
 
 __all__ = [
-    "CacheResult",
-    "ChopResult",
-    "ChunkId",
-    "ChunkInfo",
-    "InfoResult",
-    "InspectChunksResult",
-    "MtreeEntry",
-    "PruneResult",
-    "Server",
-    "TarResult",
-    "UntarResult",
-    "VerifyIndexResult",
-    "VerifyResult",
+    *_results.__all__,
     "cache",
     "cat",
     "chop",
