@@ -1,5 +1,7 @@
 """The directory tree of a ``.caidx`` archive, with where each file's bytes sit.
 
+Shared by the ``desync`` fsspec filesystem and the FUSE mount (``desync_mount_fuse``
+takes it through :mod:`desync_core.plugin_api`), so both see one entry table.
 :func:`build_tree` decodes the archive's metadata once with the core's
 :class:`~desync_core.archive.catar.decoder.CatarDecoder`, reading the catar stream
 through a :class:`~desync_core.rangeread.RangeReader`, and records for every regular
@@ -15,11 +17,12 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass
+from typing import Protocol
 
 from desync_core.archive.base import DirEnd, Node
 from desync_core.archive.catar.decoder import CatarDecoder
+from desync_core.archive.xattrs import XATTR_CAPABILITY, XATTR_SELINUX
 from desync_core.errors import ArchiveFormatError
-from desync_core.rangeread import RangeReader
 
 _ZEROS = memoryview(bytes(1 << 20))
 #: Largest read of real data handed to the decoder: it asks for 1 MiB at a time, and
@@ -27,6 +30,23 @@ _ZEROS = memoryview(bytes(1 << 20))
 READ_LIMIT = 128 << 10
 #: Symlinks followed when a path is resolved (as Linux' MAXSYMLINKS).
 MAX_SYMLINKS = 40
+_CAPABILITY = os.fsdecode(XATTR_CAPABILITY)
+_SELINUX = os.fsdecode(XATTR_SELINUX)
+
+
+class BlobReader(Protocol):
+    """What :func:`build_tree` reads the catar stream through: a
+    :class:`~desync_core.rangeread.RangeReader`, or any random-access reader of it
+    (the FUSE mount's blob)."""
+
+    @property
+    def length(self) -> int:
+        """Bytes in the stream."""
+        ...
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Stream bytes ``[offset, offset+size)``, shorter at the end."""
+        ...
 
 
 @dataclass(slots=True)
@@ -42,6 +62,10 @@ class TreeEntry:
         target: symlink target.
         rdev: device number (block and character devices).
         children: name -> entry in archive (sorted) order; None unless a directory.
+        number: position in archive order, the root 1 (unique: a mount's inode number).
+        xattrs: extended attributes by name (file capabilities and the SELinux label
+            included, as ``getxattr`` shows them), or None when there are none.
+        subdirs: child directories (``st_nlink`` of a directory is ``2 + subdirs``).
     """
 
     mode: int
@@ -53,6 +77,9 @@ class TreeEntry:
     target: str = ""
     rdev: int = 0
     children: dict[str, TreeEntry] | None = None
+    number: int = 0
+    xattrs: dict[str, bytes] | None = None
+    subdirs: int = 0
 
     @property
     def kind(self) -> str:
@@ -71,7 +98,7 @@ class _SkippingReader:
     """Sequential ``read(n)`` over a blob that returns zeros for one announced region
     (the content of the file the decoder has just yielded, which it will skip)."""
 
-    def __init__(self, blob: RangeReader) -> None:
+    def __init__(self, blob: BlobReader) -> None:
         self.blob = blob
         self.position = 0
         self.skip_start = 0
@@ -94,7 +121,16 @@ class _SkippingReader:
         return data
 
 
-def build_tree(blob: RangeReader, name: str = "archive") -> TreeEntry:
+def _xattrs(node: Node) -> dict[str, bytes] | None:
+    values = {os.fsdecode(key): value for key, value in node.xattrs or ()}
+    if node.fcaps:
+        values[_CAPABILITY] = node.fcaps
+    if node.selinux:  # getxattr shows the label NUL-terminated, as the kernel does
+        values[_SELINUX] = node.selinux + b"\0"
+    return values or None
+
+
+def build_tree(blob: BlobReader, name: str = "archive") -> TreeEntry:
     """The root entry of the catar archive whose stream ``blob`` reads.
 
     Raises:
@@ -106,13 +142,16 @@ def build_tree(blob: RangeReader, name: str = "archive") -> TreeEntry:
     decoder = CatarDecoder(reader.read, name=name)
     stack: list[TreeEntry] = []
     root: TreeEntry | None = None
+    count = 0
     for node in decoder.nodes():
         if isinstance(node, DirEnd):
             stack.pop()
             continue
         assert isinstance(node, Node)
+        count += 1
         kind = stat.S_IFMT(node.mode)
-        entry = TreeEntry(node.mode, node.uid, node.gid, node.mtime)
+        entry = TreeEntry(node.mode, node.uid, node.gid, node.mtime, number=count,
+                          xattrs=_xattrs(node))
         if kind == stat.S_IFREG:
             entry.size = node.size
             entry.offset = decoder.offset
@@ -127,9 +166,11 @@ def build_tree(blob: RangeReader, name: str = "archive") -> TreeEntry:
                 raise ArchiveFormatError(f"{name}: the archive's root is not a directory")
             root = entry
         else:
-            children = stack[-1].children
-            assert children is not None
-            children[os.fsdecode(node.name)] = entry
+            parent = stack[-1]
+            assert parent.children is not None
+            parent.children[os.fsdecode(node.name)] = entry
+            if kind == stat.S_IFDIR:
+                parent.subdirs += 1
         if kind == stat.S_IFDIR:
             entry.children = {}
             stack.append(entry)
@@ -178,4 +219,4 @@ def lookup(root: TreeEntry, path: str, *, follow: bool = True) -> TreeEntry | No
     return current
 
 
-__all__ = ["MAX_SYMLINKS", "READ_LIMIT", "TreeEntry", "build_tree", "lookup"]
+__all__ = ["MAX_SYMLINKS", "READ_LIMIT", "BlobReader", "TreeEntry", "build_tree", "lookup"]

@@ -18,10 +18,12 @@ What is here, by job (``docs/plugin-hooks.md`` describes each):
   :class:`PrunableChunkStore`, the key-value bases
   :class:`ReadOnlyKeyValueChunkStore`, :class:`WritableKeyValueChunkStore`,
   :class:`KeyValueChunkStore`, :class:`IndexStore`, :class:`WritableIndexStore`), key
-  helpers, :func:`os_error`; :class:`StoreOptions`; :func:`call_with_retries`;
+  helpers, :func:`os_error`; :class:`StoreOptions`, :func:`environment_ca_bundle`;
+  :func:`call_with_retries`;
   :class:`VerifyingStore`;
 * chunks: :class:`Chunk`, :class:`ChunkCodec`, :func:`compress`, :func:`decompress`,
-  :data:`MAX_CHUNK_SIZE`; digests; :class:`Index`;
+  :data:`MAX_CHUNK_SIZE`; digests; :class:`Index`; random access to a blob
+  (:class:`ChunkLayout`, :class:`ChunkCache`);
 * errors: the whole :mod:`desync_core.errors` hierarchy;
 * locations and configuration: :class:`StoreLocation`, :func:`parse_location`,
   :func:`split_index_location`, :class:`Context`, :func:`load_config`,
@@ -29,7 +31,8 @@ What is here, by job (``docs/plugin-hooks.md`` describes each):
 * commands and servers: the shared flag helpers (``add_store_flags``…),
   :func:`validate_server_flags`, :func:`error_text`, :func:`run_cli`;
 * archive formats: :class:`ArchiveFormat`, :class:`ArchiveOptions`, :class:`Node`,
-  the catar encoder/decoder pieces and the xattr helpers.
+  the catar encoder/decoder pieces and the xattr helpers; an archive's entry table
+  (:func:`build_tree`, :class:`TreeEntry`, :func:`tree_lookup`).
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
         classify,
         parse_acl_xattr,
     )
+    from desync_core.archivetree import (  # noqa: F401
+        TreeEntry,
+        build_tree,
+    )
+    from desync_core.archivetree import lookup as tree_lookup  # noqa: F401
     from desync_core.batchhash import chunk_digests  # noqa: F401
     from desync_core.cli import run as run_cli  # noqa: F401
     from desync_core.cli.options import (  # noqa: F401
@@ -135,6 +143,10 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
     from desync_core.plugins import (  # noqa: F401
         get_registries,
     )
+    from desync_core.rangeread import (  # noqa: F401
+        ChunkCache,
+        ChunkLayout,
+    )
     from desync_core.registry import (  # noqa: F401
         Command,
         CommandRegistry,
@@ -166,6 +178,7 @@ if TYPE_CHECKING:  # the real names, for type checkers (at run time: __getattr__
     )
     from desync_core.stores.options import (  # noqa: F401
         StoreOptions,
+        environment_ca_bundle,
     )
     from desync_core.stores.swappable import (  # noqa: F401
         SwappableStore,
@@ -198,6 +211,7 @@ _EXPORTS: dict[str, str] = {
     "os_error": "desync_core.stores.base",
     "parse_chunk_key": "desync_core.stores.base",
     "StoreOptions": "desync_core.stores.options",
+    "environment_ca_bundle": "desync_core.stores.options",
     "VerifyingStore": "desync_core.stores.wrappers",
     "SwappableStore": "desync_core.stores.swappable",
     "call_with_retries": "desync_core.stores.wrappers",
@@ -216,6 +230,9 @@ _EXPORTS: dict[str, str] = {
     "chunk_digests": "desync_core.batchhash",
     "read_index_stream": "desync_core.index",
     "read_index_file": "desync_core.index",
+    # random access to a blob
+    "ChunkCache": "desync_core.rangeread",
+    "ChunkLayout": "desync_core.rangeread",
     # errors
     **{name: "desync_core.errors" for name in (
         "BUG_EXIT_CODE", "ArchiveFormatError", "ChunkInvalidError", "ChunkMissingError",
@@ -261,10 +278,14 @@ _EXPORTS: dict[str, str] = {
     **{name: "desync_core.archive.xattrs" for name in (
         "XATTR_ACL_ACCESS", "XATTR_ACL_DEFAULT", "XATTR_CAPABILITY", "XATTR_SELINUX",
         "acl_access_xattr", "acl_default_xattr", "classify", "parse_acl_xattr")},
+    "TreeEntry": "desync_core.archivetree",
+    "build_tree": "desync_core.archivetree",
 }
 
 #: ``run_cli(argv) -> int``: run a ``desync`` command line in this process.
-_ALIASES = {"run_cli": ("desync_core.cli", "run")}
+_ALIASES = {"run_cli": ("desync_core.cli", "run"),
+            #: ``tree_lookup(root, path, follow=True)``: an entry of a built tree.
+            "tree_lookup": ("desync_core.archivetree", "lookup")}
 
 
 def __getattr__(name: str) -> Any:

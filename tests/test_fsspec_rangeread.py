@@ -61,7 +61,7 @@ def test_the_cache_stays_bounded(blob: tuple[Path, bytes, Index]) -> None:
     root, data, index = blob
     reader = open_reader(root / "store", index, cache_bytes=64 << 10, concurrency=1)
     assert reader.read(0, len(data)) == data  # a read larger than the cache still works
-    assert reader._cached <= max(64 << 10, index.chunk_size_max)
+    assert reader.cached_bytes <= max(64 << 10, index.chunk_size_max)
     before = reader.fetches
     assert reader.read(len(data) - 10, 10) == data[-10:]  # the last chunk: still cached
     assert reader.fetches == before

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -25,6 +24,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from desync_core.plugin_api import (
+    ChunkCache,
+    ChunkLayout,
     Index,
     IntegrityError,
     SwappableStore,
@@ -69,8 +70,12 @@ class Source(NamedTuple):
 SourceHolder = SwappableStore
 
 
-class ChunkLoader:
+class ChunkLoader(ChunkLayout):
     """Fetches the chunks of one index through a :class:`SourceHolder`.
+
+    The chunk table (offsets, sizes, null test, ``chunk_range``) is the core's
+    :class:`~desync_core.plugin_api.ChunkLayout`, as the fsspec reader's; the fetching
+    is the mount's own: batches verified in one call, a source swappable on SIGHUP.
 
     Args:
         index: the index whose stream is read.
@@ -81,30 +86,11 @@ class ChunkLoader:
 
     def __init__(self, index: Index, holder: SourceHolder, workers: int,
                  report: Report = report_stderr) -> None:
-        self.index = index
+        super().__init__(index)
         self.holder = holder
         self.report = report
-        self.ends = index.ends
-        self.starts: list[int] = index.starts().tolist()
-        self.sizes: list[int] = index.sizes().tolist()
-        self.length = index.length
-        self._null_id = index.digest.null_chunk_id(index.chunk_size_max)
-        self._null_size = index.chunk_size_max
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="desync-fetch")
         self.fetches = 0  # chunks fetched from the source (diagnostics, tests)
-
-    def __len__(self) -> int:
-        return len(self.sizes)
-
-    def is_null(self, i: int) -> bool:
-        """Whether chunk ``i`` is the index's null chunk (zeros; never fetched)."""
-        return self.sizes[i] == self._null_size and self.index.chunk_id(i) == self._null_id
-
-    def chunk_range(self, offset: int, size: int) -> tuple[int, int]:
-        """``(first, stop)``: the chunks holding stream bytes ``[offset, offset+size)``."""
-        first = int(np.searchsorted(self.ends, offset, side="right"))
-        stop = int(np.searchsorted(self.ends, offset + size - 1, side="right")) + 1
-        return first, min(stop, len(self.sizes))
 
     def fetch(self, i: int) -> bytes | memoryview:
         """The decoded, verified data of chunk ``i`` (blocking; zeros for the null
@@ -262,75 +248,50 @@ class Blob:
 class MemoryBlob(Blob):
     """A :class:`Blob` with an LRU cache of decoded chunks, keyed by chunk id.
 
-    Chunks not cached are fetched in batches of consecutive chunks (one pool task and
-    one verification call per batch); concurrent readers of one chunk share one fetch,
-    and a failed fetch is not cached (the next read tries again).
+    The cache is the core's :class:`~desync_core.plugin_api.ChunkCache` (as the fsspec
+    reader's): concurrent readers of one chunk share one fetch, and a failed fetch is
+    not cached (the next read tries again). What differs is the mount's policy: chunks
+    not cached are fetched in batches of consecutive chunks (one pool task and one
+    verification call per batch), and the cache never holds less than two readahead
+    windows, or readahead would evict what the reader is about to ask for.
     """
 
     def __init__(self, loader: ChunkLoader, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__(loader)
         self.capacity = max(cache_bytes, 2 * READAHEAD_MAX)
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[bytes, memoryview] = OrderedDict()
-        self._cached_bytes = 0
-        self._inflight: dict[bytes, Future[memoryview]] = {}
+        self._cache: ChunkCache[memoryview] = ChunkCache(self.capacity)
 
     def chunk_future(self, i: int) -> Future[Any] | None:
         return self.futures(range(i, i + 1))[i]
 
     def futures(self, indexes: range) -> dict[int, Future[Any] | None]:
         index, sizes = self.loader.index, self.loader.sizes
+        claim = self._cache.claim((i, index.chunk_id(i)) for i in indexes)
         out: dict[int, Future[Any] | None] = {}
-        batches: list[list[tuple[int, bytes, Future[memoryview]]]] = []
-        batch: list[tuple[int, bytes, Future[memoryview]]] = []
+        for i, data in claim.hits.items():
+            done: Future[memoryview] = Future()
+            done.set_result(data)
+            out[i] = done
+        out.update(claim.waiting)
+        batch: list[tuple[int, bytes]] = []
         batch_bytes = 0
-        with self._lock:
-            for i in indexes:
-                key = index.chunk_id(i)
-                data = self._cache.get(key)
-                if data is not None:
-                    self._cache.move_to_end(key)
-                    done: Future[memoryview] = Future()
-                    done.set_result(data)
-                    out[i] = done
-                    continue
-                future = self._inflight.get(key)
-                if future is None:
-                    future = self._inflight[key] = Future()
-                    if batch and (batch_bytes + sizes[i] > BATCH_BYTES or
-                                  batch[-1][0] != i - 1):
-                        batches.append(batch)
-                        batch, batch_bytes = [], 0
-                    batch.append((i, key, future))
-                    batch_bytes += sizes[i]
-                out[i] = future
+        for i, key in claim.owned:
+            if batch and (batch_bytes + sizes[i] > BATCH_BYTES or batch[-1][0] != i - 1):
+                self.loader.pool.submit(self._load, batch)
+                batch, batch_bytes = [], 0
+            batch.append((i, key))
+            batch_bytes += sizes[i]
         if batch:
-            batches.append(batch)
-        for b in batches:
-            self.loader.pool.submit(self._load, b)
+            self.loader.pool.submit(self._load, batch)
         return out
 
-    def _load(self, batch: list[tuple[int, bytes, Future[memoryview]]]) -> None:
+    def _load(self, batch: list[tuple[int, bytes]]) -> None:
         try:
-            datas = self.loader.fetch_batch([i for i, _, _ in batch])
+            datas = self.loader.fetch_batch([i for i, _ in batch])
         except BaseException as exc:
-            with self._lock:
-                for _, key, _ in batch:
-                    self._inflight.pop(key, None)
-            for _, _, future in batch:
-                future.set_exception(exc)
+            self._cache.fail([key for _, key in batch], exc)
             return
-        with self._lock:  # cached and no longer in flight in one step: no second fetch
-            for (_, key, _), data in zip(batch, datas):
-                self._inflight.pop(key, None)
-                if key not in self._cache:
-                    self._cache[key] = data
-                    self._cached_bytes += len(data)
-            while self._cached_bytes > self.capacity and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                self._cached_bytes -= len(old)
-        for (_, _, future), data in zip(batch, datas):
-            future.set_result(data)
+        self._cache.fill([(key, data) for (_, key), data in zip(batch, datas)])
 
     def assemble(self, offset: int, size: int, first: int, stop: int,
                  results: dict[int, Any]) -> bytes:

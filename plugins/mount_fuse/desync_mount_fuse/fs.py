@@ -19,7 +19,7 @@ from typing import Any
 import mfusepy  # type: ignore[import-untyped,unused-ignore]
 
 from desync_mount_fuse.blob import Blob, ReadStream
-from desync_mount_fuse.tree import Tree
+from desync_mount_fuse.tree import Tree, attrs
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC
 ENOATTR = getattr(errno, "ENOATTR", errno.ENODATA)
@@ -161,16 +161,16 @@ class TreeFS(_Base):
         return entry
 
     def attributes(self, path: str) -> dict[str, int]:
-        return self._entry(path).attrs()
+        return attrs(self._entry(path))
 
     def readdir(self, path: str, fh: int) -> list[Any]:
         entry = self._entry(path)
         if entry.children is None:
             raise _fail(errno.ENOTDIR)
         # inode numbers in every entry: readdir(3) hides entries whose d_ino is 0
-        here = {"st_mode": stat.S_IFDIR, "st_ino": entry.ino}
+        here = {"st_mode": stat.S_IFDIR, "st_ino": entry.number}
         return [(".", here, 0), ("..", {"st_mode": stat.S_IFDIR, "st_ino": 1}, 0),
-                *((name, {"st_mode": child.mode, "st_ino": child.ino}, 0)
+                *((name, {"st_mode": child.mode, "st_ino": child.number}, 0)
                   for name, child in entry.children.items())]
 
     def readlink(self, path: str) -> str:

@@ -178,8 +178,7 @@ class Mount:
         if is_archive_index(index):
             from desync_mount_fuse.tree import Tree, build_tree
 
-            root, count = build_tree(self.blob, name=self.args.index)
-            ops: Any = TreeFS(self.blob, Tree(root, count))
+            ops: Any = TreeFS(self.blob, Tree(build_tree(self.blob, name=self.args.index)))
         else:
             ops = BlobFS(self.blob, mount_name(self.args.index))
         ops.stopping = self.stopping
