@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -62,6 +63,16 @@ class StoreOptions:
                                  self.encryption_algorithm)
             except ConfigError as exc:
                 raise ConfigError(f"store options for {location!r}: {exc}") from None
+
+    def check_files(self, name: str) -> None:
+        """Raise ConfigError when the ``ca-cert``, ``client-cert`` or ``client-key`` file
+        is missing; ``name`` is how the message names the store. TLS stores call it
+        before connecting: the TLS library's own error would not say which file."""
+        for key, path in (("ca-cert", self.ca_cert), ("client-cert", self.client_cert),
+                          ("client-key", self.client_key)):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"store options for '{name}': {key} file {path} "
+                                  "does not exist")
 
     # -- JSON (config file) form ------------------------------------------------
 
@@ -126,4 +137,12 @@ def _convert(name: str, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["StoreOptions"]
+def environment_ca_bundle() -> str | None:
+    """The CA bundle the environment names for TLS stores without ``ca-cert``:
+    ``$REQUESTS_CA_BUNDLE``, else ``$CURL_CA_BUNDLE`` (as requests reads them); ``None``
+    when neither is set (the store's own default applies: certifi's bundle)."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+
+
+__all__ = ["StoreOptions", "environment_ca_bundle"]
+

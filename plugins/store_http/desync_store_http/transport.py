@@ -31,12 +31,12 @@ from urllib.parse import urlsplit
 import pycurl  # type: ignore[import-untyped]  # (no stubs installed)
 
 from desync_core.plugin_api import (
-    ConfigError,
     StoreConnectionError,
     StoreError,
     StoreOptions,
     StorePermissionError,
     StoreTimeoutError,
+    environment_ca_bundle,
 )
 from desync_store_http import __version__
 
@@ -67,9 +67,9 @@ def _ca_bundle() -> str | None:
     """The CA bundle for verification when no ``ca-cert`` is given: as requests did
     (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, then certifi's), else OpenSSL's default
     (libcurl's own compiled-in default may not exist on this system)."""
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        if os.environ.get(name):
-            return os.environ[name]
+    bundle = environment_ca_bundle()
+    if bundle:
+        return bundle
     try:
         import certifi
 
@@ -134,11 +134,7 @@ class HTTPClient:
         if self._settings is not None:
             return self._settings
         opts = self.options
-        for key, path in (("ca-cert", opts.ca_cert), ("client-cert", opts.client_cert),
-                          ("client-key", opts.client_key)):
-            if path and not os.path.isfile(path):
-                raise ConfigError(f"store options for '{self.name}': {key} file {path} "
-                                  "does not exist")
+        opts.check_files(self.name)
         # The payload is already compressed: no transport compression. No
         # "Expect: 100-continue" round trip before uploads, no form content type.
         headers = ["Accept-Encoding: identity", "Expect:", "Content-Type:"]

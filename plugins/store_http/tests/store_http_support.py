@@ -246,6 +246,16 @@ class ScriptedServer:
         self.close()
 
 
+def wait_for(condition: Callable[[], bool]) -> bool:
+    """Poll ``condition`` until true (bounded by PATIENCE); whether it became true."""
+    pause = threading.Event()
+    for _ in range(int(PATIENCE / 0.02)):
+        if condition():
+            return True
+        pause.wait(0.02)
+    return condition()
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (bound once, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

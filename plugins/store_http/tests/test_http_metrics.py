@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from store_http_support import (
-    PATIENCE,
     ScriptedServer,
     SeenRequest,
     ServerProcess,
     blob_chunk_ids,
     chunk_path,
     raw_request,
+    wait_for,
 )
 
 from desync_core.plugin_api import compress
@@ -43,19 +43,18 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_for(condition: Callable[[], bool]) -> bool:
-    """Poll ``condition`` until true (bounded by PATIENCE); whether it became true."""
-    pause = threading.Event()
-    for _ in range(int(PATIENCE / 0.02)):
-        if condition():
-            return True
-        pause.wait(0.02)
-    return condition()
-
-
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     """How much a sample grew between two scrapes."""
     return value(after, name, **labels) - value(before, name, **labels)
+
+
+def request_deltas(before: Samples, after: Samples, server: str,
+                   keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """How many requests of each ``(method, status)`` in ``keys`` the server counted
+    between two scrapes."""
+    return {(method, status): delta(before, after, "desync_http_requests_total",
+                                    method=method, status=status, server=server)
+            for method, status in keys}
 
 
 @pytest.mark.parametrize("workers", ["1", "3"])
@@ -92,12 +91,9 @@ def test_chunk_server_counters(start_server: StartServer, cmd_testdata: Path,
 
     server = {"server": "chunk"}
     requests = "desync_http_requests_total"
-    assert delta(before, after, requests, method="GET", status="200", **server) == 5
-    assert delta(before, after, requests, method="GET", status="404", **server) == 2
-    assert delta(before, after, requests, method="GET", status="400", **server) == 1
-    assert delta(before, after, requests, method="HEAD", status="200", **server) == 1
-    assert delta(before, after, requests, method="HEAD", status="404", **server) == 1
-    assert delta(before, after, requests, method="PUT", status="200", **server) == 1
+    counted = {("GET", "200"): 5, ("GET", "404"): 2, ("GET", "400"): 1, ("HEAD", "200"): 1,
+               ("HEAD", "404"): 1, ("PUT", "200"): 1}
+    assert request_deltas(before, after, "chunk", counted) == counted
     assert sum(v for (name, _), v in after.items() if name == requests) \
         - sum(v for (name, _), v in before.items() if name == requests) == 11
     assert delta(before, after, "desync_http_response_body_bytes_total", **server) == sent
@@ -184,10 +180,8 @@ def test_index_server_counters(start_server: StartServer, cmd_testdata: Path,
     assert status == 404
     after = scrape(srv.url)
     server = {"server": "index"}
-    requests = "desync_http_requests_total"
-    assert delta(before, after, requests, method="PUT", status="200", **server) == 1
-    assert delta(before, after, requests, method="GET", status="200", **server) == 1
-    assert delta(before, after, requests, method="GET", status="404", **server) == 1
+    counted = {("PUT", "200"): 1, ("GET", "200"): 1, ("GET", "404"): 1}
+    assert request_deltas(before, after, "index", counted) == counted
     assert delta(before, after, "desync_stored_total", **server) == 1
     assert delta(before, after, "desync_http_response_body_bytes_total", **server) \
         == len(index) + len(missing)

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from store_http_support import PATIENCE, ServerProcess, blob_chunk_ids, chunk_path, raw_request
+from store_http_support import (
+    PATIENCE,
+    ServerProcess,
+    blob_chunk_ids,
+    chunk_path,
+    raw_request,
+    wait_for,
+)
 
 from desync_core.plugin_api import SHA512_256, decompress
 
@@ -27,16 +34,6 @@ def workers_of(server: ServerProcess) -> set[int]:
         return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
     except FileNotFoundError:
         return set()
-
-
-def wait_for(condition: Callable[[], bool]) -> bool:
-    """Poll ``condition`` until true (bounded by PATIENCE); whether it became true."""
-    pause = threading.Event()
-    for _ in range(int(PATIENCE / 0.02)):
-        if condition():
-            return True
-        pause.wait(0.02)
-    return condition()
 
 
 def alive(pid: int) -> bool:

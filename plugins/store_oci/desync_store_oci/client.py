@@ -35,12 +35,12 @@ import requests.utils
 import urllib3
 
 from desync_core.plugin_api import (
-    ConfigError,
     StoreConnectionError,
     StoreError,
     StoreOptions,
     StorePermissionError,
     StoreTimeoutError,
+    environment_ca_bundle,
     exception_chain,
 )
 from desync_store_oci import __version__
@@ -147,11 +147,7 @@ class RegistryClient:
 
     def _new_session(self) -> requests.Session:
         opts = self.options
-        for key, path in (("ca-cert", opts.ca_cert), ("client-cert", opts.client_cert),
-                          ("client-key", opts.client_key)):
-            if path and not os.path.isfile(path):
-                raise ConfigError(f"store options for '{self.name}': {key} file {path} "
-                                  "does not exist")
+        opts.check_files(self.name)
         session = requests.Session()
         # Resolve proxy and CA settings once, not on every request.
         session.trust_env = False
@@ -167,8 +163,7 @@ class RegistryClient:
 
     def _send_args(self) -> dict[str, Any]:
         opts = self.options
-        system: bool | str = (os.environ.get("REQUESTS_CA_BUNDLE")
-                              or os.environ.get("CURL_CA_BUNDLE") or True)
+        system: bool | str = environment_ca_bundle() or True
         timeout = opts.timeout
         return {
             "verify": False if opts.trust_insecure else opts.ca_cert or system,
