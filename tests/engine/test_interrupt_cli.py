@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from desync_core.index import Index
+from desync_core.testing.procfs import alive, children_of, wchan
 
 
 def desync(*args: str | os.PathLike[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
@@ -33,29 +34,9 @@ def start(*args: str | os.PathLike[str]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def children_of(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def blocked_on_fifo(pid: int) -> bool:
     """Whether process ``pid`` waits for a FIFO's writer."""
-    try:
-        wchan = Path(f"/proc/{pid}/wchan").read_text()
-    except OSError:
-        return False
-    return wchan in ("wait_for_partner", "fifo_open", "pipe_read", "pipe_wait")
+    return wchan(pid) in ("wait_for_partner", "fifo_open", "pipe_read", "pipe_wait")
 
 
 def interrupt_when_blocked(proc: subprocess.Popen[bytes], sig: int, workers: int

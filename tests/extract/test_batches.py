@@ -28,6 +28,7 @@ from extract_util import (
 
 from desync_core import batchhash
 from desync_core.errors import UsageError
+from desync_core.testing.procfs import alive, children_of, wchan
 
 # -- the kernel ---------------------------------------------------------------------
 
@@ -231,12 +232,11 @@ def test_worker_processes_that_die_are_replaced(big_blob, tmp_path: Path) -> Non
                              str(store), str(index_path), str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
         children: list[int] = []
         for _ in range(1200):
             if proc.poll() is not None:
                 raise AssertionError(proc.stderr.read().decode() if proc.stderr else "")
-            children = [int(p) for p in children_file.read_text().split()]
+            children = children_of(proc.pid)
             if len(children) == 2 and any(_opening(pid, fifo) for pid in children):
                 break
             time.sleep(0.05)
@@ -247,7 +247,7 @@ def test_worker_processes_that_die_are_replaced(big_blob, tmp_path: Path) -> Non
         # Only once they are dead: a writer opening the FIFO earlier could pair with
         # a dying worker's pending open, and the data would be lost with it.
         for pid in children:
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.01)
 
         def feed() -> None:
@@ -266,22 +266,9 @@ def test_worker_processes_that_die_are_replaced(big_blob, tmp_path: Path) -> Non
     assert out.read_bytes() == data
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _opening(pid: int, path: Path) -> bool:
     """Whether process ``pid`` is blocked opening a FIFO (``path``) that has no writer."""
-    try:
-        wchan = Path(f"/proc/{pid}/wchan").read_text()
-    except OSError:
-        return False
-    return wchan in ("wait_for_partner", "fifo_open")
+    return wchan(pid) in ("wait_for_partner", "fifo_open")
 
 
 @pytest.mark.parametrize("mode", ["fail", "skip", "regenerate", "in-place"])

@@ -23,17 +23,14 @@ from store_http_support import (
 )
 
 from desync_core.plugin_api import SHA512_256, decompress
+from desync_core.testing.procfs import children_of
 
 StartServer = Callable[..., ServerProcess]
 
 
 def workers_of(server: ServerProcess) -> set[int]:
     """The pids of the server's child processes (its workers)."""
-    pid = server.proc.pid
-    try:
-        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-    except FileNotFoundError:
-        return set()
+    return set(children_of(server.proc.pid))
 
 
 def alive(pid: int) -> bool:
