@@ -128,8 +128,7 @@ class BodyReader(ReplyWriter):
         if not chunked and raw_length is not None and raw_length.strip().isdigit():
             need = int(raw_length.strip())
             if need > limit:
-                self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
-                raise BodyError
+                raise self._too_large(limit)
         gate = self.settings.uploads
         if not gate.acquire(need):
             self.reply_busy()
@@ -164,14 +163,22 @@ class BodyReader(ReplyWriter):
                 raise BodyError
             length = int(raw.strip())
             if length > limit:
-                self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
-                raise BodyError
-            data = self.rfile.read(length)
-            if len(data) != length:
-                raise ConnectionError("client closed the connection during the body")
+                raise self._too_large(limit)
+            data = self._read_exactly(length)
         self._body_read = True
         if self.settings.metrics is not None:
             self.settings.metrics.received(len(data))
+        return data
+
+    def _too_large(self, limit: int) -> BodyError:
+        """Answer 413 for a body over ``limit`` bytes; the error to raise."""
+        self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
+        return BodyError()
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) != size:
+            raise ConnectionError("client closed the connection during the body")
         return data
 
     def _read_chunked(self, limit: int) -> bytes:
@@ -193,12 +200,8 @@ class BodyReader(ReplyWriter):
                 return b"".join(parts)
             total += size
             if total > limit:
-                self.reply(413, f"request body too large (limit {limit} bytes)\n".encode())
-                raise BodyError
-            part = self.rfile.read(size)
-            if len(part) != size:
-                raise ConnectionError("client closed the connection during the body")
-            parts.append(part)
+                raise self._too_large(limit)
+            parts.append(self._read_exactly(size))
             self.rfile.readline(16)
 
 
