@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import os
 import re
-import stat
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ from desync_core.plugin_api import (
     read_store_file,
     validate_server_flags,
 )
+from desync_store_http.fastlane import open_regular
 from desync_store_http.handler import RequestHandler
 from desync_store_http.limits import MAX_CHUNK_SIZE, converts, wire_encoding_ok
 from desync_store_http.listeners import server_ssl_context
@@ -391,17 +391,14 @@ class ChunkHandler(RequestHandler):
         path = local_file(chunk_id.hex())
         if path is None:
             return False
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        opened = open_regular(path)
+        if opened is None:
             return False
+        fd, size = opened
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CHUNK_UPLOAD:
+            if size > MAX_CHUNK_UPLOAD:
                 return False
-            # Files are replaced by rename, never rewritten: this descriptor's content
-            # stays whole whatever happens to the name meanwhile.
-            self.reply_file(fd, info.st_size)
+            self.reply_file(fd, size)
             return True
         finally:
             os.close(fd)

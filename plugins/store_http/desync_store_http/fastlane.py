@@ -14,6 +14,13 @@ anything malformed or unusual) is handed, with the bytes already read, to the th
 handler that serves the connection from then on: every status, limit, log line and
 metric stays exactly as the threaded server defines it. TLS listeners are never in the
 fast lane.
+
+With pre-forked workers every worker's lane watches the same listening socket, and the
+one that happens to be running takes the connections that arrive: a client opening its
+``-n`` connections at once (desync (Go) does) had them all in one process, served on one
+core while the others idled (#18). So workers share a :class:`ConnectionBoard` of how
+many connections each lane holds, and a lane leaves a new connection to a less loaded
+worker for at most :data:`MAX_DEFER` seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import io
+import mmap
 import os
 import selectors
 import socket
@@ -37,6 +45,65 @@ if TYPE_CHECKING:
 #: How often the loop looks for idle connections (seconds); it checks for a stop request
 #: every ``poll_interval``.
 SWEEP_INTERVAL = 0.5
+#: Connections one wake-up accepts when no other worker shares the listener.
+ACCEPT_BATCH = 64
+#: How long a lane leaves a new connection to a less loaded worker (seconds), and how
+#: often it looks again meanwhile; after that it accepts it anyway (a worker that died
+#: with a low count must not stall the listener).
+MAX_DEFER = 0.02
+DEFER_STEP = 0.001
+
+
+class ConnectionBoard:
+    """Connections held by each worker's lane on each listener, in memory shared by the
+    processes (created before the fork; see :mod:`desync_store_http.workers`).
+
+    Args:
+        workers: number of worker processes.
+        listeners: number of listeners of each worker.
+    """
+
+    def __init__(self, workers: int, listeners: int) -> None:
+        self.workers = workers
+        self.listeners = listeners
+        self._mem = mmap.mmap(-1, 8 * max(1, workers * listeners))
+        self._counts = memoryview(self._mem).cast("q")
+
+    def set(self, worker: int, listener: int, count: int) -> None:
+        """Record the connections ``worker``'s lane holds on ``listener``."""
+        self._counts[worker * self.listeners + listener] = count
+
+    def get(self, worker: int, listener: int) -> int:
+        """The connections ``worker``'s lane holds on ``listener``."""
+        return int(self._counts[worker * self.listeners + listener])
+
+    def clear(self, worker: int) -> None:
+        """Forget a worker that exited (its replacement starts from zero)."""
+        for listener in range(self.listeners):
+            self.set(worker, listener, 0)
+
+    def least(self, listener: int) -> int:
+        """The fewest connections any worker holds on ``listener``."""
+        return min(self.get(w, listener) for w in range(self.workers))
+
+
+class BoardSeat:
+    """Where one lane writes its count on a :class:`ConnectionBoard`."""
+
+    __slots__ = ("board", "listener", "worker")
+
+    def __init__(self, board: ConnectionBoard, worker: int, listener: int) -> None:
+        self.board = board
+        self.worker = worker
+        self.listener = listener
+
+    def set(self, count: int) -> None:
+        """Record this lane's connection count."""
+        self.board.set(self.worker, self.listener, count)
+
+    def busier(self, count: int) -> bool:
+        """Whether another worker holds fewer connections on this listener."""
+        return count > self.board.least(self.listener)
 
 
 class _Conn:
@@ -86,13 +153,22 @@ class FastLane:
         server: the listener; its handler class answers what the lane hands over.
         resolve: ``(app, request target) -> file path`` of a chunk the lane may send,
             else None.
+        seat: this lane's place on the workers' :class:`ConnectionBoard` (None: no
+            other process accepts from this listener).
     """
 
     def __init__(self, server: ThreadedServer, resolve: Any, *,
-                 poll_interval: float = SWEEP_INTERVAL) -> None:
+                 poll_interval: float = SWEEP_INTERVAL, seat: BoardSeat | None = None) -> None:
         self.server = server
         self.resolve = resolve
         self.poll_interval = min(poll_interval, SWEEP_INTERVAL)
+        self.seat = seat
+        #: Connections this lane holds (handed-over ones are the thread handler's).
+        self.held = 0
+        #: Connections accepted since the start (for tests and diagnosis).
+        self.accepted = 0
+        self._deferred_since = 0.0  # when a waiting connection was first left to others
+        self._paused_until = 0.0  # the listener is unwatched until then (0: watched)
         self._stop = threading.Event()
         self._sel = selectors.DefaultSelector()
 
@@ -108,8 +184,13 @@ class FastLane:
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self._stop.is_set():
-                for key, mask in sel.select(self.poll_interval):
+                timeout = self.poll_interval
+                if self._paused_until:
+                    timeout = max(0.0, min(timeout, self._paused_until - time.monotonic()))
+                listened = False
+                for key, mask in sel.select(timeout):
                     if key.data is None:
+                        listened = True
                         self._accept(listener)
                         continue
                     conn: _Conn = key.data
@@ -121,6 +202,12 @@ class FastLane:
                     except OSError:
                         self._close(conn)
                 now = time.monotonic()
+                if self._paused_until:
+                    if now >= self._paused_until:
+                        self._paused_until = 0.0
+                        sel.register(listener, selectors.EVENT_READ, None)
+                elif not listened:
+                    self._deferred_since = 0.0  # nothing waits (another worker took it)
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + SWEEP_INTERVAL
@@ -133,7 +220,21 @@ class FastLane:
     # -- connections --------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
-        for _ in range(64):
+        seat = self.seat
+        if seat is not None and seat.busier(self.held):
+            # Leave it to a less loaded worker (they all wake for it), unless it waits
+            # too long: then this lane takes it after all.
+            now = time.monotonic()
+            if not self._deferred_since:
+                self._deferred_since = now
+            if now - self._deferred_since < MAX_DEFER:
+                self._sel.unregister(listener)
+                self._paused_until = now + DEFER_STEP
+                return
+        self._deferred_since = 0.0
+        # With other workers on the listener, one connection per wake-up: the next one
+        # goes to whichever lane is then least loaded.
+        for _ in range(ACCEPT_BATCH if seat is None else 1):
             try:
                 sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -144,10 +245,21 @@ class FastLane:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sel.register(sock, selectors.EVENT_READ, _Conn(sock, addr))
+            self.accepted += 1
+            self._count(1)
+
+    def _count(self, change: int) -> None:
+        self.held += change
+        if self.seat is not None:
+            self.seat.set(self.held)
 
     def _close(self, conn: _Conn) -> None:
-        with contextlib.suppress(KeyError, ValueError):
+        try:
             self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass  # already handed over or closed: not counted any more
+        else:
+            self._count(-1)
         self._end_file(conn)
         with contextlib.suppress(OSError):
             conn.sock.close()
@@ -167,6 +279,7 @@ class FastLane:
     def _hand_over(self, conn: _Conn) -> None:
         """Give the connection (and what was read of it) to the thread handler."""
         self._sel.unregister(conn.sock)
+        self._count(-1)
         conn.sock.setblocking(True)
         self.server.prefixes[id(conn.sock)] = bytes(conn.buf)
         try:
@@ -242,20 +355,11 @@ class FastLane:
         path = self.resolve(self.server.app, target)
         if path is None:
             return False
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        opened = open_regular(path)
+        if opened is None:
             return False
-        try:
-            info = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return False
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            return False
+        fd, size = opened
         method = words[0].decode()
-        size = info.st_size
         reply = (f"HTTP/1.1 200 OK\r\nServer: {conn_server(self.server)}\r\n"
                  f"Date: {http_date()}\r\nContent-Type: application/octet-stream\r\n"
                  f"Content-Length: {size}\r\n"
@@ -328,6 +432,28 @@ class FastLane:
             conn.fd = -1
 
 
+def open_regular(path: str) -> tuple[int, int] | None:
+    """Open a chunk file for sending: its descriptor and size, or None (nothing left
+    open) when it is missing, unreadable or not a regular file.
+
+    Files are replaced by rename, never rewritten: the descriptor's content stays whole
+    whatever happens to the name meanwhile.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    return fd, info.st_size
+
+
 def _plain_start(buf: bytearray) -> bool:
     """Whether an incomplete request head looks like one the lane answers: CRLF line
     ends only and, once the request line is complete, ``<method> <target> HTTP/1.1``."""
@@ -345,4 +471,5 @@ def conn_server(server: ThreadedServer) -> str:
     return str(getattr(server.RequestHandlerClass, "server_version", ""))
 
 
-__all__ = ["SWEEP_INTERVAL", "FastLane", "PrefixedReader"]
+__all__ = ["ACCEPT_BATCH", "DEFER_STEP", "MAX_DEFER", "SWEEP_INTERVAL", "BoardSeat",
+           "ConnectionBoard", "FastLane", "PrefixedReader", "open_regular"]

@@ -73,6 +73,10 @@ class ServerGroup:
         self.servers: list[ThreadedServer] = []
         self._threads: list[threading.Thread] = []
         self._lanes: dict[int, Any] = {}
+        #: With pre-forked workers: the board the lanes share, and this worker's row
+        #: (set by :mod:`desync_store_http.workers` before :meth:`start`).
+        self.board: Any = None
+        self.worker_index = 0
 
     def bind(self) -> list[str]:
         """Bind and listen on every address (no request is served yet); returns the
@@ -118,11 +122,13 @@ class ServerGroup:
         """
         self.bind()
         resolve = getattr(self.handler, "fast_file", None)
-        for server in self.servers:
+        for number, server in enumerate(self.servers):
             if resolve is not None and server.ssl_context is None and FAST_LANE:
-                from desync_store_http.fastlane import FastLane
+                from desync_store_http.fastlane import BoardSeat, FastLane
 
-                lane = FastLane(server, resolve, poll_interval=self.poll_interval)
+                seat = (None if self.board is None
+                        else BoardSeat(self.board, self.worker_index, number))
+                lane = FastLane(server, resolve, poll_interval=self.poll_interval, seat=seat)
                 self._lanes[id(server)] = lane
                 thread = threading.Thread(target=lane.run, name=f"fast lane {server.url}",
                                           daemon=True)

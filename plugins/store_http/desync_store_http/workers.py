@@ -36,6 +36,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TextIO
 
+from desync_store_http.fastlane import ConnectionBoard
 from desync_store_http.server import ServerGroup, serve_until_stopped
 from desync_store_http.uploads import UploadGate
 
@@ -106,6 +107,8 @@ class Supervisor:
         self.pid = os.getpid()
         #: pid → start time (monotonic) of each running worker.
         self.workers: dict[int, float] = {}
+        #: pid → the worker's row on the fast lanes' connection board.
+        self.rows: dict[int, int] = {}
         self.quick_failures = 0
         self.stopping = False
 
@@ -125,6 +128,9 @@ class Supervisor:
             for url in self.group.bind():
                 self.out.write(f"listening on {url}\n")
             self.out.flush()
+            # Shared with the workers (created before they are forked): where each
+            # worker's fast lanes say how many connections they hold.
+            self.group.board = ConnectionBoard(self.count, len(self.group.servers))
             for _ in range(self.count):
                 self._spawn()
             while True:
@@ -152,10 +158,15 @@ class Supervisor:
     def _spawn(self) -> None:
         sys.stdout.flush()
         self.out.flush()
+        row = min(set(range(self.count)) - set(self.rows.values()))
+        if self.group.board is not None:
+            self.group.board.clear(row)
+        self.group.worker_index = row
         pid = os.fork()
         if pid == 0:
             self._worker()
         self.workers[pid] = time.monotonic()
+        self.rows[pid] = row
 
     def _reap(self) -> bool:
         """Collect exited workers and replace them; False when they keep failing."""
@@ -169,6 +180,9 @@ class Supervisor:
             started = self.workers.pop(pid, None)
             if started is None:
                 continue  # not a worker (nothing else is forked here)
+            row = self.rows.pop(pid, None)
+            if row is not None and self.group.board is not None:
+                self.group.board.clear(row)
             metrics = self.group.settings.metrics
             if metrics is not None:
                 metrics.process_dead(pid)
