@@ -13,19 +13,27 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from store_http_support import ServerProcess, blob_chunk_ids, chunk_path, wait_for
-from test_http_server_workers import StartServer, workers_of
 
 from desync_core.plugin_api import SHA512_256, decompress
+from desync_core.testing.procfs import children_of
+
+StartServer = Callable[..., ServerProcess]
 
 WORKERS = 3
 CONNECTIONS = 9
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs /proc")
+
+
+def workers_of(server: ServerProcess) -> set[int]:
+    """The pids of the server's child processes (its workers)."""
+    return set(children_of(server.proc.pid))
 
 
 def go_request(host: str, path: str) -> bytes:
