@@ -388,16 +388,13 @@ class ChunkHandler(RequestHandler):
     def _send_local(self, local_file: Callable[[str], str | None], chunk_id: bytes) -> bool:
         """Send the chunk's file with sendfile; False (nothing sent) when there is no
         such regular file: the store chain then answers (404, or an error)."""
-        path = local_file(chunk_id.hex())
-        if path is None:
-            return False
-        opened = open_regular(path)
-        if opened is None:
+        opened = open_regular(local_file(chunk_id.hex()))
+        if opened is None or opened[1] > MAX_CHUNK_UPLOAD:
+            if opened is not None:
+                os.close(opened[0])
             return False
         fd, size = opened
         try:
-            if size > MAX_CHUNK_UPLOAD:
-                return False
             self.reply_file(fd, size)
             return True
         finally:

@@ -352,14 +352,11 @@ class FastLane:
         metrics = settings.metrics
         if metrics is not None and target.partition("?")[0] == "/metrics":
             return False
-        path = self.resolve(self.server.app, target)
-        if path is None:
-            return False
-        opened = open_regular(path)
+        opened = open_regular(self.resolve(self.server.app, target))
         if opened is None:
             return False
-        fd, size = opened
         method = words[0].decode()
+        fd, size = opened
         reply = (f"HTTP/1.1 200 OK\r\nServer: {conn_server(self.server)}\r\n"
                  f"Date: {http_date()}\r\nContent-Type: application/octet-stream\r\n"
                  f"Content-Length: {size}\r\n"
@@ -432,13 +429,15 @@ class FastLane:
             conn.fd = -1
 
 
-def open_regular(path: str) -> tuple[int, int] | None:
+def open_regular(path: str | None) -> tuple[int, int] | None:
     """Open a chunk file for sending: its descriptor and size, or None (nothing left
-    open) when it is missing, unreadable or not a regular file.
+    open) when there is no path, or the file is missing, unreadable or not regular.
 
     Files are replaced by rename, never rewritten: the descriptor's content stays whole
     whatever happens to the name meanwhile.
     """
+    if path is None:
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
