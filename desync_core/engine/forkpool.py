@@ -86,10 +86,9 @@ class ForkPool:
                 res_r, res_w = os.pipe2(os.O_CLOEXEC)
                 try:
                     pid = fork(self._worker(task_r, res_w, task), report_fd=res_w,
-                               close=[task_w, res_r], done=MSG.pack(DONE, 0))
+                               close=[task_w, res_r], done=MSG.pack(DONE, 0), pids=pids)
                 finally:
                     os.close(res_w)
-                pids.append(pid)
                 workers[res_r] = (pid, Messages(res_r, RESULT, self.what))
             os.close(task_r)
             task_r = -1

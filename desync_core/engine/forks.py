@@ -41,7 +41,7 @@ def can_fork() -> bool:
 
 
 def fork(body: Callable[[], None], *, report_fd: int, close: Iterable[int] = (),
-         done: bytes = b"") -> int:
+         done: bytes = b"", pids: list[int] | None = None) -> int:
     """Fork a worker that runs ``body()`` and exits; returns its pid.
 
     In the worker the descriptors in ``close`` are closed first (the parent's ends of
@@ -51,6 +51,9 @@ def fork(body: Callable[[], None], *, report_fd: int, close: Iterable[int] = (),
 
     SIGINT/SIGTERM are held during the fork: CPython would otherwise run a handler
     inside an at-fork callback and discard its exception; they are delivered after.
+    The pid is appended to ``pids`` (the caller's list of workers to kill and reap)
+    before that: an interrupt delivered between the fork and the caller recording the
+    pid would leave a worker nobody stops, running the tasks until the parent exits.
     """
     prepare_fork()
     parent = os.getpid()
@@ -59,6 +62,8 @@ def fork(body: Callable[[], None], *, report_fd: int, close: Iterable[int] = (),
         pid = os.fork()
         if pid == 0:
             _child(parent, held, body, report_fd, close, done)
+        if pids is not None:
+            pids.append(pid)
     finally:
         release_interrupts(held)
     return pid

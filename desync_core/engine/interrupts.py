@@ -10,9 +10,12 @@ they created (a temporary output) before the status is returned.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 #: How long an interrupted run waits for busy worker threads before leaving them behind.
@@ -26,16 +29,54 @@ _PR_SET_PDEATHSIG = 1
 def hold_interrupts() -> Any:
     """Block SIGINT and SIGTERM for this thread; returns what :func:`release_interrupts`
     needs (None where signals cannot be blocked). Signals that arrive meanwhile are
-    delivered when they are released."""
+    delivered when they are released.
+
+    A handler already due runs (and raises) here, with the mask restored: the Python
+    handler of a signal that came just before runs after the next call returns, and the
+    mask returned by the blocking call would be lost with it - leaving this thread
+    deaf to interrupts for good.
+    """
     if not hasattr(signal, "pthread_sigmask"):
         return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # nothing is blocked if this raises
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
+    return old
 
 
 def release_interrupts(held: Any) -> None:
-    """Restore the signal mask saved by :func:`hold_interrupts`."""
+    """Restore the signal mask saved by :func:`hold_interrupts` (an interrupt that came
+    meanwhile is raised here)."""
     if held is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """:func:`hold_interrupts` for the ``with`` block. For steps that an exception
+    raised by a signal handler would cut in two: creating a file and recording it
+    for its clean-up, starting a thread or forking and recording the worker."""
+    held = hold_interrupts()
+    try:
+        yield
+    finally:
+        release_interrupts(held)
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """``thread.start()`` with interrupts held.
+
+    Python's ``Thread.start`` is not safe against the exception of a signal handler
+    (3.11: raised after the thread began, it is taken for a failed start, whose
+    clean-up then fails with a KeyError - a bug, exit 70, instead of an interrupt).
+    The new thread inherits the mask: interrupts are then always delivered to the main
+    thread, where Python runs the handlers, so its blocking calls return EINTR at once.
+    """
+    with interrupts_held():
+        thread.start()
 
 
 def _prctl() -> Any:
@@ -74,4 +115,4 @@ def enter_child(parent: int, held: Any) -> bool:
 
 
 __all__ = ["CANCEL_GRACE_SECONDS", "INTERRUPTS", "enter_child", "hold_interrupts",
-           "prepare_fork", "release_interrupts"]
+           "interrupts_held", "prepare_fork", "release_interrupts", "start_thread"]

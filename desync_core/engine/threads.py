@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
 
-from desync_core.engine.interrupts import CANCEL_GRACE_SECONDS
+from desync_core.engine.interrupts import CANCEL_GRACE_SECONDS, interrupts_held, start_thread
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ class ThreadPool:
         threads = [threading.Thread(target=worker, name=f"{self.name}-{k}", daemon=True)
                    for k in range(self.workers)]
         for t in threads:
-            t.start()
+            start_thread(t)
         interrupted = False
         try:
             for item in items:
@@ -113,7 +113,7 @@ def _join(threads: Sequence[threading.Thread], timeout: float | None) -> bool:
     deadline = threading.Event()
     timer = threading.Timer(timeout, deadline.set)
     timer.daemon = True
-    timer.start()
+    start_thread(timer)
     try:
         for t in threads:
             while t.is_alive() and not deadline.is_set():
@@ -134,6 +134,11 @@ class Threads(ThreadPoolExecutor):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+    def _adjust_thread_count(self) -> None:
+        # Where ThreadPoolExecutor starts its threads: see start_thread.
+        with interrupts_held():
+            super()._adjust_thread_count()
 
 
 __all__ = ["ThreadPool", "Threads"]

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,23 @@ def desync(*args: str | os.PathLike[str], **kwargs: object) -> subprocess.Comple
 def start(*args: str | os.PathLike[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "desync_core", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(autouse=True)
+def sigint_not_ignored() -> Iterator[None]:
+    """The commands start with SIGINT handled as usual even where the tests run with it
+    ignored (started in the background by a script: ``cmd &`` without job control,
+    ``nohup``). An ignored SIGINT stays ignored across ``exec``, so Python installs no
+    handler and the command rightly ignores the test's SIGINT (it hung until the safety
+    net); a handled one is reset to the default by ``exec``."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def blocked_on_fifo(pid: int) -> bool:

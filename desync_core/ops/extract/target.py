@@ -10,6 +10,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass, field, fields
 
+from desync_core.engine.interrupts import interrupts_held
 from desync_core.errors import (
     StoreError,
     UsageError,
@@ -91,7 +92,10 @@ class Target:
         key = os.path.realpath(src_dir or ".")
         if key not in self._clone_probes:
             target_dir = os.path.dirname(os.path.abspath(self.path))
-            self._clone_probes[key] = probe_clone(target_dir, key)
+            # The probe creates files next to the output: an interrupt between creating
+            # one and recording it for removal would leave it behind.
+            with interrupts_held():
+                self._clone_probes[key] = probe_clone(target_dir, key)
         return self._clone_probes[key]
 
 
