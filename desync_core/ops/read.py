@@ -10,6 +10,7 @@ import stat
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
+from desync_core.engine.interrupts import hold_interrupts, release_interrupts
 from desync_core.engine.threads import Threads
 from desync_core.errors import (
     ChunkInvalidError,
@@ -82,17 +83,23 @@ def cat_to_path(index: Index, source: Any, path: str, *, offset: int = 0,
     if not os.path.isdir(directory):
         raise UsageError(f"output directory {directory} does not exist")
     tmp = os.path.join(directory, f".{base}.{secrets.randbits(32)}")
+    # SIGINT/SIGTERM wait until the file's removal is armed: raised between the open
+    # and the ``try``, the interrupt would leave the temporary file behind.
+    held = hold_interrupts()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
+        release_interrupts(held)
         raise StoreError(f"creating {tmp}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as out:
+            release_interrupts(held)  # (an interrupt that came meanwhile is raised here)
             written = cat(index, source, out, offset=offset, length=length)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        release_interrupts(held)  # (again, harmless, if released already)
         raise
     return written
 
