@@ -66,17 +66,34 @@ def interrupts_held() -> Iterator[None]:
         release_interrupts(held)
 
 
+def unblock_interrupts() -> None:
+    """Let this thread receive SIGINT and SIGTERM (for threads started with them held,
+    which inherit the mask: else so would every program they start)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+
+
 def start_thread(thread: threading.Thread) -> None:
     """``thread.start()`` with interrupts held.
 
     Python's ``Thread.start`` is not safe against the exception of a signal handler
     (3.11: raised after the thread began, it is taken for a failed start, whose
     clean-up then fails with a KeyError - a bug, exit 70, instead of an interrupt).
-    The new thread inherits the mask: interrupts are then always delivered to the main
-    thread, where Python runs the handlers, so its blocking calls return EINTR at once.
+    The new thread restores the mask first thing: it would inherit the held one, and
+    so would every program it starts (an ``ssh`` unable to receive SIGTERM).
     """
-    with interrupts_held():
+    held = hold_interrupts()
+    run = thread.run
+
+    def run_with_mask() -> None:
+        release_interrupts(held)  # (no handler runs outside the main thread)
+        run()
+
+    thread.run = run_with_mask  # type: ignore[method-assign]
+    try:
         thread.start()
+    finally:
+        release_interrupts(held)
 
 
 def _prctl() -> Any:
@@ -115,4 +132,5 @@ def enter_child(parent: int, held: Any) -> bool:
 
 
 __all__ = ["CANCEL_GRACE_SECONDS", "INTERRUPTS", "enter_child", "hold_interrupts",
-           "interrupts_held", "prepare_fork", "release_interrupts", "start_thread"]
+           "interrupts_held", "prepare_fork", "release_interrupts", "start_thread",
+           "unblock_interrupts"]

@@ -15,7 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
 
-from desync_core.engine.interrupts import CANCEL_GRACE_SECONDS, interrupts_held, start_thread
+from desync_core.engine.interrupts import (
+    CANCEL_GRACE_SECONDS,
+    interrupts_held,
+    start_thread,
+    unblock_interrupts,
+)
 
 T = TypeVar("T")
 
@@ -129,14 +134,16 @@ class Threads(ThreadPoolExecutor):
     of running them before it returns; running ones are waited for."""
 
     def __init__(self, workers: int, name: str = "desync-work") -> None:
-        super().__init__(max(1, workers), thread_name_prefix=name)
+        super().__init__(max(1, workers), thread_name_prefix=name,
+                         initializer=unblock_interrupts)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.shutdown(wait=True, cancel_futures=exc_type is not None)
 
     def _adjust_thread_count(self) -> None:
-        # Where ThreadPoolExecutor starts its threads: see start_thread.
+        # Where ThreadPoolExecutor starts its threads: see start_thread (the threads
+        # unblock the interrupts first: the initializer).
         with interrupts_held():
             super()._adjust_thread_count()
 
