@@ -105,12 +105,8 @@ def start(index_path: str, output: str) -> Preallocation | None:
         return None
     if index_path == "-" or "://" in index_path:
         return None
-    from desync_core.engine.interrupts import start_thread
-
     prealloc = Preallocation(os.path.dirname(os.path.abspath(output)), index_path)
-    # (With SIGINT/SIGTERM held: Thread.start cut by a handler's exception fails badly,
-    # and the thread inherits the mask, so interrupts reach the main thread.)
-    start_thread(prealloc._thread)
+    prealloc._thread.start()
     return prealloc
 
 
