@@ -32,8 +32,6 @@ TMPFS_MAGIC = 0x01021994
 PIECE = 8 * 1024 * 1024
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
-_AT_FDCWD = -100
-_AT_SYMLINK_FOLLOW = 0x400
 # The end of a caibx index: the last item (end offset, chunk id), then the table tail
 # (two zero words, index offset, table size, marker) - index.md §1.
 _LAST_ITEM_AND_TAIL = struct.Struct("<Q32sQQQQQ")
@@ -139,24 +137,6 @@ def on_tmpfs(directory: str) -> bool:
     return int(struct.unpack_from("@l", buf.raw)[0]) == TMPFS_MAGIC
 
 
-def link(fd: int, path: str) -> None:
-    """Give the unnamed file ``fd`` the name ``path`` (which must not exist).
-
-    ``linkat`` of ``/proc/self/fd/N`` with ``AT_SYMLINK_FOLLOW`` (no privileges needed,
-    unlike ``AT_EMPTY_PATH``); ``os.link`` would call ``link``, which does not follow
-    the descriptor's link and fails across "devices".
-    """
-    import ctypes
-
-    libc: Any = ctypes.CDLL(None, use_errno=True)
-    libc.linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                            ctypes.c_int]
-    if libc.linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD, os.fsencode(path),
-                   _AT_SYMLINK_FOLLOW) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-
-
 def punch_holes(fd: int, ranges: list[tuple[int, int]]) -> None:
     """Deallocate ``(start, end)`` byte ranges of ``fd`` again (they read as zeros)."""
     if not ranges:
@@ -172,4 +152,4 @@ def punch_holes(fd: int, ranges: list[tuple[int, int]]) -> None:
             raise OSError(err, os.strerror(err))
 
 
-__all__ = ["Preallocation", "blob_length", "link", "on_tmpfs", "punch_holes", "start"]
+__all__ = ["Preallocation", "blob_length", "on_tmpfs", "punch_holes", "start"]

@@ -161,10 +161,8 @@ def open_target(index: Index, path: str, *, in_place: bool, create_new: bool,
 def _adopt(fd: int, path: str) -> int | None:
     """Give the unnamed file ``fd`` the name ``path`` (which must not exist); None if
     that fails (the caller then creates ``path`` and reports any error)."""
-    from desync_core.ops.prealloc import link
-
     try:
-        link(fd, path)
+        os.link(f"/proc/self/fd/{fd}", path)  # linkat(AT_SYMLINK_FOLLOW)
     except OSError:
         return None
     return fd
