@@ -21,7 +21,6 @@ from desync_core.registry import Command
 
 if TYPE_CHECKING:
     from desync_core.context import Context
-    from desync_core.ops.prealloc import Preallocation
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,21 +73,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _run(args: argparse.Namespace, ctx: Context) -> int:
-    prealloc = None
-    if not args.in_place and not args.seed and not args.seed_dir and args.store:
-        # Started before the imports below (~0.1 s, one core): the output file is
-        # allocated on the other core meanwhile (tmpfs only; see desync_core.ops.prealloc).
-        from desync_core.ops.prealloc import start
-
-        prealloc = start(args.index, args.output)
-    try:
-        return _extract(args, ctx, prealloc)
-    finally:
-        if prealloc is not None:
-            prealloc.discard()
-
-
-def _extract(args: argparse.Namespace, ctx: Context, prealloc: Preallocation | None) -> int:
     from desync_core.errors import UsageError
     from desync_core.ops.extract import check_output, extract
     from desync_core.outputs import refuse_output_over_inputs
@@ -114,8 +98,7 @@ def _extract(args: argparse.Namespace, ctx: Context, prealloc: Preallocation | N
         try:
             stats = extract(index, args.output, source, in_place=args.in_place,
                             workers=ctx.concurrency, seeds=seeds, invalid_seeds=action,
-                            progress_factory=new_progress, warn=_warn,
-                            preallocated=prealloc)
+                            progress_factory=new_progress, warn=_warn)
         finally:
             source.close()
     finally:

@@ -72,7 +72,6 @@ from desync_core.ops.extract.target import (
     remove_stale_temps,
     temp_name,
 )
-from desync_core.ops.prealloc import Preallocation
 from desync_core.progress import Progress
 from desync_core.seeds.base import Seed, Warn
 from desync_core.seeds.null import NullSeed, null_mask
@@ -134,7 +133,6 @@ def extract(
     invalid_seeds: str = "fail",
     progress_factory: ProgressFactory | None = None,
     warn: Warn | None = None,
-    preallocated: Preallocation | None = None,
 ) -> ExtractStats:
     """Assemble the blob described by ``index`` into ``output``.
 
@@ -152,9 +150,6 @@ def extract(
         progress_factory: ``(prefix, total) -> Progress`` for the ``Attempt n:
             Validating / Chunking Seed k / Assembling`` bars.
         warn: receives warnings for the user (default: ignored).
-        preallocated: an output file being allocated while the caller started up
-            (:func:`desync_core.ops.prealloc.start`); adopted as the temporary file
-            if it fits, else closed. Best with no seeds but the null seed.
 
     Raises:
         SeedInvalidError: a seed's data does not match its index (and ``fail``), or
@@ -183,12 +178,7 @@ def extract(
     # below must know about it, or an interrupt right then would leave it behind.
     held = hold_interrupts()
     try:
-        taken = None
-        if preallocated is not None:
-            taken = preallocated.take(index.length) if not in_place else None
-            preallocated.discard()
-        target = open_target(index, path, in_place=in_place, create_new=not in_place,
-                             adopt=taken)
+        target = open_target(index, path, in_place=in_place, create_new=not in_place)
         if not in_place:
             # Marks the file as in use (see remove_stale_temps); the lock goes with the
             # last descriptor of this file, i.e. when this process and its workers end.
@@ -279,8 +269,6 @@ def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
                 seed.regenerate(workers=workers, progress=bar)
         attempt += 1
     target.size_to_blob()
-    if target.preallocated:
-        _unallocate_nulls(target, plan)
     self_seed = SelfSeed(index)
     self_seed.prepare(target)
     bar = progress or progress_factory(f"Attempt {attempt}: Assembling ", len(index))
@@ -295,20 +283,6 @@ def _assemble(index: Index, target: Target, source: Any, stats: ExtractStats,
         if progress is None:
             bar.close()
     add_counts(stats, counters)
-
-
-def _unallocate_nulls(target: Target, plan: Any) -> None:
-    """Punch the null-chunk runs inside a preallocated target back into holes: the
-    output is as sparse as one written without preallocation."""
-    from desync_core.ops.prealloc import punch_holes
-
-    limit = target.preallocated
-    ranges = [(seg.start, min(seg.end, limit)) for seg in plan.segments
-              if isinstance(seg.seed, NullSeed) and seg.start < limit]
-    try:
-        punch_holes(target.fd, ranges)
-    except OSError as exc:
-        raise StoreError(f"preparing {target.display}: {exc.strerror}") from exc
 
 
 __all__ = [

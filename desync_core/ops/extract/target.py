@@ -66,9 +66,6 @@ class Target:
     blocksize: int
     #: The name shown in messages (the output, also while writing a temporary file).
     display: str = ""
-    #: Bytes from the start that were allocated before the assembly (a preallocated
-    #: new file, :mod:`desync_core.ops.prealloc`); 0 if none.
-    preallocated: int = 0
     _clone_probes: dict[str, bool] = field(default_factory=dict)
 
     def size_to_blob(self) -> None:
@@ -99,8 +96,7 @@ class Target:
         return self._clone_probes[key]
 
 
-def open_target(index: Index, path: str, *, in_place: bool, create_new: bool,
-                adopt: tuple[int, int] | None = None) -> Target:
+def open_target(index: Index, path: str, *, in_place: bool, create_new: bool) -> Target:
     """Open (or create) the target and size it (``extract.md`` §1.1 steps 1-4).
 
     Args:
@@ -108,18 +104,7 @@ def open_target(index: Index, path: str, *, in_place: bool, create_new: bool,
         path: the file or device.
         in_place: ``-k``: existing content is inspected and reused.
         create_new: the path must not exist yet (a temporary file).
-        adopt: with ``create_new``, ``(fd, allocated bytes)`` of an unnamed file
-            (``O_TMPFILE``, preallocated: :mod:`desync_core.ops.prealloc`) to create
-            ``path`` as; it is owned (and closed on failure) from here. If it cannot be
-            linked, ``path`` is created as usual.
     """
-    if adopt is not None:
-        fd = _adopt(adopt[0], path) if create_new and not in_place else None
-        if fd is not None:
-            target = _sized_new(index, fd, path)
-            target.preallocated = adopt[1]
-            return target
-        os.close(adopt[0])
     try:
         st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
@@ -156,28 +141,6 @@ def open_target(index: Index, path: str, *, in_place: bool, create_new: bool,
         os.close(fd)
         raise
     return Target(index, fd, path, blank, device, blocksize, display=path)
-
-
-def _adopt(fd: int, path: str) -> int | None:
-    """Give the unnamed file ``fd`` the name ``path`` (which must not exist); None if
-    that fails (the caller then creates ``path`` and reports any error)."""
-    try:
-        os.link(f"/proc/self/fd/{fd}", path)  # linkat(AT_SYMLINK_FOLLOW)
-    except OSError:
-        return None
-    return fd
-
-
-def _sized_new(index: Index, fd: int, path: str) -> Target:
-    try:
-        os.ftruncate(fd, index.length)  # (allocated pages stay; the rest is sparse)
-        blocksize = os.fstat(fd).st_blksize or 4096
-    except OSError as exc:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise StoreError(f"preparing {path}: {exc.strerror}") from exc
-    return Target(index, fd, path, True, False, blocksize, display=path)
 
 
 def add_counts(total: ExtractStats, part: ExtractStats) -> None:
