@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from desync_core.engine.interrupts import start_thread
 from desync_core.stores.base import PrunableChunkStore
 
 #: Ids listed per chunk the writer expects to store: beyond this, listing would cost
@@ -52,7 +53,7 @@ class ListedPresence:
         self._ids: frozenset[bytes] | None = None
         self._thread = threading.Thread(target=self._list, args=(lister, budget),
                                         name="desync-list", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)  # an interrupt cannot cut Thread.start in two
 
     def _list(self, lister: PrunableChunkStore, budget: int) -> None:
         ids: set[bytes] = set()
