@@ -219,31 +219,28 @@ class SFTPIndexStore(WritableIndexStore):
     def _path(self, name: str) -> str:
         return self.base + check_index_name(name)
 
-    def get_index(self, name: str) -> bytes:
-        path = self._path(name)
+    def _read_index(self, name: str, read: Callable[[Any, str], bytes]) -> bytes:
+        """``read(sftp, path)`` of the index file, its errors in the core's terms."""
         try:
-            return self._conn.call(read_file, path)
+            return self._conn.call(read, self._path(name))
         except FileNotFoundError:
             raise IndexNotFoundError(f"index {self.location}{name} does not exist") from None
         except OSError as exc:
             raise os_error(exc, self, f"reading index {name}") from None
 
+    def get_index(self, name: str) -> bytes:
+        return self._read_index(name, read_file)
+
     def iter_index(self, name: str) -> Iterator[bytes]:
         """Read header first on the server's file (one session held for the read):
         the read stops at the first thing that cannot be an index."""
-        path = self._path(name)
         shown = f"{self.location}{name}"
 
         def bounded(sftp: Any, path: str) -> bytes:
             with sftp.open(path, "rb") as f:
                 return read_index_stream(f, shown)
 
-        try:
-            yield self._conn.call(bounded, path)
-        except FileNotFoundError:
-            raise IndexNotFoundError(f"index {shown} does not exist") from None
-        except OSError as exc:
-            raise os_error(exc, self, f"reading index {name}") from None
+        yield self._read_index(name, bounded)
 
     def has_index(self, name: str) -> bool:
         path = self._path(name)
